@@ -1,0 +1,309 @@
+"""The `medssl` command: data, replicate, results, paper, augment."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from medssl_core.errors import ConfigError, MedsslError
+
+
+def _csv_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers such as 0,1,2, not {text!r}") from None
+
+
+# -- data -------------------------------------------------------------------------------------------------------
+def cmd_data_list(args) -> int:
+    from medssl_core.data import REGISTRY, is_available
+
+    rows = []
+    for name, info in REGISTRY.items():
+        sizes = info.sizes or (None,)
+        present = [str(s or "yes") for s in sizes if is_available(name, s, args.data_dir)]
+        rows.append([name, info.task, info.n_classes, info.channels, ",".join(map(str, info.sizes)) or "original",
+                     ",".join(present) or "-", info.licence.split(" (")[0]])
+    print(tabulate(rows, ["dataset", "task", "classes", "ch", "sizes", "present", "licence"]))
+    return 0
+
+
+def cmd_data_verify(args) -> int:
+    from medssl_core.data import get_dataset, load_dataset
+
+    info = get_dataset(args.name)
+    ds = load_dataset(args.name, args.size, args.data_dir, allow_download=False)
+    counts = ", ".join(f"{k} {v}" for k, v in ds.counts().items())
+    print(f"OK {info.name}" + (f" ({args.size} px)" if info.kind == "medmnist" else "") + f": {counts}; "
+          + "; ".join(f"{p} md5 {m}" for p, m in ds.files.items()))
+    return 0
+
+
+def cmd_data_fetch(args) -> int:
+    from medssl_core.data import get_dataset
+    from medssl_core.data.dataset import fetch_medmnist, find_medmnist, verify_medmnist_file
+
+    info = get_dataset(args.name)
+    if info.kind != "medmnist":
+        raise ConfigError(f"{info.name} cannot be downloaded automatically. {info.obtain}")
+    path = find_medmnist(info.name, args.size, args.data_dir) or fetch_medmnist(info.name, args.size, args.data_dir)
+    verify_medmnist_file(path, info.name, args.size)
+    print(f"OK {path}")
+    return 0
+
+
+# -- replicate --------------------------------------------------------------------------------------------------
+def choose_profile(study, requested: str, device, allow_slow: bool) -> tuple[str, str | None]:
+    """Return (profile, notice). A GPU-sized profile never starts silently on a CPU."""
+    if requested == "auto":
+        gpu_profiles = [p.name for p in study.profiles if p.needs_gpu]
+        if device.type == "cuda" and gpu_profiles:
+            return gpu_profiles[0], None
+        cpu = next((p.name for p in study.profiles if not p.needs_gpu), study.profiles[0].name)
+        note = None
+        if gpu_profiles:
+            note = (f"No CUDA GPU found: running the '{cpu}' profile (minutes on a CPU; every run is labelled "
+                    f"'{cpu}'). The study's own settings are `--profile {gpu_profiles[0]}`, which needs a GPU "
+                    "(add --allow-slow to start it on a CPU anyway).")
+        return cpu, note
+    profile = study.profile(requested)
+    if profile.needs_gpu and device.type != "cuda" and not allow_slow:
+        raise ConfigError(f"Profile '{profile.name}' of {study.name} is sized for a GPU ({profile.description}) "
+                          "and no CUDA device is in use. Use --profile quick, or add --allow-slow to run it on "
+                          "the CPU anyway.")
+    return profile.name, None
+
+
+def cmd_replicate(args) -> int:
+    import torch
+
+    from medssl_core.device import resolve_device
+    from medssl_core.execute import execute, pending
+    from medssl_core.grid import expand
+    from medssl_core.runner import Context
+    from medssl_core.store import ResultsStore
+    from medssl_core.study import get_study
+
+    study = get_study(args.study)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    profile, notice = choose_profile(study, args.profile, device, args.allow_slow)
+    if notice:
+        print(notice, file=sys.stderr)
+    plan = expand(study, profile, seeds=_seeds(args.seeds), datasets=_csv_list(args.datasets),
+                  methods=_csv_list(args.methods), protocols=_csv_list(args.protocols), data_dir=args.data_dir,
+                  allow_download=not args.no_download)
+    for what, why in plan.skipped:
+        print(f"SKIPPED {what}: {why}", file=sys.stderr)
+    store = ResultsStore(args.db)
+    with store.coordinator_lock():
+        store.init()
+        store.sync_reported(study.name, study.reported_rows())
+        todo = pending(plan, store.run_statuses(), args.retry_failed)
+        print(f"{study.name} [{profile}] on {device}: {len(plan.pretrain)} pretraining + {len(plan.evaluate)} "
+              f"evaluation runs planned, {len(todo)} to run; database {args.db}", file=sys.stderr)
+        if args.dry_run:
+            for spec in todo:
+                print(f"{spec.run_id}  {spec.kind:9s} {spec.label()}")
+            return 0
+        ctx = Context(args.data_dir, device, store.artifacts_dir, store.checkpoints_dir,
+                      allow_download=not args.no_download, progress=not args.no_progress)
+        try:
+            summary = execute(plan, store, ctx, retry_failed=args.retry_failed, progress=not args.no_progress)
+        except KeyboardInterrupt:
+            print("\nInterrupted. Every finished run is recorded; run the same command again to resume.",
+                  file=sys.stderr)
+            return 130
+    print_summary(store, study.name, profile, [s.run_id for s in plan.specs])
+    print(f"{summary.ran} runs executed, {summary.already_done} already done, {len(summary.failed)} failed.",
+          file=sys.stderr)
+    if summary.failed:
+        print("Failed runs are recorded with their error (`medssl results runs --status failed`); "
+              "`--retry-failed` runs them again.", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def print_summary(store, study: str, profile: str, run_ids: list[str]) -> None:
+    with store.reader() as con:
+        rows = con.execute(
+            """SELECT dataset_used, method, protocol, decisions, count(*) n,
+                      avg(value) mean, stddev_samp(value) std
+               FROM run_metrics WHERE run_id IN (SELECT unnest(?)) AND split = 'test' AND metric = ?
+               GROUP BY ALL ORDER BY ALL""", [run_ids, "accuracy"]).fetchall()
+    table = [[d, m, p, dec or "-", n, f"{mean:.4f}", "-" if std is None else f"{std:.4f}"]
+             for d, m, p, dec, n, mean, std in rows]
+    print(f"\n{study} [{profile}]: test accuracy (mean, std over seeds)")
+    print(tabulate(table, ["dataset", "method", "protocol", "decisions", "n", "mean", "std"]))
+
+
+# -- results ----------------------------------------------------------------------------------------------------
+def _format(columns, rows, fmt: str) -> str:
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(columns)
+        w.writerows(rows)
+        return buf.getvalue().rstrip("\n")
+    if fmt == "json":
+        return json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1)
+    return tabulate(rows, columns)
+
+
+def cmd_results_sql(args) -> int:
+    from medssl_core.store import run_sql
+
+    columns, rows = run_sql(Path(args.db), args.query)
+    print(_format(columns, rows, args.format))
+    return 0
+
+
+def cmd_results_runs(args) -> int:
+    from medssl_core.store import run_sql
+
+    where = []
+    if args.study:
+        where.append(f"study = '{args.study.replace(chr(39), '')}'")
+    if args.status:
+        where.append(f"status = '{args.status.replace(chr(39), '')}'")
+    sql = ("SELECT run_id, kind, study, dataset_used, method, protocol, fraction, seed, profile, status, "
+           "round(wall_s, 1) AS wall_s, left(coalesce(error, ''), 80) AS error FROM runs"
+           + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY study, finished_at")
+    columns, rows = run_sql(Path(args.db), sql)
+    print(_format(columns, rows, args.format))
+    return 0
+
+
+def cmd_results_rebuild(args) -> int:
+    from medssl_core.store import ResultsStore
+    from medssl_core.study import studies
+
+    store = ResultsStore(args.db)
+    with store.coordinator_lock():
+        n = store.rebuild({name: s.reported_rows() for name, s in studies().items()})
+    print(f"Rebuilt {args.db} from {n} run records in {store.records_dir}.")
+    return 0
+
+
+# -- paper and augment ------------------------------------------------------------------------------------------
+def cmd_paper(args) -> int:
+    from medssl_core.paper import generate
+    from medssl_core.study import get_study, studies
+
+    names = [args.study] if args.study else sorted(n for n in studies() if n != "demo")
+    for name in names:
+        written = generate(get_study(name), Path(args.db), Path(args.out) / name, data_dir=args.data_dir)
+        print(f"{name}: wrote {len(written)} files to {Path(args.out) / name}")
+        for p in written:
+            print(f"  {p}")
+    return 0
+
+
+def cmd_augment_show(args) -> int:
+    from medssl_core.augment_show import show
+
+    path = show(args.study, args.dataset, Path(args.out), data_dir=args.data_dir, profile=args.profile)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from medssl_core.store import DEFAULT_DB
+
+    p = argparse.ArgumentParser(prog="medssl", description="Reproducible replications of SSL studies in "
+                                "medical imaging.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="list, verify and fetch datasets").add_subparsers(dest="data_cmd",
+                                                                                          required=True)
+    for name, fn, helptext in (("list", cmd_data_list, "every registered dataset and whether it is present"),
+                               ("verify", cmd_data_verify, "check a dataset's files (checksum, shapes, counts)"),
+                               ("fetch", cmd_data_fetch, "download a MedMNIST dataset (MD5-checked)")):
+        sp = data.add_parser(name, help=helptext)
+        if name != "list":
+            sp.add_argument("name")
+            sp.add_argument("--size", type=int, default=28, help="MedMNIST size 28/64/128/224; for original "
+                            "sources, the side images are resized to")
+        sp.add_argument("--data-dir", help="looked in first; then $MEDSSL_DATA, then ~/.medmnist")
+        sp.set_defaults(fn=fn)
+
+    r = sub.add_parser("replicate", help="run a study's grid (only runs not yet done)")
+    r.add_argument("study")
+    r.add_argument("--profile", default="auto", help="quick | paper | auto (paper on a GPU, quick on a CPU)")
+    r.add_argument("--seeds", help="comma-separated, e.g. 0,1,2 (default: the profile's)")
+    r.add_argument("--datasets", help="comma-separated study dataset keys")
+    r.add_argument("--methods", help="comma-separated method names")
+    r.add_argument("--protocols", help="comma-separated protocol names")
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    r.add_argument("--threads", type=int, help="torch CPU threads")
+    r.add_argument("--data-dir")
+    r.add_argument("--db", default=str(DEFAULT_DB))
+    r.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    r.add_argument("--no-download", action="store_true", help="never download missing MedMNIST files")
+    r.add_argument("--allow-slow", action="store_true", help="start a GPU-sized profile on a CPU anyway")
+    r.add_argument("--dry-run", action="store_true", help="list the runs that would execute")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(fn=cmd_replicate)
+
+    res = sub.add_parser("results", help="query the results database").add_subparsers(dest="results_cmd",
+                                                                                        required=True)
+    q = res.add_parser("sql", help="run a read-only SQL query")
+    q.add_argument("query")
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    q.add_argument("--db", default=str(DEFAULT_DB))
+    q.set_defaults(fn=cmd_results_sql)
+    runs = res.add_parser("runs", help="list runs")
+    runs.add_argument("--study")
+    runs.add_argument("--status", choices=("ok", "failed"))
+    runs.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    runs.add_argument("--db", default=str(DEFAULT_DB))
+    runs.set_defaults(fn=cmd_results_runs)
+    rb = res.add_parser("rebuild", help="recreate the database from the run record files")
+    rb.add_argument("--db", default=str(DEFAULT_DB))
+    rb.set_defaults(fn=cmd_results_rebuild)
+
+    pp = sub.add_parser("paper", help="generate a study's tables and figures from the database")
+    pp.add_argument("study", nargs="?")
+    pp.add_argument("--db", default=str(DEFAULT_DB))
+    pp.add_argument("--out", default="paper")
+    pp.add_argument("--data-dir", help="where the data is, for the t-SNE figure")
+    pp.set_defaults(fn=cmd_paper)
+
+    aug = sub.add_parser("augment", help="augmentation tools").add_subparsers(dest="augment_cmd", required=True)
+    show = aug.add_parser("show", help="write a PNG grid of images and their two views")
+    show.add_argument("study")
+    show.add_argument("--dataset", required=True, help="a study dataset key or a registry dataset name")
+    show.add_argument("--profile", default="quick")
+    show.add_argument("--data-dir")
+    show.add_argument("--out", default="paper/augment")
+    show.set_defaults(fn=cmd_augment_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except MedsslError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

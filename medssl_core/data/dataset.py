@@ -1,0 +1,141 @@
+"""Loading any registered dataset into uint8 arrays, with a clear error for every way a file can be bad."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medssl_core.data import sources
+from medssl_core.data.download import download
+from medssl_core.data.locate import cached_md5, data_dirs, download_dir
+from medssl_core.data.medmnist_info import MEDMNIST
+from medssl_core.data.registry import DatasetInfo, get_dataset
+from medssl_core.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ArrayDataset:
+    """Images as uint8 (N, H, W, C) and labels as int64 (N,) or (N, L) for multi-label, per split."""
+
+    info: DatasetInfo
+    size: int | None
+    images: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    patient_ids: dict[str, np.ndarray] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # path -> md5, for provenance
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def counts(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.labels.items()}
+
+
+def find_medmnist(flag: str, size: int, data_dir: str | os.PathLike | None = None) -> Path | None:
+    filename = MEDMNIST[flag].filename(size)
+    for d in data_dirs(data_dir):
+        if (d / filename).is_file():
+            return d / filename
+    return None
+
+
+def fetch_medmnist(flag: str, size: int, data_dir=None, *, progress: bool = True) -> Path:
+    info = MEDMNIST[flag]
+    _check_size(flag, size)
+    mirror = os.environ.get("MEDSSL_MIRROR")
+    url = f"{mirror.rstrip('/')}/{info.filename(size)}" if mirror else info.url(size)
+    return download(url, download_dir(data_dir) / info.filename(size), info.md5[size], progress=progress)
+
+
+def _check_size(flag: str, size: int) -> None:
+    if size not in MEDMNIST[flag].md5:
+        raise DataError(f"{flag} exists at sizes {sorted(MEDMNIST[flag].md5)}, not {size}; pass --size with one.")
+
+
+def verify_medmnist_file(path: Path, flag: str, size: int) -> None:
+    """Checksum, keys, dtypes, shapes and official split counts; raises DataError naming file and fix."""
+    info = MEDMNIST[flag]
+    fix = (f"Delete {path} and run `medssl data fetch {flag} --size {size}` (or copy an intact file there).")
+    actual = cached_md5(path)
+    if actual != info.md5[size]:
+        raise DataError(
+            f"{path}: MD5 {actual} does not match the official {flag} ({size} px) release "
+            f"{info.md5[size]}; the file is truncated, corrupt or a different version. {fix}"
+        )
+    arrays = _read_npz(path, fix)
+    _check_arrays(arrays, info, size, path, fix)
+
+
+def _read_npz(path: Path, fix: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as exc:
+        raise DataError(f"{path} cannot be read as an npz archive ({exc}). {fix}") from exc
+
+
+def _check_arrays(arrays: dict, info, size: int, path: Path, fix: str) -> None:
+    for split, expected in zip(SPLITS, info.counts):
+        for kind in ("images", "labels"):
+            key = f"{split}_{kind}"
+            if key not in arrays:
+                raise DataError(f"{path} has no array {key!r} (found {sorted(arrays)}). {fix}")
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        shape = (expected, size, size) + ((3,) if info.channels == 3 else ())
+        if images.dtype != np.uint8 or images.shape != shape:
+            raise DataError(f"{path}: {split}_images is {images.dtype}{images.shape}, expected uint8{shape}. {fix}")
+        if labels.shape[0] != expected:
+            raise DataError(f"{path}: {split} has {labels.shape[0]} labels, the official count is {expected}. {fix}")
+
+
+def load_medmnist(flag: str, size: int, data_dir=None, *, allow_download: bool = True) -> ArrayDataset:
+    _check_size(flag, size)
+    info = get_dataset(flag)
+    path = find_medmnist(flag, size, data_dir)
+    if path is None:
+        if not allow_download:
+            raise DataError(missing_message(info, data_dir, size))
+        path = fetch_medmnist(flag, size, data_dir)
+    verify_medmnist_file(path, flag, size)
+    arrays = _read_npz(path, "")
+    images, labels = {}, {}
+    for split in SPLITS:
+        img = arrays[f"{split}_images"]
+        images[split] = img[..., None] if img.ndim == 3 else img
+        lab = arrays[f"{split}_labels"].astype(np.int64)
+        labels[split] = lab if info.task == "multi-label" else lab.reshape(-1)
+    return ArrayDataset(info, size, images, labels, files={str(path): cached_md5(path)})
+
+
+def missing_message(info: DatasetInfo, data_dir=None, size: int | None = None) -> str:
+    where = ", ".join(str(d) for d in data_dirs(data_dir))
+    what = MEDMNIST[info.name].filename(size or 28) if info.kind == "medmnist" else info.layout.get("root", "")
+    return f"Dataset {info.name} ({what}) was not found in: {where}. {info.obtain}"
+
+
+def is_available(name: str, size: int | None, data_dir=None) -> bool:
+    info = get_dataset(name)
+    if info.kind == "medmnist":
+        return find_medmnist(name, size or 28, data_dir) is not None
+    return sources.find_root(info, data_dir) is not None
+
+
+def load_dataset(name: str, size: int | None = None, data_dir=None, *, allow_download: bool = True) -> ArrayDataset:
+    """Load a registered dataset. ``size`` is the MedMNIST size, or the side images are resized to."""
+    info = get_dataset(name)
+    if info.kind == "medmnist":
+        return load_medmnist(name, size or 28, data_dir, allow_download=allow_download)
+    root = sources.find_root(info, data_dir)
+    if root is None:
+        raise DataError(missing_message(info, data_dir))
+    if size is None:
+        raise DataError(f"{name} is read from its original files: give the image size to resize them to.")
+    loaded = sources.load(info, root, size)
+    return ArrayDataset(info, size, loaded.images, loaded.labels, loaded.patient_ids, loaded.files)

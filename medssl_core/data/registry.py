@@ -1,0 +1,196 @@
+"""Registry of every dataset the five studies use: what it is, where it comes from, how it is read."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Literal
+
+from medssl_core.data.medmnist_info import MEDMNIST, MedMNISTInfo
+from medssl_core.errors import DataError
+
+Task = Literal["binary", "multi-class", "multi-label", "ordinal"]
+SourceKind = Literal["medmnist", "folders", "nih_csv", "chexpert_csv", "mimeta"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    task: Task
+    classes: tuple[str, ...]
+    channels: int
+    licence: str
+    source: str  # where a user obtains it (URL or citation)
+    kind: SourceKind
+    # kind-specific layout description (folder names, CSV names, MedIMeta ids)
+    layout: dict = field(default_factory=dict, hash=False, compare=False)
+    has_patient_ids: bool = False
+    official_splits: bool = False
+    sizes: tuple[int, ...] = ()  # MedMNIST image sizes; empty for original sources
+    obtain: str = ""  # how to get it, printed when it is missing
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+def _medmnist_entry(info: MedMNISTInfo) -> DatasetInfo:
+    return DatasetInfo(
+        name=info.flag,
+        task=info.task,
+        classes=info.labels,
+        channels=info.channels,
+        licence=info.licence,
+        source="https://zenodo.org/records/10519652 (MedMNIST v3 / MedMNIST+; Yang et al., Sci Data 2023)",
+        kind="medmnist",
+        official_splits=True,
+        sizes=(28, 64, 128, 224),
+        obtain=f"`medssl data fetch {info.flag} --size N` downloads it (MD5-checked) into the data directory.",
+    )
+
+
+_ORIGINALS = [
+    DatasetInfo(
+        name="breakhis400x",
+        task="binary",
+        classes=("benign", "malignant"),
+        channels=3,
+        licence="BreaKHis: free for research use (Spanhol et al., IEEE TBME 2016)",
+        source="https://www.kaggle.com/datasets/forderation/breakhis-400x",
+        kind="folders",
+        layout={"root": "BreaKHis 400X", "splits": {"train": "train", "test": "test"},
+                "class_dirs": {"benign": 0, "malignant": 1}},
+        obtain="Download https://www.kaggle.com/datasets/forderation/breakhis-400x and unzip it so that "
+        "'<data-dir>/BreaKHis 400X/{train,test}/{benign,malignant}/*.png' exist.",
+    ),
+    DatasetInfo(
+        name="kather2016",
+        task="multi-class",
+        classes=("01_TUMOR", "02_STROMA", "03_COMPLEX", "04_LYMPHO", "05_DEBRIS", "06_MUCOSA",
+                 "07_ADIPOSE", "08_EMPTY"),
+        channels=3,
+        licence="CC BY 4.0 (Kather et al., Sci Rep 2016; zenodo 53169)",
+        source="https://zenodo.org/record/53169 (Kather_texture_2016_image_tiles_5000.zip)",
+        kind="folders",
+        layout={"root": "Kather_texture_2016_image_tiles_5000", "splits": {"all": "."},
+                "class_dirs": "sorted"},
+        obtain="Download Kather_texture_2016_image_tiles_5000.zip from https://zenodo.org/record/53169 and "
+        "unzip it into the data directory ('<data-dir>/Kather_texture_2016_image_tiles_5000/01_TUMOR/...').",
+    ),
+    DatasetInfo(
+        name="kermany_cxr",
+        task="binary",
+        classes=("NORMAL", "PNEUMONIA"),
+        channels=1,
+        licence="CC BY 4.0 (Kermany et al., Cell 2018; Mendeley 10.17632/rscbjbr9sj.2)",
+        source="https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia",
+        kind="folders",
+        layout={"root": "chest_xray", "splits": {"train": "train", "val": "val", "test": "test"},
+                "class_dirs": {"NORMAL": 0, "PNEUMONIA": 1}},
+        obtain="Download https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia and unzip so "
+        "that '<data-dir>/chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg' exist. "
+        "PneumoniaMNIST (`medssl data fetch pneumoniamnist`) is the same data at 28-224 px.",
+    ),
+    DatasetInfo(
+        name="nih_chestxray14",
+        task="multi-label",
+        classes=("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+                 "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
+                 "Hernia"),
+        channels=1,
+        licence="CC0 1.0 (NIH Clinical Center; Wang et al., CVPR 2017)",
+        source="https://nihcc.app.box.com/v/ChestXray-NIHCC",
+        kind="nih_csv",
+        layout={"root": "NIH_ChestXray14", "csv": "Data_Entry_2017.csv",
+                "train_list": "train_val_list.txt", "test_list": "test_list.txt", "images": "images"},
+        has_patient_ids=True,
+        official_splits=True,
+        obtain="Download the NIH ChestX-ray14 release and place Data_Entry_2017.csv, train_val_list.txt, "
+        "test_list.txt and the unpacked images/ folder under '<data-dir>/NIH_ChestXray14/'.",
+    ),
+    DatasetInfo(
+        name="chexpert_small",
+        task="multi-label",
+        classes=("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"),
+        channels=1,
+        licence="Stanford University CheXpert Dataset Research Use Agreement",
+        source="https://stanfordmlgroup.github.io/competitions/chexpert/ (CheXpert-v1.0-small)",
+        kind="chexpert_csv",
+        layout={"root": "CheXpert-v1.0-small", "train_csv": "train.csv", "valid_csv": "valid.csv"},
+        has_patient_ids=True,
+        obtain="Obtain CheXpert-v1.0-small under the Stanford research use agreement and unzip it so that "
+        "'<data-dir>/CheXpert-v1.0-small/{train.csv,valid.csv,train/,valid/}' exist.",
+    ),
+    DatasetInfo(
+        name="mimeta_organs_axial",
+        task="multi-class",
+        classes=("heart", "left lung", "right lung", "liver", "spleen", "pancreas", "left kidney",
+                 "right kidney", "bladder", "left femoral head", "right femoral head"),
+        channels=1,
+        licence="CC BY 4.0 (MedIMeta, Woerner et al. 2024; source LiTS)",
+        source="https://zenodo.org/records/7884735",
+        kind="mimeta",
+        layout={"dataset_id": "organs_axial", "task": "organ classification"},
+        official_splits=True,
+        obtain="Download the organs_axial folder of MedIMeta from https://zenodo.org/records/7884735 and unzip "
+        "it into '<data-dir>/mimeta/organs_axial/' (info.yaml, images/, task_labels/, splits/).",
+    ),
+    DatasetInfo(
+        name="mimeta_organs_coronal",
+        task="multi-class",
+        classes=("heart", "left lung", "right lung", "liver", "spleen", "pancreas", "left kidney",
+                 "right kidney", "bladder", "left femoral head", "right femoral head"),
+        channels=1,
+        licence="CC BY 4.0 (MedIMeta, Woerner et al. 2024; source LiTS)",
+        source="https://zenodo.org/records/7884735",
+        kind="mimeta",
+        layout={"dataset_id": "organs_coronal", "task": "organ classification"},
+        official_splits=True,
+        obtain="Download the organs_coronal folder of MedIMeta from https://zenodo.org/records/7884735 into "
+        "'<data-dir>/mimeta/organs_coronal/'.",
+    ),
+    DatasetInfo(
+        name="mimeta_organs_sagittal",
+        task="multi-class",
+        classes=("heart", "left lung", "right lung", "liver", "spleen", "pancreas", "left kidney",
+                 "right kidney", "bladder", "left femoral head", "right femoral head"),
+        channels=1,
+        licence="CC BY 4.0 (MedIMeta, Woerner et al. 2024; source LiTS)",
+        source="https://zenodo.org/records/7884735",
+        kind="mimeta",
+        layout={"dataset_id": "organs_sagittal", "task": "organ classification"},
+        official_splits=True,
+        obtain="Download the organs_sagittal folder of MedIMeta from https://zenodo.org/records/7884735 into "
+        "'<data-dir>/mimeta/organs_sagittal/'.",
+    ),
+    DatasetInfo(
+        name="mimeta_crc",
+        task="multi-class",
+        classes=("adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle",
+                 "normal colon mucosa", "cancer-associated stroma", "colorectal adenocarcinoma epithelium"),
+        channels=3,
+        licence="CC BY 4.0 (MedIMeta; source NCT-CRC-HE-100K + CRC-VAL-HE-7K, Kather et al. 2019)",
+        source="https://zenodo.org/records/7884735",
+        kind="mimeta",
+        layout={"dataset_id": "crc", "task": "tissue class"},
+        official_splits=True,
+        obtain="Download the crc folder of MedIMeta from https://zenodo.org/records/7884735 into "
+        "'<data-dir>/mimeta/crc/'. PathMNIST holds the same 107,180 images at 28-224 px.",
+    ),
+]
+
+REGISTRY: dict[str, DatasetInfo] = {
+    **{flag: _medmnist_entry(info) for flag, info in MEDMNIST.items()},
+    **{d.name: d for d in _ORIGINALS},
+}
+
+
+def get_dataset(name: str) -> DatasetInfo:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise DataError(
+            f"Unknown dataset {name!r}.{hint} `medssl data list` shows the {len(REGISTRY)} known datasets."
+        ) from None

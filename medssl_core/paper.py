@@ -1,0 +1,347 @@
+"""Paper outputs of a study, generated from the results database: tables (Markdown + LaTeX via tabulate)
+and figures (matplotlib, PNG + PDF). Every table cell is listed with its run ids in cells.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from tabulate import tabulate
+
+from medssl_core.store.store import connect
+from medssl_core.study import AS_PUBLISHED, CORRECTED, Study
+
+VARIANT_TITLES = {AS_PUBLISHED: "as published (the study's code)", CORRECTED: "with every decision corrected"}
+
+
+def parse_decisions(text: str | None) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in (text or "").split(",") if item)
+
+
+def in_variant(decisions: dict[str, str], variant: str) -> bool:
+    return all(v == variant for v in decisions.values())
+
+
+def load_rows(study: Study, db: Path) -> list[dict]:
+    con = connect(db, read_only=True, wait_s=30)
+    try:
+        cur = con.execute(
+            """SELECT run_id, dataset, dataset_used, method, protocol, fraction, seed, profile, decisions,
+                      split, metric, value FROM run_metrics WHERE study = ? AND kind = 'evaluate'""", [study.name])
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def _stats(values: list[float]) -> tuple[float, float | None, int]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else None), len(a)
+
+
+def _fmt(mean: float, std: float | None, n: int, scale: float = 100) -> str:
+    s = f"{mean * scale:.2f}"
+    return s + (f" ± {std * scale:.2f}" if std is not None else "") + f" (n={n})"
+
+
+def _titles(study: Study) -> tuple[dict, dict, dict]:
+    return ({m.name: m.title for m in study.methods}, {p.name: p.title for p in study.protocols},
+            {d.key: d.title for d in study.datasets})
+
+
+def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, tuple[list, list]], list[list]]:
+    """Per variant: (headers, table rows) of methods x protocols by dataset; plus cells for cells.csv."""
+    methods, protocols, _ = _titles(study)
+    reported = {(r.dataset, r.method, r.protocol, r.metric, r.fraction or 1.0): r for r in study.reported}
+    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric]
+    datasets = sorted({(r["dataset"], r["dataset_used"]) for r in test})
+    tables, cells = {}, []
+    for variant in (AS_PUBLISHED, CORRECTED):
+        groups = defaultdict(list)
+        for r in test:
+            if in_variant(parse_decisions(r["decisions"]), variant):
+                groups[(r["method"], r["protocol"], r["fraction"] or 1.0, r["dataset"], r["dataset_used"],
+                        r["profile"])].append(r)
+        if not groups:
+            continue
+        keys = sorted({(k[0], k[1], k[2], k[5]) for k in groups},
+                      key=lambda k: ([m.name for m in study.methods].index(k[0]),
+                                     [p.name for p in study.protocols].index(k[1]), k[2], k[3]))
+        headers = ["method", "protocol", "labels", "profile"]
+        for ds, used in datasets:
+            headers += [f"{ds} ({used})" if ds != used else ds, "reported", "Δ"]
+        table = []
+        for method, protocol, fraction, profile in keys:
+            line = [methods.get(method, method), protocols.get(protocol, protocol), f"{fraction:.0%}", profile]
+            for ds, used in datasets:
+                runs = groups.get((method, protocol, fraction, ds, used, profile), [])
+                rep = reported.get((ds, method, protocol, metric, fraction))
+                if runs:
+                    mean, std, n = _stats([r["value"] for r in runs])
+                    line.append(_fmt(mean, std, n))
+                    cells.append([variant, ds, used, method, protocol, fraction, profile, metric, mean, std, n,
+                                  " ".join(sorted(r["run_id"] for r in runs))])
+                else:
+                    mean = None
+                    line.append("-")
+                rep_value = rep.value if rep is not None and rep.value is not None else None
+                line.append(f"{rep_value * 100:.2f}" if rep_value is not None else "-")
+                line.append(f"{(mean - rep_value) * 100:+.2f}" if rep_value is not None and mean is not None else "-")
+            table.append(line)
+        tables[variant] = (headers, table)
+    return tables, cells
+
+
+def decision_table(study: Study, rows: list[dict], metric: str) -> tuple[list, list[list]]:
+    """Effect of correcting each decision alone (and all together) vs the as-published runs, per
+    dataset, method and protocol where both sides exist."""
+    methods, protocols, _ = _titles(study)
+    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric]
+    by_cell = defaultdict(lambda: defaultdict(list))
+    for r in test:
+        d = parse_decisions(r["decisions"])
+        if not d:
+            continue
+        flipped = sorted(k for k, v in d.items() if v == CORRECTED)
+        if not flipped:
+            key = "baseline"
+        elif len(flipped) == len(d):
+            key = "all"
+        elif len(flipped) == 1:
+            key = flipped[0]
+        else:
+            continue
+        by_cell[(r["dataset_used"], r["method"], r["protocol"], r["fraction"] or 1.0)][key].append(r)
+        if len(d) == 1 and flipped:  # a run with a single applicable decision is both 'all' and that one
+            by_cell[(r["dataset_used"], r["method"], r["protocol"], r["fraction"] or 1.0)][flipped[0]].append(r)
+    descriptions = {d.name: d for d in study.decisions}
+    table = []
+    for (used, method, protocol, _fraction), groups in sorted(by_cell.items()):
+        if "baseline" not in groups:
+            continue
+        base, base_std, base_n = _stats([r["value"] for r in groups["baseline"]])
+        for key in [d.name for d in study.decisions] + ["all"]:
+            if key not in groups:
+                continue
+            mean, std, n = _stats([r["value"] for r in groups[key]])
+            if key == "all":
+                what, change = "all decisions corrected", "-"
+            else:
+                d = descriptions[key]
+                what, change = d.description, f"{d.as_published} → {d.corrected}"
+            table.append([used, methods.get(method, method), protocols.get(protocol, protocol), what, change,
+                          _fmt(base, base_std, base_n), _fmt(mean, std, n), f"{(mean - base) * 100:+.2f}"])
+    headers = ["dataset", "method", "protocol", "decision", "as published → corrected", f"{metric} as published",
+               f"{metric} corrected", "Δ (pp)"]
+    return headers, table
+
+
+def _write_table(out: Path, stem: str, title: str, headers: list, table: list, note: str) -> list[Path]:
+    md = out / f"{stem}.md"
+    md.write_text(f"# {title}\n\n{note}\n\n" + tabulate(table, headers, tablefmt="github") + "\n")
+    tex = out / f"{stem}.tex"
+    tex.write_text(f"% {title}\n% {note}\n" + tabulate(table, headers, tablefmt="latex_booktabs") + "\n")
+    return [md, tex]
+
+
+def _save(fig, out: Path, stem: str) -> list[Path]:
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def accuracy_figure(study: Study, rows: list[dict], metric: str, out: Path) -> list[Path]:
+    methods, protocols, _ = _titles(study)
+    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and (r["fraction"] or 1.0) == 1.0]
+    variants = [v for v in (AS_PUBLISHED, CORRECTED)
+                if any(in_variant(parse_decisions(r["decisions"]), v) for r in test)]
+    datasets = sorted({r["dataset_used"] for r in test})
+    if not test or not variants:
+        return []
+    fig, axes = plt.subplots(len(variants), len(datasets), squeeze=False,
+                             figsize=(max(6, 5.5 * len(datasets)), 3.6 * len(variants)))
+    proto_names = [p.name for p in study.protocols if any(r["protocol"] == p.name for r in test)]
+    method_names = [m.name for m in study.methods if any(r["method"] == m.name for r in test)]
+    width = 0.8 / max(1, len(proto_names))
+    colors = plt.get_cmap("tab10").colors
+    for i, variant in enumerate(variants):
+        for j, ds in enumerate(datasets):
+            ax = axes[i][j]
+            for k, proto in enumerate(proto_names):
+                means, stds = [], []
+                for m in method_names:
+                    vals = [r["value"] for r in test if r["dataset_used"] == ds and r["method"] == m
+                            and r["protocol"] == proto and in_variant(parse_decisions(r["decisions"]), variant)]
+                    means.append(np.mean(vals) * 100 if vals else np.nan)
+                    stds.append(np.std(vals, ddof=1) * 100 if len(vals) > 1 else 0.0)
+                x = np.arange(len(method_names)) + (k - (len(proto_names) - 1) / 2) * width
+                ax.bar(x, means, width, yerr=stds, capsize=2, label=protocols.get(proto, proto), color=colors[k % 10])
+            ax.set_xticks(np.arange(len(method_names)), [methods.get(m, m) for m in method_names], rotation=20)
+            ax.set_ylabel(f"test {metric} (%)")
+            ax.set_title(f"{ds}: {VARIANT_TITLES[variant]}", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+            finite = [r["value"] * 100 for r in test if r["dataset_used"] == ds]
+            ax.set_ylim(max(0, min(finite) - 10), min(100, max(finite) + 5))
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"{study.title}: test {metric}, mean ± std over seeds", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out, "accuracy")
+
+
+def curves_figure(study: Study, db: Path, out: Path) -> list[Path]:
+    methods, _, _ = _titles(study)
+    con = connect(db, read_only=True, wait_s=30)
+    try:
+        data = con.execute(
+            """SELECT r.run_id, r.dataset_used, r.method, r.decisions, c.step, c.name, c.value FROM runs r
+               JOIN curves c USING (run_id) WHERE r.study = ? AND r.kind = 'pretrain' AND r.status = 'ok'
+               AND c.name IN ('loss', 'knn_val_acc') ORDER BY c.step""", [study.name]).fetchall()
+    finally:
+        con.close()
+    if not data:
+        return []
+    datasets = sorted({d[1] for d in data})
+    fig, axes = plt.subplots(2, len(datasets), squeeze=False, figsize=(max(6, 5.5 * len(datasets)), 6.5))
+    colors = plt.get_cmap("tab10").colors
+    method_names = [m.name for m in study.methods if any(d[2] == m.name for d in data)]
+    for j, ds in enumerate(datasets):
+        for row, name in enumerate(("loss", "knn_val_acc")):
+            ax = axes[row][j]
+            for k, m in enumerate(method_names):
+                for variant, style in ((AS_PUBLISHED, "-"), (CORRECTED, "--")):
+                    series = defaultdict(list)
+                    for _rid, used, meth, dec, step, n, v in data:
+                        if used == ds and meth == m and n == name and in_variant(parse_decisions(dec), variant):
+                            series[step].append(v)
+                    if not series:
+                        continue
+                    steps = sorted(series)
+                    mean = np.array([np.mean(series[s]) for s in steps])
+                    std = np.array([np.std(series[s]) for s in steps])
+                    label = f"{methods.get(m, m)}" + (" (corrected)" if variant == CORRECTED else "")
+                    ax.plot(steps, mean, style, color=colors[k % 10], label=label, marker="o", ms=3)
+                    ax.fill_between(steps, mean - std, mean + std, color=colors[k % 10], alpha=0.15)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("SSL loss" if name == "loss" else "kNN accuracy on val")
+            ax.set_title(f"{ds}: {'pretraining loss' if name == 'loss' else 'kNN monitor (val)'}", fontsize=10)
+            ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"{study.title}: pretraining curves (mean ± std over seeds; dashed: corrected decisions)",
+                 fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out, "pretraining_curves")
+
+
+def tsne_figure(study: Study, db: Path, out: Path, *, data_dir=None, max_points: int = 1500) -> list[Path]:
+    """t-SNE of test features of each method's seed-0 as-published encoder (the study's plot.py)."""
+    import torch
+    from sklearn.manifold import TSNE
+
+    from medssl_core.augment import AugmentConfig, BatchAugment
+    from medssl_core.evaluate import extract_features
+    from medssl_core.runner import Context, _backbone, _to_device, split_arrays
+    from medssl_core.runspec import RunSpec
+
+    methods, _, _ = _titles(study)
+    con = connect(db, read_only=True, wait_s=30)
+    try:
+        runs = con.execute(
+            """SELECT r.run_id, r.spec_json, a.path FROM runs r JOIN artifacts a USING (run_id)
+               WHERE r.study = ? AND r.kind = 'pretrain' AND r.status = 'ok' AND a.name = 'encoder_best.pt'
+               ORDER BY r.seed, r.run_id""", [study.name]).fetchall()
+    finally:
+        con.close()
+    chosen: dict[tuple[str, str], tuple[str, RunSpec, str]] = {}
+    for rid, spec_json, path in runs:
+        spec = RunSpec.from_json(spec_json)
+        key = (spec.dataset_used, spec.method)
+        if key not in chosen and in_variant(spec.decisions, AS_PUBLISHED) and Path(path).is_file():
+            chosen[key] = (rid, spec, path)
+    if not chosen:
+        return []
+    datasets = sorted({k[0] for k in chosen})
+    ncols = max(sum(1 for k in chosen if k[0] == ds) for ds in datasets)
+    fig, axes = plt.subplots(len(datasets), ncols, squeeze=False, figsize=(3.6 * ncols, 3.4 * len(datasets)))
+    for ax in axes.flat:
+        ax.axis("off")
+    device = torch.device("cpu")
+    for i, ds in enumerate(datasets):
+        keys = [k for k in sorted(chosen, key=lambda k: [m.name for m in study.methods].index(k[1])) if k[0] == ds]
+        for j, key in enumerate(keys):
+            rid, spec, path = chosen[key]
+            ctx = Context(data_dir, device, Path(path).parent.parent, Path("."), progress=False)
+            splits, _ = split_arrays(spec, ctx)
+            x, y = splits["test"]
+            if len(x) > max_points:
+                keep = np.random.default_rng(0).permutation(len(x))[:max_points]
+                x, y = x[keep], y[keep]
+            backbone = _backbone(spec.hparams)
+            backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            aug = BatchAugment(AugmentConfig.from_dict({**spec.hparams["augment"],
+                                                        "size": spec.hparams["image_size"]}).without_randomness())
+            f = extract_features(backbone, _to_device(x, device), aug, device=device).numpy()
+            emb = TSNE(2, random_state=42, init="pca", perplexity=min(30, max(5, len(f) // 10))).fit_transform(f)
+            ax = axes[i][j]
+            ax.axis("on")
+            for c in np.unique(y):
+                ax.scatter(emb[y == c, 0], emb[y == c, 1], s=4, alpha=0.7, label=str(c))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{ds}: {methods.get(key[1], key[1])}\nrun {rid}", fontsize=9)
+        axes[i][0].legend(title="class", fontsize=7, markerscale=3)
+    fig.suptitle(f"{study.title}: t-SNE of test features (seed 0, as published, best kNN checkpoint)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out, "tsne")
+
+
+def generate(study: Study, db: Path, out: Path, *, data_dir=None, tsne: bool = True) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = load_rows(study, db)
+    metric = study.main_metric
+    written: list[Path] = []
+    tables, cells = main_tables(study, rows, metric)
+    if not tables:
+        note = f"No finished evaluation runs of {study.name} in {db}: run `medssl replicate {study.name}` first."
+        (out / "README.md").write_text(f"# {study.title}\n\n{note}\n")
+        return [out / "README.md"]
+    claims = "\n".join(f"- {c}" for c in study.claims)
+    for variant, (headers, table) in tables.items():
+        note = (f"Test {metric} (%) as mean ± sample std over seeds (n = seeds). Variant: {VARIANT_TITLES[variant]}. "
+                f"'reported' is the source's number where one is known ({study.citation}); Δ = reproduced − "
+                "reported. Columns name the study's dataset and, in brackets, the data actually used. The run "
+                "ids behind every cell are in cells.csv.")
+        written += _write_table(out, f"main_{variant}", f"{study.title}: main results", headers, table, note)
+    headers, table = decision_table(study, rows, metric)
+    if table:
+        written += _write_table(out, "decisions", f"{study.title}: effect of each decision", headers, table,
+                                "Each row compares runs that differ only in the named decision(s) with the "
+                                "as-published runs of the same dataset, method and protocol (test "
+                                f"{metric}, %). Δ in percentage points.")
+    with open(out / "cells.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["variant", "dataset", "dataset_used", "method", "protocol", "fraction", "profile", "metric",
+                    "mean", "std", "n", "run_ids"])
+        w.writerows(cells)
+    written.append(out / "cells.csv")
+    written += accuracy_figure(study, rows, metric, out)
+    written += curves_figure(study, db, out)
+    if tsne:
+        written += tsne_figure(study, db, out, data_dir=data_dir)
+    summary = {"study": study.name, "database": str(db), "claims": list(study.claims),
+               "n_evaluation_metric_rows": len(rows)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "README.md").write_text(
+        f"# {study.title}\n\n{study.citation}\n\nGenerated by `medssl paper {study.name}` from {db}.\n\n"
+        + (f"Claims of the source:\n{claims}\n\n" if claims else "")
+        + "\n".join(f"- [{p.name}]({p.name})" for p in written) + "\n")
+    return [*written, out / "summary.json", out / "README.md"]
+

@@ -1,0 +1,49 @@
+"""DuckDB schema of the results store. Every table but `reported` is keyed by run_id."""
+
+TABLES = {
+    "runs": """
+        run_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, study VARCHAR NOT NULL, dataset VARCHAR,
+        dataset_used VARCHAR, method VARCHAR, protocol VARCHAR, fraction DOUBLE, seed INTEGER,
+        profile VARCHAR, decisions VARCHAR, parent_run_id VARCHAR, status VARCHAR NOT NULL, error VARCHAR,
+        started_at TIMESTAMP, finished_at TIMESTAMP, wall_s DOUBLE, peak_mem_mb DOUBLE, device VARCHAR,
+        spec_json VARCHAR NOT NULL""",
+    "params": "run_id VARCHAR NOT NULL, kind VARCHAR NOT NULL, name VARCHAR NOT NULL, value VARCHAR",
+    "metrics": "run_id VARCHAR NOT NULL, split VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE",
+    "curves": "run_id VARCHAR NOT NULL, step INTEGER NOT NULL, name VARCHAR NOT NULL, value DOUBLE",
+    "environment": """
+        run_id VARCHAR PRIMARY KEY, git_commit VARCHAR, git_dirty BOOLEAN, python VARCHAR, platform VARCHAR,
+        hostname VARCHAR, torch VARCHAR, torchvision VARCHAR, cuda VARCHAR, cudnn VARCHAR, device_name VARCHAR,
+        threads INTEGER, deterministic BOOLEAN, packages VARCHAR, data_checksums VARCHAR""",
+    "artifacts": "run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, path VARCHAR, sha256 VARCHAR, bytes BIGINT",
+    "reported": """
+        study VARCHAR NOT NULL, dataset VARCHAR, method VARCHAR, protocol VARCHAR, fraction DOUBLE,
+        metric VARCHAR, value DOUBLE, source VARCHAR NOT NULL, note VARCHAR""",
+}
+
+RUN_TABLES = ("runs", "params", "metrics", "curves", "environment", "artifacts")
+
+VIEWS = {
+    # One row per (finished run, metric): the table most queries start from.
+    "run_metrics": """
+        SELECT r.run_id, r.kind, r.study, r.dataset, r.dataset_used, r.method, r.protocol, r.fraction,
+               r.seed, r.profile, r.decisions, m.split, m.name AS metric, m.value
+        FROM runs r JOIN metrics m USING (run_id) WHERE r.status = 'ok'""",
+    # Mean and spread over seeds, with the run ids behind every number.
+    "metric_summary": """
+        SELECT study, dataset, dataset_used, method, protocol, fraction, profile, decisions, split, metric,
+               count(*) AS n, avg(value) AS mean, stddev_samp(value) AS std,
+               list(run_id ORDER BY run_id) AS run_ids
+        FROM run_metrics GROUP BY ALL""",
+    "reported_vs_reproduced": """
+        SELECT s.*, rep.value AS reported, s.mean - rep.value AS diff, rep.source AS reported_source
+        FROM metric_summary s LEFT JOIN reported rep
+          ON rep.study = s.study AND rep.dataset = s.dataset AND rep.method = s.method
+         AND rep.protocol = s.protocol AND rep.metric = s.metric AND s.split = 'test'
+         AND coalesce(rep.fraction, 1.0) = coalesce(s.fraction, 1.0)""",
+}
+
+
+def create_statements() -> list[str]:
+    stmts = [f"CREATE TABLE IF NOT EXISTS {name} ({cols})" for name, cols in TABLES.items()]
+    stmts += [f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in VIEWS.items()]
+    return stmts
