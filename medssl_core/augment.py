@@ -18,7 +18,7 @@ from torch import Tensor
 
 from medssl_core.errors import ConfigError
 
-GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
+GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
 
 
 @dataclass(frozen=True)
@@ -98,15 +98,19 @@ def sample_crop_boxes(n: int, height: int, width: int, scale, ratio, g: torch.Ge
 
 
 def resized_crop(x: Tensor, boxes: Tensor, size: int) -> Tensor:
-    """Crop each image to its box and resize to ``size`` (bilinear, no antialias), in one grid_sample."""
+    """Crop each image to its box and resize to ``size`` in one grid_sample: bilinear without antialias,
+    sampling positions clamped to the box as torchvision's crop-then-interpolate does."""
     n, _, height, width = x.shape
     b = boxes.to(x.device, torch.float32)
-    theta = torch.zeros(n, 2, 3, device=x.device)
-    theta[:, 0, 0] = b[:, 3] / width
-    theta[:, 0, 2] = (2 * b[:, 1] + b[:, 3]) / width - 1
-    theta[:, 1, 1] = b[:, 2] / height
-    theta[:, 1, 2] = (2 * b[:, 0] + b[:, 2]) / height - 1
-    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+    t = (torch.arange(size, device=x.device, dtype=torch.float32) + 0.5) / size  # (size,)
+
+    def axis(start, extent, full):
+        src = start[:, None] + t[None, :] * extent[:, None] - 0.5  # pixel-centre coordinates
+        src = torch.minimum(torch.maximum(src, start[:, None]), (start + extent - 1)[:, None])
+        return (2 * src + 1) / full - 1  # normalised, align_corners=False
+
+    gy, gx = axis(b[:, 0], b[:, 2], height), axis(b[:, 1], b[:, 3], width)
+    grid = torch.stack([gx[:, None, :].expand(n, size, size), gy[:, :, None].expand(n, size, size)], dim=-1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 

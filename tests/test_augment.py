@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from medssl_core import augment as A
+from medssl_core.augment import AugmentConfig, BatchAugment
+
+FULL = AugmentConfig(size=24, crop_scale=(0.08, 1.0), hflip=0.5, vflip=0.5, rotate_degrees=20, rotate_p=0.5,
+                     jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, grayscale=0.2, blur_p=0.5, solarize_p=0.2,
+                     noise_p=0.5, noise_std=0.05, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+
+
+def images(n=16, c=3, h=32, seed=0):
+    return torch.randint(0, 256, (n, c, h, h), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def test_shapes_dtype_and_range():
+    x = images()
+    out = BatchAugment(FULL)(x, torch.Generator().manual_seed(0))
+    assert out.shape == (16, 3, 24, 24) and out.dtype == torch.float32
+    raw = out * torch.tensor(FULL.std).view(1, 3, 1, 1) + torch.tensor(FULL.mean).view(1, 3, 1, 1)
+    assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5
+
+
+def test_identity_when_every_probability_is_zero():
+    x = images(c=1)
+    cfg = AugmentConfig(mean=(0.0,), std=(1.0,))
+    out = BatchAugment(cfg)(x, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, x.float() / 255)
+
+
+def test_same_seed_same_views_and_different_seed_different_views():
+    x = images()
+    a = BatchAugment(FULL).two_views(x, torch.Generator().manual_seed(7))
+    b = BatchAugment(FULL).two_views(x, torch.Generator().manual_seed(7))
+    c = BatchAugment(FULL).two_views(x, torch.Generator().manual_seed(8))
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1])
+    assert not torch.allclose(a[0], c[0])
+    assert not torch.allclose(a[0], a[1])
+
+
+def test_parameters_differ_between_samples_of_a_batch():
+    x = images(n=1).repeat(32, 1, 1, 1)  # the same image 32 times
+    out = BatchAugment(FULL)(x, torch.Generator().manual_seed(0))
+    distinct = {tuple(o.flatten()[:50].round(decimals=4).tolist()) for o in out}
+    assert len(distinct) > 16
+    boxes = A.sample_crop_boxes(64, 32, 32, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(0))
+    assert len({tuple(b.tolist()) for b in boxes}) > 32
+    assert (boxes[:, 2] <= 32).all() and (boxes[:, 0] + boxes[:, 2] <= 32).all()
+
+
+def test_no_horizontal_flip_when_disabled():
+    x = images()
+    cfg = AugmentConfig(vflip=1.0, mean=(0.0,), std=(1.0,))
+    out = BatchAugment(cfg)(x, torch.Generator())
+    torch.testing.assert_close(out, x.float().div(255).flip(-2))
+
+
+# -- each operation against torchvision on a single image ----------------------------------------------------
+def img(seed=1, c=3, h=32):
+    return torch.rand(1, c, h, h, generator=torch.Generator().manual_seed(seed))
+
+
+def test_resized_crop_matches_torchvision():
+    x = img()
+    box = torch.tensor([[3.0, 5.0, 20.0, 14.0]])
+    ours = A.resized_crop(x, box, 16)
+    theirs = TF.resized_crop(x, 3, 5, 20, 14, [16, 16], antialias=False)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_rotate_matches_torchvision():
+    x = img()
+    ours = A.rotate(x, torch.tensor([17.0]))
+    theirs = TF.rotate(x, 17.0, interpolation=TF.InterpolationMode.BILINEAR)
+    inner = (slice(None), slice(None), slice(6, 26), slice(6, 26))  # borders differ only in fill handling
+    torch.testing.assert_close(ours[inner], theirs[inner], atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("name,factor", [("brightness", 1.3), ("contrast", 0.6), ("saturation", 1.7),
+                                         ("hue", 0.08), ("hue", -0.2)])
+def test_colour_ops_match_torchvision(name, factor):
+    x = img()
+    ours = getattr(A, f"adjust_{name}")(x, torch.tensor([factor]))
+    theirs = getattr(TF, f"adjust_{name}")(x, factor)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_grayscale_matches_torchvision():
+    x = img()
+    torch.testing.assert_close(A.to_grey(x), TF.rgb_to_grayscale(x), atol=1e-6, rtol=0)
+
+
+def test_gaussian_blur_matches_torchvision():
+    x = img()
+    ours = A.gaussian_blur(x, 7, torch.tensor([1.3]))
+    theirs = TF.gaussian_blur(x, [7, 7], [1.3, 1.3])
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_solarize_matches_torchvision():
+    x = img()
+    torch.testing.assert_close(A.solarize(x, torch.tensor([True]), 0.5), TF.solarize(x, 0.5))
+
+
+def test_colour_ops_are_noops_on_grey_images():
+    x = img(c=1)
+    assert torch.equal(A.adjust_saturation(x, torch.tensor([0.2])), x)
+    assert torch.equal(A.adjust_hue(x, torch.tensor([0.3])), x)
+
+
+def test_bad_input_and_unknown_option_refused():
+    with pytest.raises(ValueError, match="uint8"):
+        BatchAugment(FULL)(torch.rand(2, 3, 8, 8), torch.Generator())
+    with pytest.raises(Exception, match="Unknown augmentation options"):
+        AugmentConfig.from_dict({"crop_scael": [0.1, 1.0]})

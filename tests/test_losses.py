@@ -1,0 +1,304 @@
+"""Every loss against a float64 reference written from its paper's formula (value and gradient), plus
+hypothesis properties of its invariants."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medssl_core import losses as L
+
+torch.set_default_dtype(torch.float32)
+SETTINGS = settings(max_examples=40, deadline=None)
+
+
+def _pair(n=8, d=16, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=dtype), torch.randn(n, d, generator=g, dtype=dtype)
+
+
+batches = st.tuples(st.integers(2, 12), st.integers(2, 24), st.integers(0, 10_000))
+
+
+# -- float64 references, loops straight from the formulas ---------------------------------------------------
+def ref_nt_xent(z0, z1, tau):
+    z = torch.cat([z0, z1])
+    z = z / z.norm(dim=1, keepdim=True)
+    n2 = z.shape[0]
+    n = n2 // 2
+    total = 0
+    for i in range(n2):
+        j = (i + n) % n2
+        num = torch.exp(z[i] @ z[j] / tau)
+        den = sum(torch.exp(z[i] @ z[k] / tau) for k in range(n2) if k != i)
+        total = total - torch.log(num / den)
+    return total / n2
+
+
+def ref_dcl_one_way(z0, z1, tau, weights=None):
+    z0 = z0 / z0.norm(dim=1, keepdim=True)
+    z1 = z1 / z1.norm(dim=1, keepdim=True)
+    n = z0.shape[0]
+    total = 0
+    for i in range(n):
+        w = 1.0 if weights is None else weights[i]
+        neg = sum(torch.exp(z0[i] @ z0[k] / tau) + torch.exp(z0[i] @ z1[k] / tau) for k in range(n) if k != i)
+        total = total - w * (z0[i] @ z1[i]) / tau + torch.log(neg)
+    return total / n
+
+
+def ref_vmf_weights(z0, z1, sigma):
+    z0 = z0 / z0.norm(dim=1, keepdim=True)
+    z1 = z1 / z1.norm(dim=1, keepdim=True)
+    e = torch.stack([torch.exp(z0[i] @ z1[i] / sigma) for i in range(z0.shape[0])])
+    return 2 - e / e.mean()
+
+
+def ref_vicreg(z0, z1, lam=25.0, mu=25.0, nu=1.0, eps=1e-4, halve=True):
+    n, d = z0.shape
+    inv = ((z0 - z1) ** 2).mean()
+
+    def var_term(z):
+        zc = z - z.mean(0)
+        return sum(torch.relu(1 - torch.sqrt((zc[:, j] ** 2).sum() / (n - 1) + eps)) for j in range(d)) / d
+
+    def cov_term(z):
+        zc = z - z.mean(0)
+        c = zc.T @ zc / (n - 1)
+        return sum(c[i, j] ** 2 for i in range(d) for j in range(d) if i != j) / d
+
+    v = var_term(z0) + var_term(z1)
+    return lam * inv + mu * (v / 2 if halve else v) + nu * (cov_term(z0) + cov_term(z1))
+
+
+def ref_barlow(z0, z1, lam, eps=1e-5):
+    n, d = z0.shape
+
+    def std(z):
+        return (z - z.mean(0)) / torch.sqrt(((z - z.mean(0)) ** 2).mean(0) + eps)
+
+    a, b = std(z0), std(z1)
+    c = torch.stack([torch.stack([(a[:, i] * b[:, j]).sum() / n for j in range(d)]) for i in range(d)])
+    return sum((1 - c[i, i]) ** 2 for i in range(d)) + lam * sum(c[i, j] ** 2 for i in range(d) for j in range(d) if i != j)
+
+
+def ref_simsiam(p0, p1, z0, z1):
+    def cos(a, b):
+        return sum(a[i] @ b[i] / (a[i].norm() * b[i].norm()) for i in range(a.shape[0])) / a.shape[0]
+
+    return -0.5 * (cos(p0, z1.detach()) + cos(p1, z0.detach()))
+
+
+CASES = {
+    "nt_xent": (lambda a, b: L.nt_xent(a, b, temperature=0.3), lambda a, b: ref_nt_xent(a, b, 0.3)),
+    "dcl_sym": (lambda a, b: L.dcl(a, b, temperature=0.2),
+                lambda a, b: 0.5 * (ref_dcl_one_way(a, b, 0.2) + ref_dcl_one_way(b, a, 0.2))),
+    "dcl_one_way": (lambda a, b: L.dcl(a, b, temperature=0.2, symmetric=False),
+                    lambda a, b: ref_dcl_one_way(a, b, 0.2)),
+    "dclw_one_way": (lambda a, b: L.dclw(a, b, temperature=0.1, sigma=0.5, symmetric=False),
+                     lambda a, b: ref_dcl_one_way(a, b, 0.1, ref_vmf_weights(a, b, 0.5))),
+    "dclw_sym": (lambda a, b: L.dclw(a, b, temperature=0.1, sigma=0.5),
+                 lambda a, b: 0.5 * (ref_dcl_one_way(a, b, 0.1, ref_vmf_weights(a, b, 0.5))
+                                     + ref_dcl_one_way(b, a, 0.1, ref_vmf_weights(b, a, 0.5)))),
+    "vicreg": (lambda a, b: L.vicreg(a, b), lambda a, b: ref_vicreg(a, b)),
+    "vicreg_summed_variance": (lambda a, b: L.vicreg(a, b, halve_variance=False),
+                               lambda a, b: ref_vicreg(a, b, halve=False)),
+    "barlow_twins": (lambda a, b: L.barlow_twins(a, b, lambda_offdiag=0.0051), lambda a, b: ref_barlow(a, b, 0.0051)),
+    "simsiam": (lambda a, b: L.simsiam(a, b, b * 0.5 + a, a - b), lambda a, b: ref_simsiam(a, b, b * 0.5 + a, a - b)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_value_and_gradient_match_float64_reference(name):
+    impl, ref = CASES[name]
+    a, b = _pair(6, 5, seed=3)
+    a1, b1 = a.clone().requires_grad_(), b.clone().requires_grad_()
+    a2, b2 = a.clone().requires_grad_(), b.clone().requires_grad_()
+    got, want = impl(a1, b1), ref(a2, b2)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+    got.backward()
+    want.backward()
+    torch.testing.assert_close(a1.grad, a2.grad, rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(b1.grad, b2.grad, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_float32_close_to_reference(name):
+    impl, ref = CASES[name]
+    a, b = _pair(16, 8, seed=5)
+    torch.testing.assert_close(impl(a.float(), b.float()).double(), ref(a, b), rtol=1e-4, atol=1e-4)
+
+
+# -- NT-Xent ------------------------------------------------------------------------------------------------
+@SETTINGS
+@given(batches)
+def test_nt_xent_symmetric_in_views(shape):
+    a, b = _pair(*shape)
+    torch.testing.assert_close(L.nt_xent(a, b), L.nt_xent(b, a))
+
+
+@SETTINGS
+@given(batches)
+def test_nt_xent_invariant_to_joint_permutation(shape):
+    a, b = _pair(*shape)
+    perm = torch.randperm(a.shape[0], generator=torch.Generator().manual_seed(shape[2]))
+    torch.testing.assert_close(L.nt_xent(a[perm], b[perm]), L.nt_xent(a, b))
+
+
+@SETTINGS
+@given(batches, st.floats(0.01, 100.0), st.floats(0.01, 100.0))
+def test_nt_xent_invariant_to_positive_rescaling(shape, s0, s1):
+    a, b = _pair(*shape)
+    torch.testing.assert_close(L.nt_xent(a * s0, b * s1), L.nt_xent(a, b))
+
+
+@SETTINGS
+@given(st.integers(2, 32), st.integers(1, 16), st.floats(0.05, 2.0))
+def test_nt_xent_collinear_equals_log_2n_minus_1(n, d, tau):
+    v = torch.randn(1, d, dtype=torch.float64).repeat(n, 1) + 0.1
+    scales = torch.rand(n, 1, dtype=torch.float64) + 0.5
+    assert math.isclose(L.nt_xent(v * scales, v, temperature=tau).item(), math.log(2 * n - 1), rel_tol=1e-9)
+
+
+# -- DCL / DCLW ---------------------------------------------------------------------------------------------
+@SETTINGS
+@given(batches, st.floats(0.05, 1.0))
+def test_dcl_below_nt_xent(shape, tau):
+    a, b = _pair(*shape)
+    assert L.dcl(a, b, temperature=tau) < L.nt_xent(a, b, temperature=tau)
+
+
+@SETTINGS
+@given(batches)
+def test_dclw_tends_to_dcl_as_sigma_grows(shape):
+    a, b = _pair(*shape)
+    dcl = L.dcl(a, b, temperature=0.1)
+    gaps = [abs(L.dclw(a, b, temperature=0.1, sigma=s) - dcl).item() for s in (1.0, 10.0, 1e3, 1e6)]
+    assert gaps[-1] < 1e-4 * max(1.0, abs(dcl.item()))
+    assert gaps[-1] <= gaps[0] + 1e-12
+
+
+def test_dclw_weights_average_to_one():
+    a, b = _pair(10, 4)
+    assert math.isclose(L.von_mises_fisher_weights(a, b, 0.5).mean().item(), 1.0, rel_tol=1e-12)
+
+
+def test_dcl_one_way_differs_from_symmetric():
+    a, b = _pair(8, 6)
+    assert not torch.isclose(L.dcl(a, b, symmetric=False), L.dcl(a, b, symmetric=True))
+
+
+# -- Barlow Twins -------------------------------------------------------------------------------------------
+@SETTINGS
+@given(batches)
+def test_barlow_symmetric(shape):
+    a, b = _pair(*shape)
+    if shape[0] < 3:
+        return
+    torch.testing.assert_close(L.barlow_twins(a, b), L.barlow_twins(b, a))
+
+
+@SETTINGS
+@given(st.tuples(st.integers(4, 12), st.integers(2, 12), st.integers(0, 10_000)))
+def test_barlow_invariant_to_per_feature_affine_maps_on_both_views(shape):
+    a, b = _pair(*shape)
+    g = torch.Generator().manual_seed(shape[2] + 1)
+    scale = (torch.rand(shape[1], generator=g, dtype=torch.float64) * 4 + 0.5) * torch.where(
+        torch.rand(shape[1], generator=g) < 0.5, -1.0, 1.0).double()
+    shift = torch.randn(shape[1], generator=g, dtype=torch.float64) * 10
+    torch.testing.assert_close(L.barlow_twins(a * scale + shift, b * scale + shift, eps=1e-12),
+                               L.barlow_twins(a, b, eps=1e-12), rtol=1e-7, atol=1e-7)
+
+
+def test_barlow_lambda_is_a_parameter_with_official_default():
+    a, b = _pair(8, 4)
+    assert not torch.isclose(L.barlow_twins(a, b), L.barlow_twins(a, b, lambda_offdiag=5e-3))
+    torch.testing.assert_close(L.barlow_twins(a, b), L.barlow_twins(a, b, lambda_offdiag=0.0051))
+
+
+# -- VICReg -------------------------------------------------------------------------------------------------
+@SETTINGS
+@given(batches)
+def test_vicreg_invariance_zero_exactly_when_views_equal(shape):
+    a, b = _pair(*shape)
+    assert L.vicreg_terms(a, a.clone())["invariance"].item() == 0.0
+    assert L.vicreg_terms(a, b)["invariance"].item() > 0.0
+
+
+@SETTINGS
+@given(batches, st.floats(1.0, 50.0))
+def test_vicreg_variance_zero_when_every_std_at_least_one(shape, extra):
+    a, b = _pair(*shape)
+    a = (a - a.mean(0)) / a.std(0).clamp_min(1e-6) * extra
+    b = (b - b.mean(0)) / b.std(0).clamp_min(1e-6) * extra
+    if (a.std(0) < 1).any() or (b.std(0) < 1).any():
+        return
+    assert L.vicreg_terms(a, b)["variance"].item() == 0.0
+    assert L.vicreg_terms(a * (0.5 / extra), b * (0.5 / extra))["variance"].item() > 0.0
+
+
+def test_vicreg_variance_halved_by_default():
+    a, b = _pair(8, 4)
+    a, b = a * 0.1, b * 0.1
+    t_half, t_sum = L.vicreg_terms(a, b), L.vicreg_terms(a, b, halve_variance=False)
+    torch.testing.assert_close(t_half["variance"] * 2, t_sum["variance"])
+
+
+# -- SimSiam ------------------------------------------------------------------------------------------------
+@SETTINGS
+@given(batches)
+def test_simsiam_minus_one_when_p_equals_z(shape):
+    a, b = _pair(*shape)
+    assert math.isclose(L.simsiam(b, a, a, b).item(), -1.0, rel_tol=1e-12)
+
+
+def test_simsiam_no_gradient_reaches_stop_gradient_branch():
+    p0, p1 = (t.requires_grad_() for t in _pair(8, 4, seed=1))
+    z0, z1 = (t.requires_grad_() for t in _pair(8, 4, seed=2))
+    L.simsiam(p0, p1, z0, z1).backward()
+    assert p0.grad is not None and p0.grad.abs().sum() > 0
+    assert z0.grad is None and z1.grad is None
+
+
+# -- all losses ---------------------------------------------------------------------------------------------
+ALL = {
+    "nt_xent": L.nt_xent, "dcl": L.dcl, "dclw": L.dclw, "vicreg": L.vicreg, "barlow_twins": L.barlow_twins,
+    "simsiam": lambda a, b: L.simsiam(a, a.clone(), b, b.clone()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_finite_under_bf16_autocast(name):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(32, 64)
+    x0, x1 = torch.randn(64, 32), torch.randn(64, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z0, z1 = layer(x0), layer(x1)
+        assert z0.dtype == torch.bfloat16
+        loss = ALL[name](z0, z1)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(layer.weight.grad).all()
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_batch_of_one_refused(name):
+    a = torch.randn(1, 8)
+    with pytest.raises(ValueError, match="at least 2"):
+        ALL[name](a, a.clone())
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_mismatched_shapes_refused(name):
+    with pytest.raises(ValueError, match="same shape"):
+        ALL[name](torch.randn(4, 8), torch.randn(4, 7))
+
+
+def test_non_2d_refused():
+    with pytest.raises(ValueError, match="2-D"):
+        L.nt_xent(torch.randn(4, 8, 2), torch.randn(4, 8, 2))
