@@ -13,6 +13,9 @@ import torch
 
 from medssl_core.augment import AugmentConfig, BatchAugment
 from medssl_core.data import get_dataset, load_dataset
+from medssl_core.data.dataset import missing_message
+from medssl_core.errors import DataError
+from medssl_core.grid import resolve_source
 from medssl_core.study import AS_PUBLISHED, CORRECTED, get_study, set_path
 
 
@@ -21,7 +24,10 @@ def show(study_name: str, dataset: str, out: Path, *, data_dir=None, profile: st
     study = get_study(study_name)
     prof = study.profile(profile)
     keys = {d.key: d for d in study.datasets}
-    source = next((s for s in keys[dataset].sources), dataset) if dataset in keys else get_dataset(dataset).name
+    source = resolve_source(keys[dataset], prof.image_size, data_dir, True) if dataset in keys else dataset
+    if source is None:
+        raise DataError(" | ".join(missing_message(get_dataset(s), data_dir) for s in keys[dataset].sources))
+    get_dataset(source)
     size = prof.image_size.get(source, 224)
     ds = load_dataset(source, size, data_dir)
     split = "train" if "train" in ds.images else next(iter(ds.images))

@@ -154,7 +154,7 @@ def print_summary(store, study: str, profile: str, run_ids: list[str]) -> None:
 def _format(columns, rows, fmt: str) -> str:
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = csv.writer(buf, lineterminator="\n")
         w.writerow(columns)
         w.writerows(rows)
         return buf.getvalue().rstrip("\n")

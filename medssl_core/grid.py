@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from medssl_core.data import get_dataset, is_available
 from medssl_core.data.dataset import missing_message
+from medssl_core.models import imagenet_missing_message, imagenet_weights_path
 from medssl_core.runspec import RunSpec
 from medssl_core.study import AS_PUBLISHED, CORRECTED, Study, StudyDataset, deep_merge, set_path
 
@@ -85,16 +86,22 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
         info = get_dataset(source)
         official = ds.split["scheme"] == "official" or (info.official_splits and info.kind == "medmnist")
         split = {"scheme": "official"} if official else dict(ds.split)
-        common = {"image_size": profile.image_size[source], "split": split, "channels": info.channels,
-                  "n_classes": info.n_classes, "task": info.task}
+        common = deep_merge(ds.hparams, {"image_size": profile.image_size[source], "split": split,
+                                         "channels": info.channels, "n_classes": info.n_classes, "task": info.task})
         for method_name in method_names:
             method = study.method(method_name)
+            arch = deep_merge(study.pretrain_defaults, profile.overrides.get("pretrain", {}))["backbone"]["arch"]
+            if method.init == "imagenet" and imagenet_weights_path(arch) is None:
+                plan.skipped.append((f"{ds.key}/{method.name}", imagenet_missing_message(arch)))
+                continue
             for seed in seeds:
                 for choice in variants(study, profile.variants):
                     parent = None
                     pre_decisions = {d.name: choice[d.name] for d in study.decisions
-                                     if d.stage in ("data", "pretrain") and d.applies(method.name, None, official)}
-                    base = deep_merge(study.pretrain_defaults, common)
+                                     if (d.stage == "data" or (d.stage == "pretrain" and method.pretrain is not None))
+                                     and d.applies(method.name, None, official)}
+                    base = deep_merge(deep_merge(study.pretrain_defaults, profile.overrides.get("pretrain", {})),
+                                      common)
                     base["backbone"] = {**base["backbone"], "init": method.init}
                     if method.pretrain is not None:
                         hp = deep_merge(base, {"method": method.pretrain})

@@ -46,6 +46,7 @@ class StudyDataset:
     title: str
     sources: tuple[str, ...]  # registry names; the first one present is used (later ones are stand-ins)
     split: dict  # {'scheme': 'official'|'merge_val'|'holdout_val'|'stratified', 'val_fraction', ...}
+    hparams: dict = field(default_factory=dict)  # merged into every run on it, e.g. its normalisation
 
 
 @dataclass(frozen=True)

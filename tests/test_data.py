@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import itertools
 import shutil
 import threading
 from pathlib import Path
@@ -240,7 +241,7 @@ def test_patient_split_never_shares_a_patient():
 def test_label_fractions_are_nested_stratified_and_seeded(seed, class_sizes):
     y = np.concatenate([np.full(n, c) for c, n in enumerate(class_sizes)])
     subsets = [set(label_fraction(y, f, seed)) for f in (0.005, 0.01, 0.1, 0.25, 0.5, 1.0)]
-    for small, big in zip(subsets, subsets[1:]):
+    for small, big in itertools.pairwise(subsets):
         assert small <= big
     assert subsets[-1] == set(range(len(y)))
     assert all(len({int(y[i]) for i in s}) == len(class_sizes) for s in subsets)  # every class present

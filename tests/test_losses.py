@@ -83,7 +83,8 @@ def ref_barlow(z0, z1, lam, eps=1e-5):
 
     a, b = std(z0), std(z1)
     c = torch.stack([torch.stack([(a[:, i] * b[:, j]).sum() / n for j in range(d)]) for i in range(d)])
-    return sum((1 - c[i, i]) ** 2 for i in range(d)) + lam * sum(c[i, j] ** 2 for i in range(d) for j in range(d) if i != j)
+    off = sum(c[i, j] ** 2 for i in range(d) for j in range(d) if i != j)
+    return sum((1 - c[i, i]) ** 2 for i in range(d)) + lam * off
 
 
 def ref_simsiam(p0, p1, z0, z1):

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+
+import torch
+
+from medssl_core.cli import main
+from medssl_core.execute import execute
+from medssl_core.grid import expand
+from medssl_core.runner import Context, execute_spec
+from medssl_core.runspec import RunSpec
+from medssl_core.store import ResultsStore, run_sql
+from medssl_core.study import get_study
+from tests.conftest import ROOT, env_for_subprocess
+
+
+def test_run_id_is_canonical_and_stable():
+    a = RunSpec("s", "pretrain", "d", "d", "m", 0, "quick", {"b": 1, "a": [1, 2.5]}, {"x": "as_published"})
+    b = RunSpec("s", "pretrain", "d", "d", "m", 0, "quick", {"a": [1, 2.5], "b": 1}, {"x": "as_published"})
+    assert a.canonical() == (
+        '{"dataset":"d","dataset_used":"d","decisions":{"x":"as_published"},"fraction":null,'
+        '"hparams":{"a":[1,2.5],"b":1},"kind":"pretrain","method":"m","parent":null,"profile":"quick",'
+        '"protocol":null,"seed":0,"study":"s"}')
+    assert a.run_id == b.run_id == hashlib.sha256(a.canonical().encode()).hexdigest()[:16] == "0d7fc9cd6f6001f9"
+    assert RunSpec.from_json(a.canonical()).run_id == a.run_id
+    c = RunSpec("s", "pretrain", "d", "d", "m", 1, "quick", {"a": [1, 2.5], "b": 1}, {"x": "as_published"})
+    assert c.run_id != a.run_id
+
+
+def test_demo_grid_shares_pretraining_and_applies_decisions(medmnist_dir):
+    study = get_study("demo")
+    plan = expand(study, "quick", data_dir=medmnist_dir)
+    assert len(plan.pretrain) == 2 and len(plan.evaluate) == 8
+    for spec in plan.evaluate:
+        if spec.method == "simclr":
+            assert spec.parent in {p.run_id for p in plan.pretrain}
+        else:
+            assert spec.parent is None and spec.hparams["backbone"]["init"] == "random"
+    pre = plan.pretrain[0]
+    assert pre.decisions == {"crop_scale": "as_published"} and pre.hparams["augment"]["crop_scale"] == [0.08, 0.1]
+    plan2 = expand(study, "quick", data_dir=medmnist_dir, seeds=[0], overrides={"pretrain": {"train": {"epochs": 1}}})
+    assert plan2.pretrain[0].hparams["train"]["epochs"] == 1 and plan2.pretrain[0].run_id != pre.run_id
+
+
+def test_missing_dataset_is_skipped_with_instructions(tmp_path):
+    plan = expand(get_study("demo"), "quick", data_dir=tmp_path, allow_download=False)
+    assert not plan.specs and "medssl data fetch breastmnist" in plan.skipped[0][1]
+
+
+def test_failed_run_is_recorded_and_the_grid_goes_on_then_retry(tmp_path, medmnist_dir):
+    plan = expand(get_study("demo"), "quick", data_dir=medmnist_dir, seeds=[0], methods=["random_init"])
+    store = ResultsStore(tmp_path / "r.duckdb")
+    ctx = Context(str(medmnist_dir), torch.device("cpu"), store.artifacts_dir, store.checkpoints_dir, progress=False)
+    calls = []
+
+    def flaky(spec, ctx):
+        calls.append(spec.protocol)
+        if spec.protocol == "knn":
+            spec = RunSpec(**{**spec.__dict__, "hparams": {**spec.hparams, "protocol": {"kind": "nope"}}})
+        rec = execute_spec(spec, ctx)
+        rec.run["run_id"] = plan.specs[len(calls) - 1].run_id
+        return rec
+
+    summary = execute(plan, store, ctx, runner=flaky, progress=False)
+    assert summary.ran == 2 and len(summary.failed) == 1
+    assert "unknown protocol kind 'nope'" in summary.failed[0].run["error"]
+    assert execute(plan, store, ctx, progress=False).ran == 0  # failed runs are not retried by default
+    summary = execute(plan, store, ctx, retry_failed=True, progress=False)
+    assert summary.ran == 1 and not summary.failed
+    assert run_sql(store.db_path, "SELECT status, count(*) FROM runs GROUP BY 1")[1] == [("ok", 2)]
+
+
+def test_replicate_killed_midway_then_resumed_runs_each_run_exactly_once(tmp_path, medmnist_dir):
+    db = tmp_path / "r.duckdb"
+    cmd = [sys.executable, "-m", "medssl_core.cli", "replicate", "demo", "--profile", "quick", "--device", "cpu",
+           "--data-dir", str(medmnist_dir), "--db", str(db), "--no-progress"]
+    env = env_for_subprocess(tmp_path)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    records = tmp_path / "r_runs" / "records"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(records.glob("*.json"))) < 3:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done_before = len(list(records.glob("*.json")))
+    assert 3 <= done_before < 10
+    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert "already done" in second.stderr
+    ids = run_sql(db, "SELECT run_id, status FROM runs")[1]
+    assert len(ids) == 10 and len({i for i, _ in ids}) == 10 and {s for _, s in ids} == {"ok"}
+    third = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert "0 runs executed, 10 already done" in third.stderr
+    assert run_sql(db, "SELECT count(*) FROM metrics m JOIN runs r USING (run_id) WHERE r.kind = 'evaluate' "
+                       "AND m.split = 'test' AND m.name = 'accuracy'")[1] == [(8,)]
+    env_rows = run_sql(db, "SELECT count(DISTINCT run_id), bool_and(git_commit IS NOT NULL OR git_commit IS NULL), "
+                           "max(data_checksums) FROM environment")[1][0]
+    assert env_rows[0] == 10 and "750601b1f35ba3300ea97c75c52ff8f6" in env_rows[2]
+
+
+def test_bare_replicate_on_cpu_with_a_gpu_profile_is_refused_clearly(medmnist_dir, tmp_path, capsys):
+    code = main(["replicate", "smalldatassl", "--profile", "paper", "--device", "cpu", "--db",
+                 str(tmp_path / "r.duckdb"), "--data-dir", str(medmnist_dir), "--dry-run"])
+    assert code == 2 and "--allow-slow" in capsys.readouterr().err
+
+
+def test_unknown_study_and_bad_seeds(capsys, tmp_path):
+    assert main(["replicate", "nosuch", "--db", str(tmp_path / "x.duckdb")]) == 2
+    assert "registered studies" in capsys.readouterr().err
+    assert main(["replicate", "demo", "--seeds", "a,b", "--db", str(tmp_path / "x.duckdb")]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err

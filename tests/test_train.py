@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+
+from medssl_core.augment import AugmentConfig, BatchAugment
+from medssl_core.evaluate import knn_predict
+from medssl_core.metrics import classification_metrics
+from medssl_core.models import SSLModel, build_backbone, build_head, imagenet_missing_message, mlp
+from medssl_core.optim import lr_factor
+from medssl_core.train import NonFiniteLossError, PretrainConfig, objective, pretrain
+
+AUG = BatchAugment(AugmentConfig(crop_scale=(0.5, 1.0), hflip=0.5, mean=(0.5,), std=(0.5,)))
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return SSLModel(build_backbone("resnet18", 1), mlp([512, 64, 32]))
+
+
+def images(n=48):
+    return torch.randint(0, 256, (n, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+CFG = PretrainConfig(epochs=3, batch_size=16, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9})
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
+    loss = objective("nt_xent", {"temperature": 0.5})
+    ref = pretrain(tiny_model(), loss, images(), AUG, CFG, seed=1, device=torch.device("cpu"), bf16=False,
+                   progress=False)
+    calls = {"n": 0}
+
+    def interrupting(o0, o1):
+        calls["n"] += 1
+        if calls["n"] == 5:  # second epoch, second step
+            raise KeyboardInterrupt
+        return loss(o0, o1)
+
+    ckpt = tmp_path / "train.pt"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_model(), interrupting, images(), AUG, CFG, seed=1, device=torch.device("cpu"), bf16=False,
+                 checkpoint=ckpt, progress=False)
+    assert ckpt.is_file()
+    resumed = pretrain(tiny_model(seed=99), loss, images(), AUG, CFG, seed=1, device=torch.device("cpu"),
+                       bf16=False, checkpoint=ckpt, progress=False)
+    for k, v in ref.last_state.items():
+        torch.testing.assert_close(resumed.last_state[k], v, msg=k)
+    assert [c["value"] for c in resumed.curves if c["name"] == "loss"] == pytest.approx(
+        [c["value"] for c in ref.curves if c["name"] == "loss"])
+
+
+def test_same_seed_same_weights_different_seed_differs():
+    loss = objective("vicreg", {})
+    cfg = PretrainConfig(epochs=1, batch_size=16, optimizer={"name": "adam", "lr": 1e-3})
+    a = pretrain(tiny_model(), loss, images(), AUG, cfg, seed=3, device=torch.device("cpu"), bf16=False, progress=False)
+    b = pretrain(tiny_model(), loss, images(), AUG, cfg, seed=3, device=torch.device("cpu"), bf16=False, progress=False)
+    c = pretrain(tiny_model(), loss, images(), AUG, cfg, seed=4, device=torch.device("cpu"), bf16=False, progress=False)
+    k = "conv1.weight"
+    assert torch.equal(a.last_state[k], b.last_state[k]) and not torch.equal(a.last_state[k], c.last_state[k])
+
+
+def test_non_finite_loss_stops_with_a_clear_error():
+    with pytest.raises(NonFiniteLossError, match="Lower the learning rate"):
+        pretrain(tiny_model(), lambda o0, o1: o0[1].sum() * float("nan"), images(), AUG, CFG, seed=0,
+                 device=torch.device("cpu"), bf16=False, progress=False)
+
+
+def test_knn_monitor_keeps_best_and_records_curves():
+    x = images(64)
+    y = torch.arange(64) % 2
+    cfg = PretrainConfig(epochs=2, batch_size=32, optimizer={"name": "sgd", "lr": 0.01}, knn_k=5)
+    r = pretrain(tiny_model(), objective("simsiam", {}), x, AUG, cfg, seed=0, device=torch.device("cpu"), bf16=False,
+                 monitor=(x, y, x[:16], y[:16]), eval_augment=BatchAugment(AugmentConfig()), progress=False)
+    assert [c["step"] for c in r.curves if c["name"] == "knn_val_acc"] == [1, 2]
+    assert r.best_epoch in (1, 2) and 0 <= r.best_knn_val <= 1
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_knn_matches_sklearn(metric):
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(200, 8)), rng.normal(size=(50, 8))
+    y = rng.integers(0, 3, 200)
+    ours, _ = knn_predict(torch.tensor(train), torch.tensor(y), torch.tensor(test), k=15, metric=metric)
+    sk = KNeighborsClassifier(15, metric=metric, algorithm="brute").fit(train, y).predict(test)
+    assert (ours.numpy() == sk).mean() > 0.95  # ties may be broken differently
+
+
+def test_metrics_and_collapse_flag():
+    y = np.array([0, 0, 1, 1, 1])
+    s = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8], [0.55, 0.45]])
+    m = classification_metrics("binary", y, s)
+    assert m["accuracy"] == pytest.approx(0.8) and m["auc"] == pytest.approx(1.0) and m["collapsed"] == 0.0
+    collapsed = classification_metrics("binary", y, np.tile([0.2, 0.8], (5, 1)))
+    assert collapsed["collapsed"] == 1.0 and collapsed["accuracy"] == pytest.approx(0.6)
+    multi = classification_metrics("multi-class", np.array([0, 1, 2, 2]), np.eye(3)[[0, 1, 2, 1]])
+    assert multi["accuracy"] == 0.75 and multi["auc"] > 0.5
+    ml = classification_metrics("multi-label", np.array([[1, 0], [0, 1], [1, 1]]),
+                                np.array([[0.9, 0.2], [0.1, 0.8], [0.7, 0.6]]))
+    assert ml["auc"] == 1.0
+
+
+def test_schedules():
+    assert lr_factor({"name": "none"}, 5, 0, 10, 10) == 1.0
+    step = {"name": "step", "step_size": 25, "gamma": 0.5, "start_epoch": 25}
+    assert [lr_factor(step, e, 0, 1, 200) for e in (0, 25, 49, 50, 75)] == [1.0, 1.0, 1.0, 0.5, 0.25]
+    assert lr_factor({"name": "cosine"}, 10, 0, 1, 10) == pytest.approx(0.0)
+    warm = {"name": "warmup_cosine", "warmup_epochs": 2}
+    assert lr_factor(warm, 0, 0, 10, 10) == pytest.approx(0.05) and lr_factor(warm, 2, 0, 10, 10) == pytest.approx(1)
+
+
+@pytest.mark.parametrize("arch,channels,small", [("resnet18", 1, True), ("resnet50", 2, False),
+                                                  ("mobilenet_v2", 3, False), ("resnet18", 3, False)])
+def test_backbones_any_channels(arch, channels, small):
+    m = build_backbone(arch, channels, small_stem=small).eval()
+    out = m(torch.randn(2, channels, 32, 32))
+    assert out.shape == (2, {"resnet18": 512, "resnet50": 2048, "mobilenet_v2": 1280}[arch])
+
+
+def test_vit_small_and_heads():
+    vit = build_backbone("vit_small", 1, image_size=32).eval()
+    assert vit(torch.randn(2, 1, 32, 32)).shape == (2, 384)
+    assert sum(p.numel() for p in vit.parameters()) > 21e6  # ViT-S/16 ~ 21.7M parameters
+    head = build_head({"type": "mlp", "hidden": [512], "activation": "leaky_relu"}, 2048, 3)
+    assert [type(m).__name__ for m in head] == ["Linear", "BatchNorm1d", "LeakyReLU", "Linear"]
+
+
+def test_imagenet_weights_missing_is_clear(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(Exception, match="never downloads"):
+        build_backbone("resnet50", 3, init="imagenet")
+    assert "resnet50-0676ba61.pth" in imagenet_missing_message("resnet50")
+
+
+def test_grey_conv_from_rgb_weights_equals_replicated_input():
+    rgb = build_backbone("resnet18", 3).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in rgb.parameters():
+            p.normal_(0, 0.05)
+    from medssl_core.models import _adapt_first_conv
+
+    grey_conv = _adapt_first_conv(rgb.conv1, 1)
+    x = torch.randn(2, 1, 16, 16)
+    torch.testing.assert_close(grey_conv(x), rgb.conv1(x.repeat(1, 3, 1, 1)), rtol=1e-5, atol=1e-5)
