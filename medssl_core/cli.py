@@ -138,13 +138,15 @@ def cmd_replicate(args) -> int:
 
 
 def print_summary(store, study: str, profile: str, run_ids: list[str]) -> None:
+    from medssl_core.paper import parse_decisions, variant_label
+
     with store.reader() as con:
         rows = con.execute(
             """SELECT dataset_used, method, protocol, decisions, count(*) n,
                       avg(value) mean, stddev_samp(value) std
                FROM run_metrics WHERE run_id IN (SELECT unnest(?)) AND split = 'test' AND metric = ?
                GROUP BY ALL ORDER BY ALL""", [run_ids, "accuracy"]).fetchall()
-    table = [[d, m, p, dec or "-", n, f"{mean:.4f}", "-" if std is None else f"{std:.4f}"]
+    table = [[d, m, p, variant_label(parse_decisions(dec)), n, f"{mean:.4f}", "-" if std is None else f"{std:.4f}"]
              for d, m, p, dec, n, mean, std in rows]
     print(f"\n{study} [{profile}]: test accuracy (mean, std over seeds)")
     print(tabulate(table, ["dataset", "method", "protocol", "decisions", "n", "mean", "std"]))

@@ -104,7 +104,9 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
                                       common)
                     base["backbone"] = {**base["backbone"], "init": method.init}
                     if method.pretrain is not None:
-                        hp = deep_merge(base, {"method": method.pretrain})
+                        per_method = profile.overrides.get("methods", {}).get(method.name, {})
+                        method_hp = deep_merge(method.pretrain, per_method)
+                        hp = deep_merge(base, {"method": method_hp})
                         hp = deep_merge(hp, profile.overrides.get("pretrain", {}))
                         hp = deep_merge(hp, extra.get("pretrain", {}))
                         for d in study.decisions:

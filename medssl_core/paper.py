@@ -29,6 +29,16 @@ def in_variant(decisions: dict[str, str], variant: str) -> bool:
     return all(v == variant for v in decisions.values())
 
 
+def variant_label(decisions: dict[str, str]) -> str:
+    if not decisions:
+        return "-"
+    if in_variant(decisions, AS_PUBLISHED):
+        return "as published"
+    if in_variant(decisions, CORRECTED):
+        return "corrected"
+    return "corrected: " + ", ".join(k for k, v in sorted(decisions.items()) if v == CORRECTED)
+
+
 def load_rows(study: Study, db: Path) -> list[dict]:
     con = connect(db, read_only=True, wait_s=30)
     try:
@@ -61,6 +71,7 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
     methods, protocols, _ = _titles(study)
     reported = {(r.dataset, r.method, r.protocol, r.metric, r.fraction or 1.0): r for r in study.reported}
     test = [r for r in rows if r["split"] == "test" and r["metric"] == metric]
+    collapsed = [r for r in rows if r["split"] == "test" and r["metric"] == "collapsed"]
     datasets = sorted({(r["dataset"], r["dataset_used"]) for r in test})
     tables, cells = {}, []
     for variant in (AS_PUBLISHED, CORRECTED):
@@ -85,7 +96,9 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
                 rep = reported.get((ds, method, protocol, metric, fraction))
                 if runs:
                     mean, std, n = _stats([r["value"] for r in runs])
-                    line.append(_fmt(mean, std, n))
+                    ids = {r["run_id"] for r in runs}
+                    flag = " †" if any(r["run_id"] in ids and r["value"] == 1.0 for r in collapsed) else ""
+                    line.append(_fmt(mean, std, n) + flag)
                     cells.append([variant, ds, used, method, protocol, fraction, profile, metric, mean, std, n,
                                   " ".join(sorted(r["run_id"] for r in runs))])
                 else:
@@ -210,33 +223,39 @@ def curves_figure(study: Study, db: Path, out: Path) -> list[Path]:
     if not data:
         return []
     datasets = sorted({d[1] for d in data})
-    fig, axes = plt.subplots(2, len(datasets), squeeze=False, figsize=(max(6, 5.5 * len(datasets)), 6.5))
-    colors = plt.get_cmap("tab10").colors
     method_names = [m.name for m in study.methods if any(d[2] == m.name for d in data)]
-    for j, ds in enumerate(datasets):
-        for row, name in enumerate(("loss", "knn_val_acc")):
-            ax = axes[row][j]
-            for k, m in enumerate(method_names):
-                for variant, style in ((AS_PUBLISHED, "-"), (CORRECTED, "--")):
-                    series = defaultdict(list)
-                    for _rid, used, meth, dec, step, n, v in data:
-                        if used == ds and meth == m and n == name and in_variant(parse_decisions(dec), variant):
-                            series[step].append(v)
-                    if not series:
-                        continue
-                    steps = sorted(series)
-                    mean = np.array([np.mean(series[s]) for s in steps])
-                    std = np.array([np.std(series[s]) for s in steps])
-                    label = f"{methods.get(m, m)}" + (" (corrected)" if variant == CORRECTED else "")
-                    ax.plot(steps, mean, style, color=colors[k % 10], label=label, marker="o", ms=3)
-                    ax.fill_between(steps, mean - std, mean + std, color=colors[k % 10], alpha=0.15)
+    ncols = len(method_names) + 1  # one loss panel per method (own scale), then the kNN monitor
+    fig, axes = plt.subplots(len(datasets), ncols, squeeze=False, figsize=(2.9 * ncols, 3.2 * len(datasets)))
+    colors = plt.get_cmap("tab10").colors
+
+    def series_of(ds, method, name, variant):
+        series = defaultdict(list)
+        for _rid, used, meth, dec, step, n, v in data:
+            if used == ds and meth == method and n == name and in_variant(parse_decisions(dec), variant):
+                series[step].append(v)
+        steps = sorted(series)
+        return steps, np.array([np.mean(series[t]) for t in steps]), np.array([np.std(series[t]) for t in steps])
+
+    for i, ds in enumerate(datasets):
+        knn_ax = axes[i][-1]
+        for k, m in enumerate(method_names):
+            ax = axes[i][k]
+            for variant, style in ((AS_PUBLISHED, "-"), (CORRECTED, "--")):
+                label = methods.get(m, m) + (" (corrected)" if variant == CORRECTED else "")
+                for name, target in (("loss", ax), ("knn_val_acc", knn_ax)):
+                    steps, mean, std = series_of(ds, m, name, variant)
+                    if steps:
+                        target.plot(steps, mean, style, color=colors[k % 10], label=label, marker="o", ms=3)
+                        target.fill_between(steps, mean - std, mean + std, color=colors[k % 10], alpha=0.15)
+            ax.set_title(f"{ds}: {methods.get(m, m)}", fontsize=9)
             ax.set_xlabel("epoch")
-            ax.set_ylabel("SSL loss" if name == "loss" else "kNN accuracy on val")
-            ax.set_title(f"{ds}: {'pretraining loss' if name == 'loss' else 'kNN monitor (val)'}", fontsize=10)
             ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"{study.title}: pretraining curves (mean ± std over seeds; dashed: corrected decisions)",
-                 fontsize=11)
+        axes[i][0].set_ylabel("SSL loss (solid: as published, dashed: corrected)", fontsize=8)
+        knn_ax.set_title(f"{ds}: kNN accuracy on val", fontsize=9)
+        knn_ax.set_xlabel("epoch")
+        knn_ax.grid(alpha=0.3)
+        knn_ax.legend(fontsize=6)
+    fig.suptitle(f"{study.title}: pretraining curves, mean ± std over seeds", fontsize=11)
     fig.tight_layout()
     return _save(fig, out, "pretraining_curves")
 
@@ -318,7 +337,8 @@ def generate(study: Study, db: Path, out: Path, *, data_dir=None, tsne: bool = T
         note = (f"Test {metric} (%) as mean ± sample std over seeds (n = seeds). Variant: {VARIANT_TITLES[variant]}. "
                 f"'reported' is the source's number where one is known ({study.citation}); Δ = reproduced − "
                 "reported. Columns name the study's dataset and, in brackets, the data actually used. The run "
-                "ids behind every cell are in cells.csv.")
+                "ids behind every cell are in cells.csv. † marks a cell where at least one run predicts a single "
+                "class on test (collapse: its accuracy is the majority-class rate).")
         written += _write_table(out, f"main_{variant}", f"{study.title}: main results", headers, table, note)
     headers, table = decision_table(study, rows, metric)
     if table:

@@ -72,7 +72,8 @@ class Profile:
     seeds: tuple[int, ...]
     variants: tuple[str, ...]  # 'as_published', 'corrected', 'each' (one decision corrected at a time)
     image_size: dict[str, int]  # registry dataset -> image side
-    overrides: dict = field(default_factory=dict)  # deep-merged: {'pretrain': {...}, 'evaluate': {...}}
+    # deep-merged into runs: {'pretrain', 'evaluate', 'protocols': {name: ...}, 'methods': {name: ...}}
+    overrides: dict = field(default_factory=dict)
     fractions: tuple[float, ...] = (1.0,)
     methods: tuple[str, ...] | None = None
     protocols: tuple[str, ...] | None = None

@@ -112,6 +112,8 @@ QUICK = {  # same code path, small backbone and few epochs: about 11 minutes on 
     "pretrain": {"backbone": {"arch": "resnet18"}, "pretrain_subset": 768, "amp": "off",
                  "train": {"epochs": 4, "batch_size": 128, "monitor_every": 2}},
     "evaluate": {"amp": "off"},
+    # the 2048 -> 4096 projectors keep their 2x width over ResNet-18's 512-d features
+    "methods": {"vicreg": {"projector": [1024, 1024]}, "barlow": {"projector": [1024, 1024]}},
     "protocols": {
         "mlp_head": {"protocol": {"fit": _QUICK_FIT}},
         "linear": {"protocol": {"fit": {"epochs": 30}}},
