@@ -26,6 +26,7 @@ class AugmentConfig:
     size: int | None = None  # output side; None keeps the input size
     crop_scale: tuple[float, float] | None = None  # RandomResizedCrop scale; None: no crop
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    crop_p: float = 1.0  # probability of cropping (MedSGSSL crops 80 % of the time); otherwise only resized
     hflip: float = 0.0
     vflip: float = 0.0
     rotate_degrees: float = 0.0
@@ -241,7 +242,11 @@ class BatchAugment:
         _, c, height, width = x.shape
         size = cfg.size or height
         if cfg.crop_scale is not None:
-            x = resized_crop(x, sample_crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, g), size)
+            boxes = sample_crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, g)
+            if cfg.crop_p < 1:
+                keep = ~_bernoulli(n, cfg.crop_p, g)
+                boxes[keep] = torch.tensor([0.0, 0.0, height, width], dtype=boxes.dtype)
+            x = resized_crop(x, boxes, size)
         elif size != height or size != width:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         if cfg.hflip > 0:

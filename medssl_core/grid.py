@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from medssl_core.data import get_dataset, is_available
 from medssl_core.data.dataset import missing_message
@@ -86,6 +86,8 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
         info = get_dataset(source)
         official = ds.split["scheme"] == "official" or (info.official_splits and info.kind == "medmnist")
         split = {"scheme": "official"} if official else dict(ds.split)
+        if info.lateral_classes:  # left/right organ classes: a horizontal flip would change the label
+            ds = replace(ds, hparams=deep_merge(ds.hparams, {"augment": {"hflip": 0.0}}))
         common = deep_merge(ds.hparams, {"image_size": profile.image_size[source], "split": split,
                                          "channels": info.channels, "n_classes": info.n_classes, "task": info.task})
         for method_name in method_names:

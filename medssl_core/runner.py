@@ -225,27 +225,23 @@ def execute_spec(spec: RunSpec, ctx: Context) -> RunRecord:
     params.append({"kind": "runtime", "name": "bf16", "value": str(bf16)})
     params += [{"kind": "runtime", "name": k, "value": str(v)} for k, v in flags.items()]
     dev_name = device_name(ctx.device)
-    return RunRecord(
-        run={"run_id": spec.run_id, "kind": spec.kind, "study": spec.study, "dataset": spec.dataset,
-             "dataset_used": spec.dataset_used, "method": spec.method, "protocol": spec.protocol,
-             "fraction": spec.fraction, "seed": spec.seed, "profile": spec.profile,
-             "decisions": ",".join(f"{k}={v}" for k, v in sorted(spec.decisions.items())),
-             "parent_run_id": spec.parent, "status": status, "error": error,
-             "started_at": started.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
-             "wall_s": time.perf_counter() - t0, "peak_mem_mb": peak_memory_mb(ctx.device), "device": dev_name,
-             "spec_json": spec.canonical()},
-        params=params, metrics=metrics, curves=curves, artifacts=artifacts,
-        environment=environment(ctx.device, dev_name, flags["deterministic"], files),
-    )
+    row = run_row(spec, status, error, started, wall_s=time.perf_counter() - t0,
+                  peak_mem_mb=peak_memory_mb(ctx.device), device=dev_name)
+    return RunRecord(run=row, params=params, metrics=metrics, curves=curves, artifacts=artifacts,
+                     environment=environment(ctx.device, dev_name, flags["deterministic"], files))
 
+
+def run_row(spec: RunSpec, status: str, error: str | None, started: datetime, *, wall_s: float = 0.0,
+            peak_mem_mb: float | None = None, device: str | None = None) -> dict:
+    """The runs-table row of a spec."""
+    return {"run_id": spec.run_id, "kind": spec.kind, "study": spec.study, "dataset": spec.dataset,
+            "dataset_used": spec.dataset_used, "method": spec.method, "protocol": spec.protocol,
+            "fraction": spec.fraction, "seed": spec.seed, "profile": spec.profile,
+            "decisions": ",".join(f"{k}={v}" for k, v in sorted(spec.decisions.items())),
+            "parent_run_id": spec.parent, "status": status, "error": error, "started_at": started.isoformat(),
+            "finished_at": datetime.now(timezone.utc).isoformat(), "wall_s": wall_s, "peak_mem_mb": peak_mem_mb,
+            "device": device, "spec_json": spec.canonical()}
 
 def failed_record(spec: RunSpec, error: str) -> RunRecord:
     """A run that could not start (its pretraining failed): recorded so the summary and SQL show why."""
-    now = datetime.now(timezone.utc).isoformat()
-    return RunRecord(run={"run_id": spec.run_id, "kind": spec.kind, "study": spec.study, "dataset": spec.dataset,
-                          "dataset_used": spec.dataset_used, "method": spec.method, "protocol": spec.protocol,
-                          "fraction": spec.fraction, "seed": spec.seed, "profile": spec.profile,
-                          "decisions": ",".join(f"{k}={v}" for k, v in sorted(spec.decisions.items())),
-                          "parent_run_id": spec.parent, "status": "failed", "error": error, "started_at": now,
-                          "finished_at": now, "wall_s": 0.0, "peak_mem_mb": None, "device": None,
-                          "spec_json": spec.canonical()})
+    return RunRecord(run=run_row(spec, "failed", error, datetime.now(timezone.utc)))

@@ -92,7 +92,10 @@ DECISIONS = (
 
 # The repository holds no result files and the paper's tables (arXiv 2303.02245 v2) are not in our references:
 # a number is added here as Reported(dataset, method, protocol, "accuracy", value, source="arXiv 2303.02245 Table N").
-REPORTED: tuple[Reported, ...] = ()
+REPORTED: tuple[Reported, ...] = (
+    Reported("*", "ssl", "*", "accuracy", None, "arXiv 2303.02245, abstract",
+             note="qualitative: in-domain low-resource SSL pre-training can be competitive with ImageNet transfer"),
+)
 
 PRETRAIN = {
     "backbone": {"arch": "resnet50", "small_stem": False},  # resnet50(zero_init_residual=True), from scratch

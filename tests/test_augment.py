@@ -117,3 +117,18 @@ def test_bad_input_and_unknown_option_refused():
         BatchAugment(FULL)(torch.rand(2, 3, 8, 8), torch.Generator())
     with pytest.raises(Exception, match="Unknown augmentation options"):
         AugmentConfig.from_dict({"crop_scael": [0.1, 1.0]})
+
+
+def test_declared_pipelines_build_and_run():
+    from medssl_core.pipelines import PIPELINES
+
+    for name, spec in PIPELINES.items():
+        channels = len(spec["mean"])
+        out = BatchAugment(AugmentConfig.from_dict({**spec, "size": 32}))(images(c=channels), torch.Generator())
+        assert out.shape == (16, channels, 32, 32) and torch.isfinite(out).all(), name
+
+
+def test_crop_probability_zero_means_resize_only():
+    x = images(c=1)
+    cfg = AugmentConfig(crop_scale=(0.08, 0.1), crop_p=0.0, mean=(0.0,), std=(1.0,))
+    torch.testing.assert_close(BatchAugment(cfg)(x, torch.Generator()), x.float() / 255)

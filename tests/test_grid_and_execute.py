@@ -113,3 +113,17 @@ def test_unknown_study_and_bad_seeds(capsys, tmp_path):
     assert "registered studies" in capsys.readouterr().err
     assert main(["replicate", "demo", "--seeds", "a,b", "--db", str(tmp_path / "x.duckdb")]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_no_horizontal_flip_for_datasets_with_left_right_classes():
+    from dataclasses import replace
+
+    from medssl_core.study import StudyDataset
+
+    study = replace(get_study("demo"), datasets=(StudyDataset("organs", "OrganA", ("organamnist",),
+                                                              {"scheme": "official"}),))
+    profile = replace(study.profiles[0], image_size={"organamnist": 28})
+    study = replace(study, profiles=(profile,))
+    plan = expand(study, "quick")  # plans a download of organamnist; nothing is fetched
+    assert plan.pretrain and all(s.hparams["augment"]["hflip"] == 0.0 for s in plan.pretrain)
+    assert get_study("demo").pretrain_defaults["augment"]["hflip"] == 0.5

@@ -25,6 +25,7 @@ class DatasetInfo:
     # kind-specific layout description (folder names, CSV names, MedIMeta ids)
     layout: dict = field(default_factory=dict, hash=False, compare=False)
     has_patient_ids: bool = False
+    lateral_classes: bool = False  # classes name left/right structures: a horizontal flip changes the label
     official_splits: bool = False
     sizes: tuple[int, ...] = ()  # MedMNIST image sizes; empty for original sources
     obtain: str = ""  # how to get it, printed when it is missing
@@ -36,6 +37,7 @@ class DatasetInfo:
 
 def _medmnist_entry(info: MedMNISTInfo) -> DatasetInfo:
     return DatasetInfo(
+        lateral_classes=any("left" in label for label in info.labels),
         name=info.flag,
         task=info.task,
         classes=info.labels,
@@ -46,6 +48,28 @@ def _medmnist_entry(info: MedMNISTInfo) -> DatasetInfo:
         official_splits=True,
         sizes=(28, 64, 128, 224),
         obtain=f"`medssl data fetch {info.flag} --size N` downloads it (MD5-checked) into the data directory.",
+    )
+
+
+_ORGAN_CLASSES = ("heart", "left lung", "right lung", "liver", "spleen", "pancreas", "left kidney", "right kidney",
+                  "bladder", "left femoral head", "right femoral head")
+
+
+def _mimeta(dataset_id: str, task: str, classes: tuple[str, ...], channels: int, origin: str) -> DatasetInfo:
+    """A MedIMeta dataset (medimeta-pytorch layout); ids and task names as the MIMeta study's config uses."""
+    return DatasetInfo(
+        name=f"mimeta_{dataset_id}",
+        task="multi-class",
+        classes=classes,
+        channels=channels,
+        licence=f"CC BY 4.0 (MedIMeta, Woerner et al. 2024; source {origin})",
+        source="https://zenodo.org/records/7884735",
+        kind="mimeta",
+        lateral_classes=any("left" in c for c in classes),
+        layout={"dataset_id": dataset_id, "task": task},
+        official_splits=True,
+        obtain=f"Download the {dataset_id} folder of MedIMeta from https://zenodo.org/records/7884735 and unzip "
+        f"it into '<data-dir>/mimeta/{dataset_id}/' (info.yaml, images/, task_labels/, splits/).",
     )
 
 
@@ -121,62 +145,12 @@ _ORIGINALS = [
         obtain="Obtain CheXpert-v1.0-small under the Stanford research use agreement and unzip it so that "
         "'<data-dir>/CheXpert-v1.0-small/{train.csv,valid.csv,train/,valid/}' exist.",
     ),
-    DatasetInfo(
-        name="mimeta_organs_axial",
-        task="multi-class",
-        classes=("heart", "left lung", "right lung", "liver", "spleen", "pancreas", "left kidney",
-                 "right kidney", "bladder", "left femoral head", "right femoral head"),
-        channels=1,
-        licence="CC BY 4.0 (MedIMeta, Woerner et al. 2024; source LiTS)",
-        source="https://zenodo.org/records/7884735",
-        kind="mimeta",
-        layout={"dataset_id": "organs_axial", "task": "organ classification"},
-        official_splits=True,
-        obtain="Download the organs_axial folder of MedIMeta from https://zenodo.org/records/7884735 and unzip "
-        "it into '<data-dir>/mimeta/organs_axial/' (info.yaml, images/, task_labels/, splits/).",
-    ),
-    DatasetInfo(
-        name="mimeta_organs_coronal",
-        task="multi-class",
-        classes=("heart", "left lung", "right lung", "liver", "spleen", "pancreas", "left kidney",
-                 "right kidney", "bladder", "left femoral head", "right femoral head"),
-        channels=1,
-        licence="CC BY 4.0 (MedIMeta, Woerner et al. 2024; source LiTS)",
-        source="https://zenodo.org/records/7884735",
-        kind="mimeta",
-        layout={"dataset_id": "organs_coronal", "task": "organ classification"},
-        official_splits=True,
-        obtain="Download the organs_coronal folder of MedIMeta from https://zenodo.org/records/7884735 into "
-        "'<data-dir>/mimeta/organs_coronal/'.",
-    ),
-    DatasetInfo(
-        name="mimeta_organs_sagittal",
-        task="multi-class",
-        classes=("heart", "left lung", "right lung", "liver", "spleen", "pancreas", "left kidney",
-                 "right kidney", "bladder", "left femoral head", "right femoral head"),
-        channels=1,
-        licence="CC BY 4.0 (MedIMeta, Woerner et al. 2024; source LiTS)",
-        source="https://zenodo.org/records/7884735",
-        kind="mimeta",
-        layout={"dataset_id": "organs_sagittal", "task": "organ classification"},
-        official_splits=True,
-        obtain="Download the organs_sagittal folder of MedIMeta from https://zenodo.org/records/7884735 into "
-        "'<data-dir>/mimeta/organs_sagittal/'.",
-    ),
-    DatasetInfo(
-        name="mimeta_crc",
-        task="multi-class",
-        classes=("adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle",
-                 "normal colon mucosa", "cancer-associated stroma", "colorectal adenocarcinoma epithelium"),
-        channels=3,
-        licence="CC BY 4.0 (MedIMeta; source NCT-CRC-HE-100K + CRC-VAL-HE-7K, Kather et al. 2019)",
-        source="https://zenodo.org/records/7884735",
-        kind="mimeta",
-        layout={"dataset_id": "crc", "task": "tissue class"},
-        official_splits=True,
-        obtain="Download the crc folder of MedIMeta from https://zenodo.org/records/7884735 into "
-        "'<data-dir>/mimeta/crc/'. PathMNIST holds the same 107,180 images at 28-224 px.",
-    ),
+    *(_mimeta(f"organs_{view}", "organ classification", _ORGAN_CLASSES, 1, "LiTS") for view in
+      ("axial", "coronal", "sagittal")),
+    _mimeta("crc", "tissue class",
+            ("adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa",
+             "cancer-associated stroma", "colorectal adenocarcinoma epithelium"), 3,
+            "NCT-CRC-HE-100K + CRC-VAL-HE-7K, Kather et al. 2019; PathMNIST holds the same 107,180 images"),
 ]
 
 REGISTRY: dict[str, DatasetInfo] = {
