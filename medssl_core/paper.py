@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tabulate import tabulate
 
+from medssl_core.errors import DataError
 from medssl_core.store.store import connect
 from medssl_core.study import AS_PUBLISHED, CORRECTED, Study
 
@@ -274,17 +276,22 @@ def tsne_figure(study: Study, db: Path, out: Path, *, data_dir=None, max_points:
     con = connect(db, read_only=True, wait_s=30)
     try:
         runs = con.execute(
-            """SELECT r.run_id, r.spec_json, a.path FROM runs r JOIN artifacts a USING (run_id)
+            """SELECT r.run_id, r.spec_json, a.path, e.data_checksums FROM runs r JOIN artifacts a USING (run_id)
+               LEFT JOIN environment e USING (run_id)
                WHERE r.study = ? AND r.kind = 'pretrain' AND r.status = 'ok' AND a.name = 'encoder_best.pt'
                ORDER BY r.seed, r.run_id""", [study.name]).fetchall()
     finally:
         con.close()
     chosen: dict[tuple[str, str], tuple[str, RunSpec, str]] = {}
-    for rid, spec_json, path in runs:
+    recorded_dirs: dict[str, str] = {}  # where each run read its data (provenance), used when no --data-dir
+    for rid, spec_json, path, checksums in runs:
         spec = RunSpec.from_json(spec_json)
         key = (spec.dataset_used, spec.method)
         if key not in chosen and in_variant(spec.decisions, AS_PUBLISHED) and Path(path).is_file():
             chosen[key] = (rid, spec, path)
+            files = list(json.loads(checksums or "{}"))
+            if files:
+                recorded_dirs[rid] = str(Path(files[0]).parent)
     if not chosen:
         return []
     datasets = sorted({k[0] for k in chosen})
@@ -297,7 +304,8 @@ def tsne_figure(study: Study, db: Path, out: Path, *, data_dir=None, max_points:
         keys = [k for k in sorted(chosen, key=lambda k: [m.name for m in study.methods].index(k[1])) if k[0] == ds]
         for j, key in enumerate(keys):
             rid, spec, path = chosen[key]
-            ctx = Context(data_dir, device, Path(path).parent.parent, Path("."), progress=False)
+            ctx = Context(data_dir or recorded_dirs.get(rid), device, Path(path).parent.parent, Path("."),
+                          allow_download=False, progress=False)
             splits, _ = split_arrays(spec, ctx)
             x, y = splits["test"]
             if len(x) > max_points:
@@ -355,7 +363,10 @@ def generate(study: Study, db: Path, out: Path, *, data_dir=None, tsne: bool = T
     written += accuracy_figure(study, rows, metric, out)
     written += curves_figure(study, db, out)
     if tsne:
-        written += tsne_figure(study, db, out, data_dir=data_dir)
+        try:
+            written += tsne_figure(study, db, out, data_dir=data_dir)
+        except DataError as exc:  # the tables and other figures stand without it
+            print(f"t-SNE figure skipped: {exc} Pass --data-dir to point at the data.", file=sys.stderr)
     summary = {"study": study.name, "database": str(db), "claims": list(study.claims),
                "n_evaluation_metric_rows": len(rows)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

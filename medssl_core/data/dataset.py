@@ -111,7 +111,7 @@ def load_medmnist(flag: str, size: int, data_dir=None, *, allow_download: bool =
         images[split] = img[..., None] if img.ndim == 3 else img
         lab = arrays[f"{split}_labels"].astype(np.int64)
         labels[split] = lab if info.task == "multi-label" else lab.reshape(-1)
-    return ArrayDataset(info, size, images, labels, files={str(path): cached_md5(path)})
+    return ArrayDataset(info, size, images, labels, files={str(path.resolve()): cached_md5(path)})
 
 
 def missing_message(info: DatasetInfo, data_dir=None, size: int | None = None) -> str:
