@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import itertools
+from dataclasses import dataclass, field
 
 from medssl_core.data import get_dataset, is_available
 from medssl_core.data.dataset import missing_message
@@ -71,12 +72,6 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
                              f"{[d.key for d in study.datasets]}")
     extra = overrides or {}
     seen: set[str] = set()
-
-    def add(spec: RunSpec) -> None:
-        if spec.run_id not in seen:
-            seen.add(spec.run_id)
-            plan.specs.append(spec)
-
     for ds in wanted_ds:
         source = resolve_source(ds, profile.image_size, data_dir, allow_download)
         if source is None:
@@ -85,58 +80,71 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
             continue
         info = get_dataset(source)
         official = ds.split["scheme"] == "official" or (info.official_splits and info.kind == "medmnist")
-        split = {"scheme": "official"} if official else dict(ds.split)
+        common = deep_merge(ds.hparams, {
+            "image_size": profile.image_size[source], "split": {"scheme": "official"} if official else ds.split,
+            "channels": info.channels, "n_classes": info.n_classes, "task": info.task})
         if info.lateral_classes:  # left/right organ classes: a horizontal flip would change the label
-            ds = replace(ds, hparams=deep_merge(ds.hparams, {"augment": {"hflip": 0.0}}))
-        common = deep_merge(ds.hparams, {"image_size": profile.image_size[source], "split": split,
-                                         "channels": info.channels, "n_classes": info.n_classes, "task": info.task})
+            common = deep_merge(common, {"augment": {"hflip": 0.0}})
+        base = deep_merge(deep_merge(study.pretrain_defaults, profile.overrides.get("pretrain", {})), common)
         for method_name in method_names:
             method = study.method(method_name)
-            arch = deep_merge(study.pretrain_defaults, profile.overrides.get("pretrain", {}))["backbone"]["arch"]
-            if method.init == "imagenet" and imagenet_weights_path(arch) is None:
-                plan.skipped.append((f"{ds.key}/{method.name}", imagenet_missing_message(arch)))
+            if method.init == "imagenet" and imagenet_weights_path(base["backbone"]["arch"]) is None:
+                plan.skipped.append((f"{ds.key}/{method.name}", imagenet_missing_message(base["backbone"]["arch"])))
                 continue
-            for seed in seeds:
-                for choice in variants(study, profile.variants):
-                    parent = None
-                    pre_decisions = {d.name: choice[d.name] for d in study.decisions
-                                     if (d.stage == "data" or (d.stage == "pretrain" and method.pretrain is not None))
-                                     and d.applies(method.name, None, official)}
-                    base = deep_merge(deep_merge(study.pretrain_defaults, profile.overrides.get("pretrain", {})),
-                                      common)
-                    base["backbone"] = {**base["backbone"], "init": method.init}
-                    if method.pretrain is not None:
-                        per_method = profile.overrides.get("methods", {}).get(method.name, {})
-                        method_hp = deep_merge(method.pretrain, per_method)
-                        hp = deep_merge(base, {"method": method_hp})
-                        hp = deep_merge(hp, profile.overrides.get("pretrain", {}))
-                        hp = deep_merge(hp, extra.get("pretrain", {}))
-                        for d in study.decisions:
-                            if d.name in pre_decisions:
-                                set_path(hp, d.param, d.value(pre_decisions[d.name]))
-                        pre = RunSpec(study.name, "pretrain", ds.key, source, method.name, seed, profile.name,
-                                      hp, pre_decisions)
-                        add(pre)
-                        parent = pre.run_id
-                    for protocol_name in protocol_names:
-                        protocol = study.protocol(protocol_name)
-                        if protocol.methods is not None and method.name not in protocol.methods:
-                            continue
-                        decisions = dict(pre_decisions)
-                        decisions.update({d.name: choice[d.name] for d in study.decisions if d.stage == "evaluate"
-                                          and d.applies(method.name, protocol.name, official)})
-                        hp = deep_merge(study.evaluate_defaults, {
-                            **common, "backbone": base["backbone"],
-                            "augment": {k: base["augment"][k] for k in ("mean", "std")},
-                            "amp": base.get("amp", "auto"), "deterministic": base.get("deterministic", False),
-                            "protocol": protocol.hparams})
-                        hp = deep_merge(hp, profile.overrides.get("evaluate", {}))
-                        hp = deep_merge(hp, profile.overrides.get("protocols", {}).get(protocol.name, {}))
-                        hp = deep_merge(hp, extra.get("evaluate", {}))
-                        for d in study.decisions:
-                            if d.stage in ("data", "evaluate") and d.name in decisions:
-                                set_path(hp, d.param, d.value(decisions[d.name]))
-                        for fraction in profile.fractions:
-                            add(RunSpec(study.name, "evaluate", ds.key, source, method.name, seed, profile.name,
-                                        hp, decisions, protocol.name, fraction, parent))
+            method_base = deep_merge(base, {"backbone": {"init": method.init}})
+            for seed, choice in itertools.product(seeds, variants(study, profile.variants)):
+                context = (study, profile, ds.key, source, method, seed, choice, official, extra)
+                pre = _pretrain_spec(method_base, *context)
+                parent = None
+                if pre is not None:
+                    parent = pre.run_id
+                    _add(plan, seen, pre)
+                for protocol_name in protocol_names:
+                    protocol = study.protocol(protocol_name)
+                    if protocol.methods is None or method.name in protocol.methods:
+                        for spec in _evaluate_specs(method_base, protocol, parent, *context):
+                            _add(plan, seen, spec)
     return plan
+
+
+def _add(plan: Plan, seen: set[str], spec: RunSpec) -> None:
+    if spec.run_id not in seen:
+        seen.add(spec.run_id)
+        plan.specs.append(spec)
+
+
+def _data_and_pretrain_decisions(study, method, choice, official) -> dict[str, str]:
+    return {d.name: choice[d.name] for d in study.decisions
+            if (d.stage == "data" or (d.stage == "pretrain" and method.pretrain is not None))
+            and d.applies(method.name, None, official)}
+
+
+def _pretrain_spec(base, study, profile, ds_key, source, method, seed, choice, official, extra) -> RunSpec | None:
+    if method.pretrain is None:
+        return None
+    decisions = _data_and_pretrain_decisions(study, method, choice, official)
+    method_hp = deep_merge(method.pretrain, profile.overrides.get("methods", {}).get(method.name, {}))
+    hp = deep_merge(deep_merge(base, {"method": method_hp}), extra.get("pretrain", {}))
+    for d in study.decisions:
+        if d.name in decisions:
+            set_path(hp, d.param, d.value(decisions[d.name]))
+    return RunSpec(study.name, "pretrain", ds_key, source, method.name, seed, profile.name, hp, decisions)
+
+
+def _evaluate_specs(base, protocol, parent, study, profile, ds_key, source, method, seed, choice, official,
+                    extra) -> list[RunSpec]:
+    decisions = _data_and_pretrain_decisions(study, method, choice, official)
+    decisions.update({d.name: choice[d.name] for d in study.decisions
+                      if d.stage == "evaluate" and d.applies(method.name, protocol.name, official)})
+    shared = {k: base[k] for k in ("image_size", "split", "channels", "n_classes", "task", "backbone")}
+    hp = deep_merge(study.evaluate_defaults, {
+        **shared, "augment": {k: base["augment"][k] for k in ("mean", "std")}, "amp": base.get("amp", "auto"),
+        "deterministic": base.get("deterministic", False), "protocol": protocol.hparams})
+    for update in (profile.overrides.get("evaluate", {}), profile.overrides.get("protocols", {}).get(protocol.name, {}),
+                   extra.get("evaluate", {})):
+        hp = deep_merge(hp, update)
+    for d in study.decisions:
+        if d.stage in ("data", "evaluate") and d.name in decisions:
+            set_path(hp, d.param, d.value(decisions[d.name]))
+    return [RunSpec(study.name, "evaluate", ds_key, source, method.name, seed, profile.name, hp, decisions,
+                    protocol.name, fraction, parent) for fraction in profile.fractions]
