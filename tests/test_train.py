@@ -145,3 +145,34 @@ def test_grey_conv_from_rgb_weights_equals_replicated_input():
     grey_conv = _adapt_first_conv(rgb.conv1, 1)
     x = torch.randn(2, 1, 16, 16)
     torch.testing.assert_close(grey_conv(x), rgb.conv1(x.repeat(1, 3, 1, 1)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [{"name": "sgd", "lr": 0.1}, {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+                                 {"name": "adam", "lr": 0.1}, {"name": "adamw", "lr": 0.1, "weight_decay": 0.01},
+                                 {"name": "lars", "lr": 5.0, "momentum": 0.9}])
+def test_every_optimiser_minimises_a_quadratic(cfg):
+    from medssl_core.optim import build_optimizer
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 8)
+    x = torch.randn(64, 8)
+    target = x @ torch.randn(8, 8)
+    opt = build_optimizer(layer, cfg)
+    first = None
+    for _ in range(60):
+        loss = ((layer(x) - target) ** 2).mean()
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+
+
+def test_unknown_optimiser_and_schedule_refused():
+    from medssl_core.errors import ConfigError
+    from medssl_core.optim import build_optimizer
+
+    with pytest.raises(ConfigError, match="Unknown optimiser"):
+        build_optimizer(torch.nn.Linear(2, 2), {"name": "rmsprop", "lr": 1})
+    with pytest.raises(ConfigError, match="Unknown schedule"):
+        lr_factor({"name": "poly"}, 0, 0, 1, 1)
