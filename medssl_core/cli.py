@@ -105,7 +105,8 @@ def cmd_replicate(args) -> int:
     if notice:
         print(notice, file=sys.stderr)
     plan = expand(study, profile, seeds=_seeds(args.seeds), datasets=_csv_list(args.datasets),
-                  methods=_csv_list(args.methods), protocols=_csv_list(args.protocols), data_dir=args.data_dir,
+                  methods=_csv_list(args.methods), protocols=_csv_list(args.protocols),
+                  variant_names=_csv_list(args.variants), data_dir=args.data_dir,
                   allow_download=not args.no_download)
     for what, why in plan.skipped:
         print(f"SKIPPED {what}: {why}", file=sys.stderr)
@@ -249,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--datasets", help="comma-separated study dataset keys")
     r.add_argument("--methods", help="comma-separated method names")
     r.add_argument("--protocols", help="comma-separated protocol names")
+    r.add_argument("--variants", help="decision variants: as_published, corrected, each (one decision corrected "
+                   "at a time); default: the profile's")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     r.add_argument("--threads", type=int, help="torch CPU threads")
     r.add_argument("--data-dir")

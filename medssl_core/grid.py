@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from medssl_core.data import get_dataset, is_available
 from medssl_core.data.dataset import missing_message
+from medssl_core.errors import ConfigError
 from medssl_core.models import imagenet_missing_message, imagenet_weights_path
 from medssl_core.runspec import RunSpec
 from medssl_core.study import AS_PUBLISHED, CORRECTED, Study, StudyDataset, deep_merge, set_path
@@ -37,7 +38,7 @@ def variants(study: Study, wanted: tuple[str, ...]) -> list[dict[str, str]]:
         elif v == "each":
             out += [{n: (CORRECTED if n == flip else AS_PUBLISHED) for n in names} for flip in names]
         else:
-            raise ValueError(f"unknown variant {v!r}")
+            raise ConfigError(f"unknown variant {v!r}; use as_published, corrected or each")
     return out
 
 
@@ -54,7 +55,7 @@ def resolve_source(ds: StudyDataset, image_size: dict[str, int], data_dir, allow
 
 
 def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, methods=None, protocols=None,
-           data_dir=None, allow_download: bool = True, overrides: dict | None = None) -> Plan:
+           variant_names=None, data_dir=None, allow_download: bool = True, overrides: dict | None = None) -> Plan:
     profile = study.profile(profile_name)
     plan = Plan(study.name, profile.name)
     seeds = tuple(seeds) if seeds is not None else profile.seeds
@@ -68,7 +69,7 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
     if datasets is not None:
         unknown = set(datasets) - {d.key for d in study.datasets}
         if unknown:
-            raise ValueError(f"{study.name} has no dataset {sorted(unknown)}; it uses "
+            raise ConfigError(f"{study.name} has no dataset {sorted(unknown)}; it uses "
                              f"{[d.key for d in study.datasets]}")
     extra = overrides or {}
     seen: set[str] = set()
@@ -92,7 +93,7 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
                 plan.skipped.append((f"{ds.key}/{method.name}", imagenet_missing_message(base["backbone"]["arch"])))
                 continue
             method_base = deep_merge(base, {"backbone": {"init": method.init}})
-            for seed, choice in itertools.product(seeds, variants(study, profile.variants)):
+            for seed, choice in itertools.product(seeds, variants(study, variant_names or profile.variants)):
                 context = (study, profile, ds.key, source, method, seed, choice, official, extra)
                 pre = _pretrain_spec(method_base, *context)
                 parent = None

@@ -127,3 +127,14 @@ def test_no_horizontal_flip_for_datasets_with_left_right_classes():
     plan = expand(study, "quick")  # plans a download of organamnist; nothing is fetched
     assert plan.pretrain and all(s.hparams["augment"]["hflip"] == 0.0 for s in plan.pretrain)
     assert get_study("demo").pretrain_defaults["augment"]["hflip"] == 0.5
+
+
+def test_variants_option_flips_one_decision_at_a_time(medmnist_dir, capsys, tmp_path):
+    study = get_study("smalldatassl")
+    plan = expand(study, "quick", data_dir=medmnist_dir, seeds=[0], methods=["simsiam"], protocols=["knn"],
+                  variant_names=["as_published", "each"])
+    flipped = sorted(k for s in plan.pretrain for k, v in s.decisions.items() if v == "corrected")
+    assert flipped == ["crop_scale", "sgd_momentum", "simsiam_predictor"]  # one pretraining per flip
+    assert main(["replicate", "demo", "--variants", "sideways", "--db", str(tmp_path / "x.duckdb"),
+                 "--data-dir", str(medmnist_dir), "--dry-run"]) == 2
+    assert "unknown variant" in capsys.readouterr().err
