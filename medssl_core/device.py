@@ -24,7 +24,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 def cpu_has_native_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as f:
-            return "avx512_bf16" in f.read() or "amx_bf16" in f.read()
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
     except OSError:
         return False
 

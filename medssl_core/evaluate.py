@@ -138,7 +138,8 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     x_train, y_train = data["train"]
     n = x_train.shape[0]
-    steps = max(1, n // cfg.batch_size) if n >= 2 * cfg.batch_size else max(1, -(-n // cfg.batch_size))
+    # full batches only (BatchNorm in the heads), except for tiny label fractions where a partial batch is all
+    steps = max(1, n // cfg.batch_size if n >= 2 * cfg.batch_size else -(-n // cfg.batch_size))
     best, best_state, best_epoch, curves = -float("inf"), copy.deepcopy(model.state_dict()), 0, []
     y_val_np = data["val"][1].cpu().numpy()
     for epoch in range(cfg.epochs):
