@@ -177,15 +177,10 @@ def cmd_results_sql(args) -> int:
 def cmd_results_runs(args) -> int:
     from medssl_core.store import run_sql
 
-    where = []
-    if args.study:
-        where.append(f"study = '{args.study.replace(chr(39), '')}'")
-    if args.status:
-        where.append(f"status = '{args.status.replace(chr(39), '')}'")
     sql = ("SELECT run_id, kind, study, dataset_used, method, protocol, fraction, seed, profile, status, "
-           "round(wall_s, 1) AS wall_s, left(coalesce(error, ''), 80) AS error FROM runs"
-           + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY study, finished_at")
-    columns, rows = run_sql(Path(args.db), sql)
+           "round(wall_s, 1) AS wall_s, left(coalesce(error, ''), 80) AS error FROM runs "
+           "WHERE ($1 IS NULL OR study = $1) AND ($2 IS NULL OR status = $2) ORDER BY study, finished_at")
+    columns, rows = run_sql(Path(args.db), sql, [args.study, args.status])
     print(_format(columns, rows, args.format))
     return 0
 

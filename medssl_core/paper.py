@@ -269,7 +269,7 @@ def tsne_figure(study: Study, db: Path, out: Path, *, data_dir=None, max_points:
 
     from medssl_core.augment import AugmentConfig, BatchAugment
     from medssl_core.evaluate import extract_features
-    from medssl_core.runner import Context, _backbone, _to_device, split_arrays
+    from medssl_core.runner import Context, images_to_device, run_backbone, split_arrays
     from medssl_core.runspec import RunSpec
 
     methods, _, _ = _titles(study)
@@ -311,11 +311,11 @@ def tsne_figure(study: Study, db: Path, out: Path, *, data_dir=None, max_points:
             if len(x) > max_points:
                 keep = np.random.default_rng(0).permutation(len(x))[:max_points]
                 x, y = x[keep], y[keep]
-            backbone = _backbone(spec.hparams)
+            backbone = run_backbone(spec.hparams)
             backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             aug = BatchAugment(AugmentConfig.from_dict({**spec.hparams["augment"],
                                                         "size": spec.hparams["image_size"]}).without_randomness())
-            f = extract_features(backbone, _to_device(x, device), aug, device=device).numpy()
+            f = extract_features(backbone, images_to_device(x, device), aug, device=device).numpy()
             emb = TSNE(2, random_state=42, init="pca", perplexity=min(30, max(5, len(f) // 10))).fit_transform(f)
             ax = axes[i][j]
             ax.axis("on")

@@ -75,11 +75,13 @@ def split_arrays(spec: RunSpec, ctx: Context):
     return out, ds.files
 
 
-def _to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
+def images_to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (N, H, W, C) numpy -> uint8 (N, C, H, W) tensor on ``device``."""
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
 
 
-def _backbone(hp: dict) -> torch.nn.Module:
+def run_backbone(hp: dict) -> torch.nn.Module:
+    """The backbone a run's hyper-parameters describe (random or ImageNet init; weights loaded by the caller)."""
     b = hp["backbone"]
     return build_backbone(b["arch"], hp["channels"], small_stem=b.get("small_stem", False), init=b["init"],
                           image_size=hp["image_size"])
@@ -116,7 +118,7 @@ def _run_pretrain(spec: RunSpec, ctx: Context, bf16: bool) -> tuple[list, list, 
     projector = mlp([feat, *m["projector"]], last_bn=m.get("projector_last_bn", False),
                     last_bn_affine=m.get("projector_last_bn_affine", True))
     predictor = mlp([m["projector"][-1], *m["predictor"]]) if m.get("predictor") else None
-    model = SSLModel(_backbone(hp), projector, predictor)
+    model = SSLModel(run_backbone(hp), projector, predictor)
     aug = AugmentConfig.from_dict({**hp["augment"], "size": hp["image_size"]})
     channels_last = ctx.device.type == "cuda"
     t = hp["train"]
@@ -124,9 +126,9 @@ def _run_pretrain(spec: RunSpec, ctx: Context, bf16: bool) -> tuple[list, list, 
                          schedule=t.get("schedule", {"name": "none"}), grad_clip=t.get("grad_clip"),
                          knn_k=t.get("knn_k", 200), knn_metric=t.get("knn_metric", "euclidean"),
                          monitor_every=t.get("monitor_every", 1))
-    monitor = (_to_device(x_train, ctx.device), torch.from_numpy(y_train),
-               _to_device(splits["val"][0], ctx.device), torch.from_numpy(splits["val"][1]))
-    result = pretrain(model, objective(m["loss"], m.get("loss_kwargs", {})), _to_device(unlabeled, ctx.device),
+    monitor = (images_to_device(x_train, ctx.device), torch.from_numpy(y_train),
+               images_to_device(splits["val"][0], ctx.device), torch.from_numpy(splits["val"][1]))
+    result = pretrain(model, objective(m["loss"], m.get("loss_kwargs", {})), images_to_device(unlabeled, ctx.device),
                       BatchAugment(aug, channels_last), cfg, seed=spec.seed, device=ctx.device, bf16=bf16,
                       checkpoint=ctx.checkpoints_dir / spec.run_id / "train.pt", monitor=monitor,
                       eval_augment=BatchAugment(aug.without_randomness(), channels_last),
@@ -150,7 +152,7 @@ def _run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> tuple[list, list, 
     if spec.fraction is not None and spec.fraction < 1.0:
         keep = label_fraction(y_train, spec.fraction, spec.seed)
         x_train, y_train = x_train[keep], y_train[keep]
-    backbone = _backbone(hp)
+    backbone = run_backbone(hp)
     if spec.parent is not None:
         which = hp.get("checkpoint", "best")
         path = ctx.artifacts_dir / spec.parent / f"encoder_{which}.pt"
@@ -168,7 +170,7 @@ def _run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> tuple[list, list, 
     curves: list = []
     metrics: dict[str, dict[str, float]]
     if proto["kind"] == "knn":
-        feats = {s: extract_features(backbone, _to_device(v, ctx.device), aug, device=ctx.device, bf16=bf16)
+        feats = {s: extract_features(backbone, images_to_device(v, ctx.device), aug, device=ctx.device, bf16=bf16)
                  for s, v in images.items()}
         metrics = knn_evaluate(feats["train"], y["train"], {s: (feats[s], y[s]) for s in ("val", "test")}, task,
                                k=proto.get("k", 200), metric=proto.get("metric", "euclidean"), n_classes=n_classes)
@@ -182,11 +184,11 @@ def _run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> tuple[list, list, 
                         reload_best_each_epoch=f.get("reload_best_each_epoch", False),
                         select_metric=f.get("select_metric", "accuracy"))
         if not train_backbone and not bn_train:  # frozen features: extract once
-            data = {s: (extract_features(backbone, _to_device(v, ctx.device), aug, device=ctx.device, bf16=bf16),
+            data = {s: (extract_features(backbone, images_to_device(v, ctx.device), aug, device=ctx.device, bf16=bf16),
                         y[s]) for s, v in images.items()}
             model, prepare = Classifier(None, head), (lambda t: t)
         else:
-            data = {s: (_to_device(v, ctx.device), y[s]) for s, v in images.items()}
+            data = {s: (images_to_device(v, ctx.device), y[s]) for s, v in images.items()}
             model = Classifier(backbone, head, train_backbone=train_backbone, backbone_bn_train=bn_train)
             g = torch.Generator()
             prepare = functools.partial(aug, g=g)

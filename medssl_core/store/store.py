@@ -219,11 +219,11 @@ class ResultsStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def run_sql(db_path: Path, sql: str) -> tuple[list[str], list[tuple]]:
+def run_sql(db_path: Path, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
     """Run one query on a read-only connection; write statements are refused with a clear message."""
     con = connect(Path(db_path), read_only=True, wait_s=5.0)
     try:
-        cur = con.execute(sql)
+        cur = con.execute(sql, params or [])
         columns = [d[0] for d in cur.description] if cur.description else []
         return columns, cur.fetchall() if columns else []
     except duckdb.Error as exc:
