@@ -24,10 +24,12 @@ def show(study_name: str, dataset: str, out: Path, *, data_dir=None, profile: st
     study = get_study(study_name)
     prof = study.profile(profile)
     keys = {d.key: d for d in study.datasets}
-    source = resolve_source(keys[dataset], prof.image_size, data_dir, True) if dataset in keys else dataset
-    if source is None:
-        raise DataError(" | ".join(missing_message(get_dataset(s), data_dir) for s in keys[dataset].sources))
-    get_dataset(source)
+    if dataset in keys:
+        source = resolve_source(keys[dataset], prof.image_size, data_dir, True)
+        if source is None:
+            raise DataError(" | ".join(missing_message(get_dataset(s), data_dir) for s in keys[dataset].sources))
+    else:
+        source = get_dataset(dataset).name  # a registry name; unknown names raise with suggestions
     size = prof.image_size.get(source, 224)
     ds = load_dataset(source, size, data_dir)
     split = "train" if "train" in ds.images else next(iter(ds.images))

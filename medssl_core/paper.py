@@ -73,7 +73,7 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
     methods, protocols, _ = _titles(study)
     reported = {(r.dataset, r.method, r.protocol, r.metric, r.fraction or 1.0): r for r in study.reported}
     test = [r for r in rows if r["split"] == "test" and r["metric"] == metric]
-    collapsed = [r for r in rows if r["split"] == "test" and r["metric"] == "collapsed"]
+    collapsed = {r["run_id"] for r in rows if r["split"] == "test" and r["metric"] == "collapsed" and r["value"] == 1}
     datasets = sorted({(r["dataset"], r["dataset_used"]) for r in test})
     tables, cells = {}, []
     for variant in (AS_PUBLISHED, CORRECTED):
@@ -98,9 +98,7 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
                 rep = reported.get((ds, method, protocol, metric, fraction))
                 if runs:
                     mean, std, n = _stats([r["value"] for r in runs])
-                    ids = {r["run_id"] for r in runs}
-                    flag = " †" if any(r["run_id"] in ids and r["value"] == 1.0 for r in collapsed) else ""
-                    line.append(_fmt(mean, std, n) + flag)
+                    line.append(_fmt(mean, std, n) + (" †" if collapsed & {r["run_id"] for r in runs} else ""))
                     cells.append([variant, ds, used, method, protocol, fraction, profile, metric, mean, std, n,
                                   " ".join(sorted(r["run_id"] for r in runs))])
                 else:

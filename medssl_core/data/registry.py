@@ -25,7 +25,6 @@ class DatasetInfo:
     # kind-specific layout description (folder names, CSV names, MedIMeta ids)
     layout: dict = field(default_factory=dict, hash=False, compare=False)
     has_patient_ids: bool = False
-    lateral_classes: bool = False  # classes name left/right structures: a horizontal flip changes the label
     official_splits: bool = False
     sizes: tuple[int, ...] = ()  # MedMNIST image sizes; empty for original sources
     obtain: str = ""  # how to get it, printed when it is missing
@@ -34,10 +33,14 @@ class DatasetInfo:
     def n_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def lateral_classes(self) -> bool:
+        """Classes name left/right structures (Organ*): a horizontal flip would change the label."""
+        return any("left" in c.lower() for c in self.classes)
+
 
 def _medmnist_entry(info: MedMNISTInfo) -> DatasetInfo:
     return DatasetInfo(
-        lateral_classes=any("left" in label for label in info.labels),
         name=info.flag,
         task=info.task,
         classes=info.labels,
@@ -65,7 +68,6 @@ def _mimeta(dataset_id: str, task: str, classes: tuple[str, ...], channels: int,
         licence=f"CC BY 4.0 (MedIMeta, Woerner et al. 2024; source {origin})",
         source="https://zenodo.org/records/7884735",
         kind="mimeta",
-        lateral_classes=any("left" in c for c in classes),
         layout={"dataset_id": dataset_id, "task": task},
         official_splits=True,
         obtain=f"Download the {dataset_id} folder of MedIMeta from https://zenodo.org/records/7884735 and unzip "
