@@ -19,7 +19,8 @@ import medssl_core  # noqa: F401  (before torchvision)
 from medssl_core.augment import AugmentConfig, BatchAugment
 from medssl_core.data import load_dataset
 from medssl_core.device import resolve_device, use_bf16
-from medssl_core.evaluate import Classifier, FitConfig, extract_features, fit_classifier, knn_evaluate
+from medssl_core.evaluate import Classifier, FitConfig, fit_classifier, knn_evaluate
+from medssl_core.features import extract_features
 from medssl_core.models import SSLModel, build_backbone, mlp
 from medssl_core.seeding import seed_everything
 from medssl_core.train import PretrainConfig, objective, pretrain

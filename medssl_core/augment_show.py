@@ -12,11 +12,12 @@ import numpy as np
 import torch
 
 from medssl_core.augment import AugmentConfig, BatchAugment
+from medssl_core.config import Augment, set_path
 from medssl_core.data import get_dataset, load_dataset
 from medssl_core.data.dataset import missing_message
 from medssl_core.errors import DataError
 from medssl_core.grid import resolve_source
-from medssl_core.study import AS_PUBLISHED, CORRECTED, get_study, set_path
+from medssl_core.study import AS_PUBLISHED, CORRECTED, get_study
 
 
 def show(study_name: str, dataset: str, out: Path, *, data_dir=None, profile: str = "quick", n: int = 8,
@@ -37,10 +38,10 @@ def show(study_name: str, dataset: str, out: Path, *, data_dir=None, profile: st
     images = torch.from_numpy(ds.images[split][idx].transpose(0, 3, 1, 2).copy())
     rows = []
     for variant in (AS_PUBLISHED, CORRECTED):
-        hp = {"augment": dict(study.pretrain_defaults["augment"])}
+        hp = {"augment": Augment.model_validate(study.pretrain_defaults["augment"]).model_dump()}
         for d in study.decisions:
             if d.param.startswith("augment."):
-                set_path(hp, d.param, d.value(variant))
+                set_path(hp, d.param, d.value(variant), f"{study.name} decision {d.name!r}")
         cfg = AugmentConfig.from_dict({**hp["augment"], "size": size})
         g = torch.Generator().manual_seed(seed)
         views = BatchAugment(cfg).two_views(images, g)

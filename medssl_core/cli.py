@@ -1,4 +1,4 @@
-"""The `medssl` command: data, replicate, results, paper, augment."""
+"""The `medssl` command: data, replicate, results, paper, studies, study, augment."""
 
 from __future__ import annotations
 
@@ -91,9 +91,11 @@ def cmd_replicate(args) -> int:
     import torch
 
     from medssl_core.device import resolve_device
-    from medssl_core.execute import execute, pending
+    from medssl_core.execute import execute, pending, reconcile
     from medssl_core.grid import expand
+    from medssl_core.paper import variant_label
     from medssl_core.runner import Context
+    from medssl_core.stale import summarise
     from medssl_core.store import ResultsStore
     from medssl_core.study import get_study
 
@@ -104,23 +106,40 @@ def cmd_replicate(args) -> int:
     profile, notice = choose_profile(study, args.profile, device, args.allow_slow)
     if notice:
         print(notice, file=sys.stderr)
+    overrides = {"pretrain": {"amp": args.amp}, "evaluate": {"amp": args.amp}} if args.amp else None
     plan = expand(study, profile, seeds=_seeds(args.seeds), datasets=_csv_list(args.datasets),
                   methods=_csv_list(args.methods), protocols=_csv_list(args.protocols),
                   variant_names=_csv_list(args.variants), data_dir=args.data_dir,
-                  allow_download=not args.no_download)
+                  allow_download=not args.no_download, device=device, overrides=overrides)
     for what, why in plan.skipped:
         print(f"SKIPPED {what}: {why}", file=sys.stderr)
+    titles = {d.key: d.title for d in study.datasets}
+    for key, used in plan.stand_ins.items():
+        print(f"STAND-IN {key}: {titles[key]} is not present; using {used} instead (its own official split); "
+              f"every result says '{key} ({used})'.", file=sys.stderr)
     store = ResultsStore(args.db)
+    recorded = store.recorded(study.name)
+    fix = reconcile(plan, recorded, reuse_stale=args.reuse_stale)
+    todo = pending(plan, {rid: status for rid, status, _ in recorded}, args.retry_failed)
+    print(f"{study.name} [{profile}] on {device}: {len(plan.pretrain)} pretraining + {len(plan.evaluate)} "
+          f"evaluation runs planned, {len(todo)} to run; database {args.db}", file=sys.stderr)
+    if fix.stale:
+        why = summarise([w for _, w in fix.stale.values()])
+        if args.reuse_stale:
+            print(f"{len(fix.reused)} stale runs kept (--reuse-stale; recorded in table 'reused'): {why}",
+                  file=sys.stderr)
+        else:
+            print(f"{len(fix.stale)} runs are stale and run again ({why}); --reuse-stale keeps them.",
+                  file=sys.stderr)
+    if args.dry_run:  # reads the database if there is one; writes nothing
+        for spec in todo:
+            print(f"{spec.run_id}  {spec.kind:9s} {spec.label():45s} {variant_label(spec.decisions)}")
+        return 0
     with store.coordinator_lock():
         store.init()
         store.sync_reported(study.name, study.reported_rows())
-        todo = pending(plan, store.run_statuses(), args.retry_failed)
-        print(f"{study.name} [{profile}] on {device}: {len(plan.pretrain)} pretraining + {len(plan.evaluate)} "
-              f"evaluation runs planned, {len(todo)} to run; database {args.db}", file=sys.stderr)
-        if args.dry_run:
-            for spec in todo:
-                print(f"{spec.run_id}  {spec.kind:9s} {spec.label()}")
-            return 0
+        if fix.reused:
+            store.mark_reused(study.name, fix.reused)
         ctx = Context(args.data_dir, device, store.artifacts_dir, store.checkpoints_dir,
                       allow_download=not args.no_download, progress=not args.no_progress)
         try:
@@ -129,7 +148,7 @@ def cmd_replicate(args) -> int:
             print("\nInterrupted. Every finished run is recorded; run the same command again to resume.",
                   file=sys.stderr)
             return 130
-    print_summary(store, study.name, profile, [s.run_id for s in plan.specs])
+    print_summary(store, study, profile, [s.run_id for s in plan.specs])
     print(f"{summary.ran} runs executed, {summary.already_done} already done, {len(summary.failed)} failed.",
           file=sys.stderr)
     if summary.failed:
@@ -138,19 +157,32 @@ def cmd_replicate(args) -> int:
     return 1 if summary.failed else 0
 
 
-def print_summary(store, study: str, profile: str, run_ids: list[str]) -> None:
-    from medssl_core.paper import parse_decisions, variant_label
+def print_summary(store, study, profile: str, run_ids: list[str]) -> None:
+    """Test metrics of this plan's runs, one line per config id (never pooling settings)."""
+    from medssl_core.paper import format_fraction, parse_decisions, variant_label
 
+    metrics = [study.main_metric] + [m for m in ("auc",) if m != study.main_metric]
     with store.reader() as con:
         rows = con.execute(
-            """SELECT dataset_used, method, protocol, decisions, count(*) n,
-                      avg(value) mean, stddev_samp(value) std
-               FROM run_metrics WHERE run_id IN (SELECT unnest(?)) AND split = 'test' AND metric = ?
-               GROUP BY ALL ORDER BY ALL""", [run_ids, "accuracy"]).fetchall()
-    table = [[d, m, p, variant_label(parse_decisions(dec)), n, f"{mean:.4f}", "-" if std is None else f"{std:.4f}"]
-             for d, m, p, dec, n, mean, std in rows]
-    print(f"\n{study} [{profile}]: test accuracy (mean, std over seeds)")
-    print(tabulate(table, ["dataset", "method", "protocol", "decisions", "n", "mean", "std"]))
+            """SELECT dataset_used, method, protocol, fraction, decisions, metric, count(*), avg(value),
+                      stddev_samp(value)
+               FROM run_metrics WHERE run_id IN (SELECT unnest(?)) AND split = 'test' AND metric IN (SELECT unnest(?))
+               GROUP BY config_id, dataset_used, method, protocol, fraction, decisions, metric
+               ORDER BY dataset_used, method, protocol, fraction, decisions, metric""",
+            [run_ids, metrics]).fetchall()
+    cells: dict[tuple, dict] = {}
+    for used, method, protocol, fraction, decisions, metric, n, mean, std in rows:
+        key = (used, method, protocol, format_fraction(fraction), variant_label(parse_decisions(decisions)))
+        cells.setdefault(key, {})[metric] = (n, mean, std)
+    table = []
+    for key, by_metric in cells.items():
+        line = list(key)
+        for m in metrics:
+            n, mean, std = by_metric.get(m, (0, None, None))
+            line.append("-" if mean is None else f"{mean:.4f}" + ("" if std is None else f" ± {std:.4f}") + f" (n={n})")
+        table.append(line)
+    print(f"\n{study.name} [{profile}]: test {' and '.join(metrics)} (mean ± std over seeds, one line per config)")
+    print(tabulate(table, ["dataset", "method", "protocol", "labels", "decisions", *metrics]))
 
 
 # -- results ----------------------------------------------------------------------------------------------------
@@ -169,18 +201,30 @@ def _format(columns, rows, fmt: str) -> str:
 def cmd_results_sql(args) -> int:
     from medssl_core.store import run_sql
 
-    columns, rows = run_sql(Path(args.db), args.query)
+    columns, rows = run_sql(Path(args.db), args.query, staleness=_staleness(args.db, args.data_dir))
     print(_format(columns, rows, args.format))
     return 0
+
+
+def _staleness(db: str, data_dir: str | None):
+    """(run_id, stale, why) of every recorded run, offered to SQL as the temporary table run_staleness."""
+    from medssl_core.stale import staleness_rows
+    from medssl_core.store import ResultsStore
+
+    return staleness_rows([(rid, spec) for rid, _, spec in ResultsStore(db).recorded()], data_dir)
 
 
 def cmd_results_runs(args) -> int:
     from medssl_core.store import run_sql
 
-    sql = ("SELECT run_id, kind, study, dataset_used, method, protocol, fraction, seed, profile, status, "
-           "round(wall_s, 1) AS wall_s, left(coalesce(error, ''), 80) AS error FROM runs "
-           "WHERE ($1 IS NULL OR study = $1) AND ($2 IS NULL OR status = $2) ORDER BY study, finished_at")
-    columns, rows = run_sql(Path(args.db), sql, [args.study, args.status])
+    sql = ("SELECT r.run_id, r.config_id, r.kind, r.study, r.dataset_used, r.method, r.protocol, r.fraction, "
+           "r.seed, r.profile, r.status, s.stale, left(s.why, 60) AS stale_why, round(r.wall_s, 1) AS wall_s, "
+           "left(coalesce(r.error, ''), 60) AS error FROM runs r JOIN run_staleness s USING (run_id) "
+           "WHERE ($1 IS NULL OR r.study = $1) AND ($2 IS NULL OR r.status = $2) "
+           "AND ($3 IS NULL OR s.stale = $3) ORDER BY r.study, r.finished_at")
+    stale = {"yes": True, "no": False}.get(args.stale)
+    columns, rows = run_sql(Path(args.db), sql, [args.study, args.status, stale],
+                            staleness=_staleness(args.db, args.data_dir))
     print(_format(columns, rows, args.format))
     return 0
 
@@ -191,22 +235,56 @@ def cmd_results_rebuild(args) -> int:
 
     store = ResultsStore(args.db)
     with store.coordinator_lock():
-        n = store.rebuild({name: s.reported_rows() for name, s in studies().items()})
+        n, unreadable = store.rebuild({name: s.reported_rows() for name, s in studies().items()})
     print(f"Rebuilt {args.db} from {n} run records in {store.records_dir}.")
+    for path, why in unreadable:
+        print(f"SKIPPED unreadable record {path}: {why}", file=sys.stderr)
+    if unreadable:
+        print(f"{len(unreadable)} record file(s) could not be read and were left out. Their runs are missing "
+              "from the database: delete those files and run `medssl replicate` again to redo the runs (or "
+              "restore the files from a backup and rebuild again).", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_studies(args) -> int:
+    from medssl_core.study import studies
+
+    rows = [[s.name, s.title, len(s.datasets), len(s.methods), len(s.protocols), len(s.decisions),
+             ", ".join(p.name for p in s.profiles)] for s in studies().values()]
+    print(tabulate(sorted(rows), ["study", "title", "datasets", "methods", "protocols", "decisions", "profiles"]))
+    return 0
+
+
+def cmd_study_show(args) -> int:
+    from medssl_core.study import describe, get_study
+
+    print(describe(get_study(args.name)))
     return 0
 
 
 # -- paper and augment ------------------------------------------------------------------------------------------
 def cmd_paper(args) -> int:
+    from medssl_core.errors import StoreError
     from medssl_core.paper import generate
     from medssl_core.study import get_study, studies
 
     names = [args.study] if args.study else sorted(n for n in studies() if n != "demo")
+    done = 0
     for name in names:
-        written = generate(get_study(name), Path(args.db), Path(args.out) / name, data_dir=args.data_dir)
+        try:
+            written = generate(get_study(name), Path(args.db), Path(args.out) / name, data_dir=args.data_dir,
+                               profile=args.profile)
+        except StoreError as exc:
+            if args.study or "holds no finished runs" not in str(exc):
+                raise
+            continue  # `medssl paper` with no study: the studies with no runs are simply not written
+        done += 1
         print(f"{name}: wrote {len(written)} files to {Path(args.out) / name}")
         for p in written:
             print(f"  {p}")
+    if not done:
+        raise StoreError(f"{args.db} holds no finished runs of any study: run `medssl replicate STUDY` first.")
     return 0
 
 
@@ -252,9 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir")
     r.add_argument("--db", default=str(DEFAULT_DB))
     r.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    r.add_argument("--reuse-stale", action="store_true", help="keep runs recorded under older code or data "
+                   "instead of running them again (recorded in table 'reused'; tables mark them)")
+    r.add_argument("--amp", choices=("off", "bf16"), help="precision (default: the study's; 'auto' there means "
+                   "bf16 where the device has it). The studies' code trains in fp32: --amp off for fidelity")
     r.add_argument("--no-download", action="store_true", help="never download missing MedMNIST files")
     r.add_argument("--allow-slow", action="store_true", help="start a GPU-sized profile on a CPU anyway")
-    r.add_argument("--dry-run", action="store_true", help="list the runs that would execute")
+    r.add_argument("--dry-run", action="store_true", help="list the runs that would execute; writes nothing")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(fn=cmd_replicate)
 
@@ -264,10 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("query")
     q.add_argument("--format", choices=("table", "csv", "json"), default="table")
     q.add_argument("--db", default=str(DEFAULT_DB))
+    q.add_argument("--data-dir", help="where the data is, to tell runs whose data changed (run_staleness)")
     q.set_defaults(fn=cmd_results_sql)
     runs = res.add_parser("runs", help="list runs")
     runs.add_argument("--study")
     runs.add_argument("--status", choices=("ok", "failed"))
+    runs.add_argument("--stale", choices=("yes", "no"), help="only stale (or only current) runs")
+    runs.add_argument("--data-dir", help="where the data is, to tell runs whose data changed")
     runs.add_argument("--format", choices=("table", "csv", "json"), default="table")
     runs.add_argument("--db", default=str(DEFAULT_DB))
     runs.set_defaults(fn=cmd_results_runs)
@@ -279,8 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("study", nargs="?")
     pp.add_argument("--db", default=str(DEFAULT_DB))
     pp.add_argument("--out", default="paper")
-    pp.add_argument("--data-dir", help="where the data is, for the t-SNE figure")
+    pp.add_argument("--profile", help="the profile whose runs to use (default: every profile with runs)")
+    pp.add_argument("--data-dir", help="where the data is: for the t-SNE figure, and to leave out runs whose data "
+                    "changed")
     pp.set_defaults(fn=cmd_paper)
+
+    st = sub.add_parser("studies", help="list the registered studies")
+    st.set_defaults(fn=cmd_studies)
+    sh = sub.add_parser("study", help="describe a study").add_subparsers(dest="study_cmd", required=True)
+    show_study = sh.add_parser("show", help="datasets, methods, protocols, decisions, profiles, reported numbers")
+    show_study.add_argument("name")
+    show_study.set_defaults(fn=cmd_study_show)
 
     aug = sub.add_parser("augment", help="augmentation tools").add_subparsers(dest="augment_cmd", required=True)
     show = aug.add_parser("show", help="write a PNG grid of images and their two views")

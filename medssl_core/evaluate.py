@@ -4,7 +4,7 @@ Model selection uses validation only; test is scored once with the selected weig
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,50 +12,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from medssl_core.augment import BatchAugment
+from medssl_core.config import Fit
 from medssl_core.device import autocast
+from medssl_core.features import knn_predict
 from medssl_core.metrics import choose_thresholds, classification_metrics
 from medssl_core.optim import build_optimizer, lr_factor, set_lr
-
-
-@torch.no_grad()
-def extract_features(backbone: nn.Module, images: Tensor, eval_augment: BatchAugment, *, device: torch.device,
-                     bf16: bool = False, batch_size: int = 512) -> Tensor:
-    """Backbone features (float32, on ``device``) of uint8 images, backbone in eval mode."""
-    was_training = backbone.training
-    backbone.eval()
-    g = torch.Generator()
-    out = []
-    for i in range(0, images.shape[0], batch_size):
-        x = eval_augment(images[i:i + batch_size].to(device), g)
-        with autocast(device, bf16):
-            out.append(backbone(x).float())
-    backbone.train(was_training)
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def knn_predict(train_f: Tensor, train_y: Tensor, query_f: Tensor, *, k: int = 200, metric: str = "euclidean",
-                n_classes: int | None = None, chunk: int = 1024) -> tuple[Tensor, Tensor]:
-    """Majority vote of the k nearest training features (sklearn KNeighborsClassifier, uniform weights).
-
-    Returns (predicted labels, vote fractions (N, C) usable as scores). Ties go to the lowest class index.
-    """
-    train_y = train_y.to(train_f.device).long()
-    n_classes = n_classes or int(train_y.max().item()) + 1
-    k = min(k, train_f.shape[0])
-    if metric == "cosine":
-        train_f, query_f = F.normalize(train_f, dim=1), F.normalize(query_f, dim=1)
-    elif metric != "euclidean":
-        raise ValueError(f"knn metric must be 'euclidean' or 'cosine', not {metric!r}")
-    votes = []
-    for i in range(0, query_f.shape[0], chunk):
-        q = query_f[i:i + chunk]
-        d = torch.cdist(q, train_f) if metric == "euclidean" else -(q @ train_f.T)
-        idx = d.topk(k, dim=1, largest=False).indices
-        votes.append(F.one_hot(train_y[idx], n_classes).sum(dim=1).float() / k)
-    scores = torch.cat(votes)
-    return scores.argmax(dim=1), scores
 
 
 class Classifier(nn.Module):
@@ -83,14 +44,7 @@ class Classifier(nn.Module):
         return self.head(x.float())
 
 
-@dataclass
-class FitConfig:
-    epochs: int
-    batch_size: int
-    optimizer: dict  # base optimiser; 'head_lr'/'backbone_lr' override lr per group
-    schedule: dict = field(default_factory=lambda: {"name": "none"})
-    reload_best_each_epoch: bool = False  # SmallDataSSL: every epoch starts from the best weights so far
-    select_metric: str = "accuracy"
+FitConfig = Fit  # the 'fit' section of a fitted protocol's configuration
 
 
 @dataclass
@@ -129,11 +83,11 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
     turns into model input.
     """
     model.to(device)
-    head_lr = cfg.optimizer.get("head_lr", cfg.optimizer["lr"])
+    head_lr = cfg.optimizer.head_lr or cfg.optimizer.lr
     groups = [{"params": list(model.head.parameters()), "lr": head_lr}]
     if model.backbone is not None and model.train_backbone:
         groups.append({"params": list(model.backbone.parameters()),
-                       "lr": cfg.optimizer.get("backbone_lr", cfg.optimizer["lr"])})
+                       "lr": cfg.optimizer.backbone_lr or cfg.optimizer.lr})
     optimizer = build_optimizer(groups, cfg.optimizer)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     x_train, y_train = data["train"]

@@ -1,7 +1,9 @@
 """Run the specs of a plan that are not done yet, one after another on this machine.
 
-The coordinator (this process) is the only writer: each worker call returns a RunRecord, which is written
-to its record file and then to the database in one transaction. An interrupted run leaves no record and is
+Before running, ``reconcile`` compares the plan with the recorded runs: a run recorded under other code or
+data is stale and is run again (or kept, if asked). The coordinator (this process) is the only writer: each
+worker call returns a RunRecord, which is written to its record file and then to the database in one
+transaction. An interrupted run leaves no record and is
 redone (its pretraining resumes from the last checkpoint); a failed run is recorded with its error and the
 grid goes on. A cluster executor only has to replace the loop that calls ``runner``.
 """
@@ -16,6 +18,7 @@ from tqdm import tqdm
 from medssl_core.grid import Plan
 from medssl_core.runner import Context, execute_spec, failed_record
 from medssl_core.runspec import RunSpec
+from medssl_core.stale import differences, parse_spec
 from medssl_core.store import ResultsStore, RunRecord
 
 
@@ -26,6 +29,47 @@ class Summary:
     ran: int = 0
     failed: list[RunRecord] = field(default_factory=list)
     records: list[RunRecord] = field(default_factory=list)
+
+
+@dataclass
+class Reconciled:
+    """How a plan meets what is recorded: stale runs (same settings and seed, other code or data), and the
+    ones kept anyway (``reuse_stale``)."""
+
+    stale: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # planned id -> (recorded id, why)
+    reused: dict[str, str] = field(default_factory=dict)  # recorded id kept -> why it is stale
+
+
+def reconcile(plan: Plan, recorded: list[tuple[str, str, str]], *, reuse_stale: bool = False) -> Reconciled:
+    """Find the planned runs whose settings and seed were recorded under other code or data.
+
+    ``recorded``: (run_id, status, spec_json), newest first. With ``reuse_stale`` the plan takes the recorded
+    runs in their place (evaluations then use the kept pretraining), so nothing stale is run again.
+    """
+    done = {rid for rid, status, _ in recorded if status == "ok"}
+    newest: dict[tuple[str, int], RunSpec] = {}
+    for _rid, status, spec_json in recorded:
+        spec = parse_spec(spec_json) if status == "ok" else None
+        if spec is not None and spec.study == plan.study:
+            newest.setdefault((spec.settings_id, spec.seed), spec)
+    out = Reconciled()
+    kept: dict[str, RunSpec] = {}  # planned pretraining id -> the recorded pretraining kept in its place
+    specs = []
+    for spec in plan.specs:
+        if spec.pretrain is not None and spec.pretrain.run_id in kept:
+            spec = spec.replace_pretrain(kept[spec.pretrain.run_id])
+        old = newest.get((spec.settings_id, spec.seed))
+        if spec.run_id not in done and old is not None:
+            why = differences(old, spec)
+            out.stale[spec.run_id] = (old.run_id, why)
+            if reuse_stale:
+                out.reused[old.run_id] = "; ".join(why)
+                if spec.kind == "pretrain":
+                    kept[spec.run_id] = old
+                spec = old
+        specs.append(spec)
+    plan.specs = specs
+    return out
 
 
 def pending(plan: Plan, statuses: dict[str, str], retry_failed: bool) -> list[RunSpec]:

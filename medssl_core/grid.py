@@ -1,16 +1,24 @@
-"""Expand a Study and a profile into RunSpecs. Pretraining runs are shared by every evaluation that uses them."""
+"""Expand a Study and a profile into RunSpecs: validated, strict, with the code and data fingerprints that
+make them runs. Pretraining runs are shared by every evaluation that uses them."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
 
+import torch
+
+from medssl_core import config
 from medssl_core.data import get_dataset, is_available
-from medssl_core.data.dataset import missing_message
+from medssl_core.data.dataset import data_version, missing_message
+from medssl_core.device import use_bf16
 from medssl_core.errors import ConfigError
+from medssl_core.identity import code_fingerprint
 from medssl_core.models import imagenet_missing_message, imagenet_weights_path
 from medssl_core.runspec import RunSpec
-from medssl_core.study import AS_PUBLISHED, CORRECTED, Study, StudyDataset, deep_merge, set_path
+from medssl_core.study import AS_PUBLISHED, CORRECTED, Decision, Profile, Study, StudyDataset, deep_merge
+
+ALL_VARIANTS = (AS_PUBLISHED, CORRECTED, "each")
 
 
 @dataclass
@@ -19,6 +27,7 @@ class Plan:
     profile: str
     specs: list[RunSpec] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why and how to fix)
+    stand_ins: dict[str, str] = field(default_factory=dict)  # study dataset -> the registry dataset used instead
 
     @property
     def pretrain(self) -> list[RunSpec]:
@@ -54,8 +63,25 @@ def resolve_source(ds: StudyDataset, image_size: dict[str, int], data_dir, allow
     return None
 
 
+def check_decisions(study: Study) -> None:
+    """Every decision must name a real field of the configuration of the stage it applies to."""
+    for d in study.decisions:
+        models = {"pretrain": (config.PretrainHP,), "evaluate": (config.EvaluateHP,),
+                  "data": (config.PretrainHP, config.EvaluateHP)}[d.stage]
+        for model in models:
+            config.check_path(model, d.param, f"{study.name} decision {d.name!r}")
+
+
 def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, methods=None, protocols=None,
-           variant_names=None, data_dir=None, allow_download: bool = True, overrides: dict | None = None) -> Plan:
+           variant_names=None, data_dir=None, allow_download: bool = True, overrides: dict | None = None,
+           device: torch.device | None = None, every_source: bool = False, fingerprint_data: bool = True) -> Plan:
+    """The runs a study asks for under a profile.
+
+    ``every_source``: plan each dataset with every source it may use (stand-ins too) whether present or not,
+    and ``fingerprint_data=False`` leaves the data version out: what `medssl paper` needs to recognise the
+    runs of the study as declared now without the data at hand.
+    """
+    check_decisions(study)
     profile = study.profile(profile_name)
     plan = Plan(study.name, profile.name)
     seeds = tuple(seeds) if seeds is not None else profile.seeds
@@ -65,87 +91,136 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
         study.method(name)  # validates
     for name in protocol_names:
         study.protocol(name)
-    wanted_ds = [d for d in study.datasets if datasets is None or d.key in datasets]
     if datasets is not None:
         unknown = set(datasets) - {d.key for d in study.datasets}
         if unknown:
             raise ConfigError(f"{study.name} has no dataset {sorted(unknown)}; it uses "
-                             f"{[d.key for d in study.datasets]}")
-    extra = overrides or {}
+                              f"{[d.key for d in study.datasets]}")
+    bf16 = use_bf16(device or torch.device("cpu"), "auto")
+    chosen = variants(study, tuple(variant_names or profile.variants))
     seen: set[str] = set()
-    for ds in wanted_ds:
-        source = resolve_source(ds, profile.image_size, data_dir, allow_download)
-        if source is None:
-            why = " | ".join(missing_message(get_dataset(s), data_dir, profile.image_size.get(s)) for s in ds.sources)
-            plan.skipped.append((f"dataset {ds.key}", why))
+    for ds in study.datasets:
+        if datasets is not None and ds.key not in datasets:
             continue
-        info = get_dataset(source)
-        official = ds.split["scheme"] == "official" or (info.official_splits and info.kind == "medmnist")
-        common = deep_merge(ds.hparams, {
-            "image_size": profile.image_size[source], "split": {"scheme": "official"} if official else ds.split,
-            "channels": info.channels, "n_classes": info.n_classes, "task": info.task})
-        if info.lateral_classes:  # left/right organ classes: a horizontal flip would change the label
-            common = deep_merge(common, {"augment": {"hflip": 0.0}})
-        base = deep_merge(deep_merge(study.pretrain_defaults, profile.overrides.get("pretrain", {})), common)
-        for method_name in method_names:
-            method = study.method(method_name)
-            if method.init == "imagenet" and imagenet_weights_path(base["backbone"]["arch"]) is None:
-                plan.skipped.append((f"{ds.key}/{method.name}", imagenet_missing_message(base["backbone"]["arch"])))
+        if every_source:
+            sources = [s for s in ds.sources if s in profile.image_size]
+        else:
+            source = resolve_source(ds, profile.image_size, data_dir, allow_download)
+            if source is None:
+                why = " | ".join(missing_message(get_dataset(s), data_dir, profile.image_size.get(s))
+                                 for s in ds.sources)
+                plan.skipped.append((f"dataset {ds.key}", why))
                 continue
-            method_base = deep_merge(base, {"backbone": {"init": method.init}})
-            for seed, choice in itertools.product(seeds, variants(study, variant_names or profile.variants)):
-                context = (study, profile, ds.key, source, method, seed, choice, official, extra)
-                pre = _pretrain_spec(method_base, *context)
-                parent = None
-                if pre is not None:
-                    parent = pre.run_id
-                    _add(plan, seen, pre)
-                for protocol_name in protocol_names:
-                    protocol = study.protocol(protocol_name)
-                    if protocol.methods is None or method.name in protocol.methods:
-                        for spec in _evaluate_specs(method_base, protocol, parent, *context):
-                            _add(plan, seen, spec)
+            sources = [source]
+            if source != ds.sources[0]:
+                plan.stand_ins[ds.key] = source
+        for source in sources:
+            _expand_dataset(plan, seen, study, profile, ds, source, method_names, protocol_names, seeds, chosen,
+                            overrides or {}, bf16, data_dir, allow_download, fingerprint_data)
     return plan
 
 
-def _add(plan: Plan, seen: set[str], spec: RunSpec) -> None:
-    if spec.run_id not in seen:
-        seen.add(spec.run_id)
-        plan.specs.append(spec)
+def _expand_dataset(plan, seen, study: Study, profile: Profile, ds: StudyDataset, source: str, method_names,
+                    protocol_names, seeds, chosen, extra: dict, bf16: bool, data_dir, allow_download: bool,
+                    fingerprint_data: bool) -> None:
+    info = get_dataset(source)
+    size = profile.image_size[source]
+    source_size = profile.source_size.get(source)
+    data = None
+    if fingerprint_data:
+        data = data_version(source, source_size or size, data_dir, allow_download=allow_download)
+    official = ds.split["scheme"] == "official" or (info.official_splits and info.kind == "medmnist")
+    common = deep_merge(ds.hparams, {
+        "image_size": size, "source_size": source_size, "split": {"scheme": "official"} if official else ds.split,
+        "channels": info.channels, "n_classes": info.n_classes, "task": info.task})
+    if info.lateral_classes:  # left/right organ classes: a horizontal flip would change the label
+        common = deep_merge(common, {"augment": {"hflip": 0.0}})
+    base = deep_merge(deep_merge(study.pretrain_defaults, profile.overrides.get("pretrain", {})), common)
+    if base.get("amp", "auto") == "auto":
+        base["amp"] = "bf16" if bf16 else "off"
+    for method_name in method_names:
+        method = study.method(method_name)
+        if method.init == "imagenet" and imagenet_weights_path(base["backbone"]["arch"]) is None:
+            plan.skipped.append((f"{ds.key}/{method.name}", imagenet_missing_message(base["backbone"]["arch"])))
+            continue
+        method_base = deep_merge(base, {"backbone": {"init": method.init}})
+        builder = _Builder(study, profile, ds.key, source, method, official, extra, data)
+        for seed, choice in itertools.product(seeds, chosen):
+            pre = builder.pretrain(method_base, seed, choice)
+            if pre is not None and pre.run_id not in seen:
+                seen.add(pre.run_id)
+                plan.specs.append(pre)
+            for protocol_name in protocol_names:
+                protocol = study.protocol(protocol_name)
+                if protocol.methods is None or method.name in protocol.methods:
+                    for spec in builder.evaluate(method_base, protocol, pre, seed, choice):
+                        if spec.run_id not in seen:
+                            seen.add(spec.run_id)
+                            plan.specs.append(spec)
 
 
-def _data_and_pretrain_decisions(study, method, choice, official) -> dict[str, str]:
-    return {d.name: choice[d.name] for d in study.decisions
-            if (d.stage == "data" or (d.stage == "pretrain" and method.pretrain is not None))
-            and d.applies(method.name, None, official)}
+@dataclass
+class _Builder:
+    study: Study
+    profile: Profile
+    ds_key: str
+    source: str
+    method: object
+    official: bool
+    extra: dict
+    data: str | None
 
+    def _applies(self, d: Decision, protocol: str | None) -> bool:
+        return d.name not in self.profile.moot_decisions and d.applies(self.method.name, protocol, self.official)
 
-def _pretrain_spec(base, study, profile, ds_key, source, method, seed, choice, official, extra) -> RunSpec | None:
-    if method.pretrain is None:
-        return None
-    decisions = _data_and_pretrain_decisions(study, method, choice, official)
-    method_hp = deep_merge(method.pretrain, profile.overrides.get("methods", {}).get(method.name, {}))
-    hp = deep_merge(deep_merge(base, {"method": method_hp}), extra.get("pretrain", {}))
-    for d in study.decisions:
-        if d.name in decisions:
-            set_path(hp, d.param, d.value(decisions[d.name]))
-    return RunSpec(study.name, "pretrain", ds_key, source, method.name, seed, profile.name, hp, decisions)
+    def _decisions(self, choice: dict, protocol=None) -> dict[str, str]:
+        out = {d.name: choice[d.name] for d in self.study.decisions
+               if (d.stage == "data" or (d.stage == "pretrain" and self.method.pretrain is not None))
+               and self._applies(d, None)}
+        if protocol is not None:
+            out.update({d.name: choice[d.name] for d in self.study.decisions
+                        if d.stage == "evaluate" and self._applies(d, protocol)})
+        return out
 
+    def _where(self, what: str) -> str:
+        return f"{self.study.name} [{self.profile.name}] {what} of {self.method.name} on {self.ds_key}"
 
-def _evaluate_specs(base, protocol, parent, study, profile, ds_key, source, method, seed, choice, official,
-                    extra) -> list[RunSpec]:
-    decisions = _data_and_pretrain_decisions(study, method, choice, official)
-    decisions.update({d.name: choice[d.name] for d in study.decisions
-                      if d.stage == "evaluate" and d.applies(method.name, protocol.name, official)})
-    shared = {k: base[k] for k in ("image_size", "split", "channels", "n_classes", "task", "backbone")}
-    hp = deep_merge(study.evaluate_defaults, {
-        **shared, "augment": {k: base["augment"][k] for k in ("mean", "std")}, "amp": base.get("amp", "auto"),
-        "deterministic": base.get("deterministic", False), "protocol": protocol.hparams})
-    for update in (profile.overrides.get("evaluate", {}), profile.overrides.get("protocols", {}).get(protocol.name, {}),
-                   extra.get("evaluate", {})):
-        hp = deep_merge(hp, update)
-    for d in study.decisions:
-        if d.stage in ("data", "evaluate") and d.name in decisions:
-            set_path(hp, d.param, d.value(decisions[d.name]))
-    return [RunSpec(study.name, "evaluate", ds_key, source, method.name, seed, profile.name, hp, decisions,
-                    protocol.name, fraction, parent) for fraction in profile.fractions]
+    def _finish(self, model, hp: dict, decisions: dict[str, str], stages: tuple[str, ...], where: str) -> dict:
+        hp = config.validate(model, hp, where)
+        for d in self.study.decisions:
+            if d.name in decisions and d.stage in stages:
+                config.set_path(hp, d.param, d.value(decisions[d.name]), f"{where}, decision {d.name!r}")
+        return config.validate(model, hp, where)
+
+    def pretrain(self, base: dict, seed: int, choice: dict) -> RunSpec | None:
+        if self.method.pretrain is None:
+            return None
+        decisions = self._decisions(choice)
+        method_hp = deep_merge(self.method.pretrain, self.profile.overrides.get("methods", {})
+                               .get(self.method.name, {}))
+        hp = deep_merge(deep_merge(base, {"method": config.with_loss_defaults(method_hp)}),
+                        self.extra.get("pretrain", {}))
+        hp["split"] = {**hp["split"], "script": self.study.pretrain_script}
+        hp = self._finish(config.PretrainHP, hp, decisions, ("data", "pretrain"), self._where("pretraining"))
+        return RunSpec(self.study.name, "pretrain", self.ds_key, self.source, self.method.name, seed,
+                       self.profile.name, hp, decisions, code=code_fingerprint("pretrain"), data=self.data)
+
+    def evaluate(self, base: dict, protocol, pre: RunSpec | None, seed: int, choice: dict) -> list[RunSpec]:
+        decisions = self._decisions(choice, protocol.name)
+        shared = ("image_size", "source_size", "split", "channels", "channel_mode", "n_classes", "task",
+                  "backbone", "amp", "deterministic")
+        hp = deep_merge(self.study.evaluate_defaults, {
+            **{k: base[k] for k in shared if k in base},
+            "augment": {k: base["augment"][k] for k in ("mean", "std") if k in base["augment"]},
+            "protocol": protocol.hparams})
+        for update in (self.profile.overrides.get("evaluate", {}),
+                       self.profile.overrides.get("protocols", {}).get(protocol.name, {}),
+                       self.extra.get("evaluate", {})):
+            hp = deep_merge(hp, update)
+        hp["split"] = {**hp["split"], "script": protocol.script or protocol.name}
+        hp = self._finish(config.EvaluateHP, hp, decisions, ("data", "evaluate"),
+                          self._where(f"evaluation {protocol.name!r}"))
+        return [RunSpec(self.study.name, "evaluate", self.ds_key, self.source, self.method.name, seed,
+                        self.profile.name, hp, decisions, protocol.name, fraction, pre,
+                        code=code_fingerprint("evaluate"), data=self.data)
+                for fraction in self.profile.fractions]

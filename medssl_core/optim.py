@@ -1,4 +1,4 @@
-"""Optimisers and learning-rate schedules the studies use, built from plain dicts."""
+"""Optimisers and learning-rate schedules the studies use, built from their typed configurations."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from medssl_core.errors import ConfigError
+from medssl_core.config import Optimizer, Schedule, parse
 
 
 class LARS(torch.optim.Optimizer):
@@ -39,40 +39,33 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(groups: list[dict] | nn.Module, cfg: dict) -> torch.optim.Optimizer:
-    """cfg: {'name': sgd|adam|adamw|lars, 'lr', 'momentum', 'weight_decay', 'betas'}. ``groups`` may carry
-    their own 'lr'."""
+def build_optimizer(groups: list[dict] | nn.Module, cfg: Optimizer | dict) -> torch.optim.Optimizer:
+    """``groups`` may carry their own 'lr'."""
+    cfg = parse(Optimizer, cfg, "optimizer")
     params = groups.parameters() if isinstance(groups, nn.Module) else groups
-    name = cfg.get("name", "sgd").lower()
-    lr, wd = cfg["lr"], cfg.get("weight_decay", 0.0)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.get("momentum", 0.0), weight_decay=wd)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd, betas=tuple(cfg.get("betas", (0.9, 0.999))))
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=tuple(cfg.get("betas", (0.9, 0.999))))
-    if name == "lars":
-        return LARS(params, lr=lr, momentum=cfg.get("momentum", 0.9), weight_decay=wd)
-    raise ConfigError(f"Unknown optimiser {name!r}; use sgd, adam, adamw or lars.")
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    return LARS(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def lr_factor(cfg: dict, epoch: int, step_in_epoch: int, steps_per_epoch: int, epochs: int) -> float:
-    """Multiplier of the base lr. cfg: {'name': none|step|cosine|warmup_cosine, 'step_size', 'gamma',
-    'start_epoch' (step: decays count only epochs after it, SmallDataSSL's `if epoch > 25`), 'warmup_epochs'}."""
-    name = cfg.get("name", "none")
+def lr_factor(cfg: Schedule | dict, epoch: int, step_in_epoch: int, steps_per_epoch: int, epochs: int) -> float:
+    """Multiplier of the base lr at a step. 'step' counts only the scheduler steps taken after 0-based epochs
+    > start_epoch, as SmallDataSSL's `if epoch > 25: scheduler.step()` (its lr halves after epochs 51, 76, 101)."""
+    cfg = parse(Schedule, cfg, "schedule")
     t = epoch + step_in_epoch / max(1, steps_per_epoch)
-    if name == "none":
+    if cfg.name == "none":
         return 1.0
-    if name == "step":
-        start = cfg.get("start_epoch", 0)
-        return cfg.get("gamma", 0.1) ** (max(0, epoch - start) // cfg["step_size"])
-    if name in ("cosine", "warmup_cosine"):
-        warm = cfg.get("warmup_epochs", 0) if name == "warmup_cosine" else 0
-        if t < warm:
-            return (t + 1 / max(1, steps_per_epoch)) / warm
-        span = max(1e-9, epochs - warm)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (t - warm) / span)))
-    raise ConfigError(f"Unknown schedule {name!r}; use none, step, cosine or warmup_cosine.")
+    if cfg.name == "step":
+        return cfg.gamma ** (max(0, epoch - cfg.start_epoch - 1) // cfg.step_size)
+    warm = cfg.warmup_epochs if cfg.name == "warmup_cosine" else 0
+    if t < warm:
+        return (t + 1 / max(1, steps_per_epoch)) / warm
+    span = max(1e-9, epochs - warm)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (t - warm) / span)))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:

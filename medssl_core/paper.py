@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +16,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tabulate import tabulate
 
-from medssl_core.errors import DataError
+from medssl_core.errors import DataError, StoreError
+from medssl_core.runspec import RunSpec
+from medssl_core.selection import select
+from medssl_core.stale import summarise
 from medssl_core.store.store import connect
 from medssl_core.study import AS_PUBLISHED, CORRECTED, Study
 
@@ -41,14 +44,22 @@ def variant_label(decisions: dict[str, str]) -> str:
     return "corrected: " + ", ".join(k for k, v in sorted(decisions.items()) if v == CORRECTED)
 
 
-def load_rows(study: Study, db: Path) -> list[dict]:
+def format_fraction(fraction: float | None) -> str:
+    """Label fractions exactly: 0.5 %, 1 %, 12.5 %, 100 %."""
+    return f"{(1.0 if fraction is None else fraction) * 100:g} %"
+
+
+def load_rows(study: Study, db: Path, accepted: dict[str, str]) -> list[dict]:
+    """Metric rows of the accepted evaluation runs."""
     con = connect(db, read_only=True, wait_s=30)
     try:
         cur = con.execute(
-            """SELECT run_id, dataset, dataset_used, method, protocol, fraction, seed, profile, decisions,
-                      split, metric, value FROM run_metrics WHERE study = ? AND kind = 'evaluate'""", [study.name])
+            """SELECT run_id, config_id, dataset, dataset_used, method, protocol, fraction, seed, profile,
+                      decisions, split, metric, value FROM run_metrics
+               WHERE study = ? AND kind = 'evaluate' AND run_id IN (SELECT unnest(?))""",
+            [study.name, sorted(accepted)])
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [dict(zip(cols, r), kept_stale=bool(accepted[r[0]])) for r in cur.fetchall()]
     finally:
         con.close()
 
@@ -68,42 +79,65 @@ def _titles(study: Study) -> tuple[dict, dict, dict]:
             {d.key: d.title for d in study.datasets})
 
 
+def _order(study: Study, method: str, protocol: str) -> tuple[int, int]:
+    methods, protocols = [m.name for m in study.methods], [p.name for p in study.protocols]
+    return (methods.index(method) if method in methods else len(methods),
+            protocols.index(protocol) if protocol in protocols else len(protocols))
+
+
 def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, tuple[list, list]], list[list]]:
-    """Per variant: (headers, table rows) of methods x protocols by dataset; plus cells for cells.csv."""
+    """Per variant: (headers, table rows) of methods x protocols by dataset; plus cells for cells.csv.
+
+    A cell is the mean of the runs of exactly one config id (same settings, code and data; seeds differ). A
+    row key that meets more than one config id in a dataset (e.g. a kept stale run beside a current one)
+    gets one row per config id, labelled with it.
+    """
     methods, protocols, _ = _titles(study)
     reported = {(r.dataset, r.method, r.protocol, r.metric, r.fraction or 1.0): r for r in study.reported}
-    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric]
-    collapsed = {r["run_id"] for r in rows if r["split"] == "test" and r["metric"] == "collapsed" and r["value"] == 1}
+    test = [r for r in rows if r["split"] == "test"]
+    collapsed = {r["run_id"] for r in test if r["metric"] == "collapsed" and r["value"] == 1}
     datasets = sorted({(r["dataset"], r["dataset_used"]) for r in test})
     tables, cells = {}, []
     for variant in (AS_PUBLISHED, CORRECTED):
-        groups = defaultdict(list)
+        configs: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
         for r in test:
-            if in_variant(parse_decisions(r["decisions"]), variant):
-                groups[(r["method"], r["protocol"], r["fraction"] or 1.0, r["dataset"], r["dataset_used"],
-                        r["profile"])].append(r)
-        if not groups:
+            if r["metric"] in (metric, "auc") and in_variant(parse_decisions(r["decisions"]), variant):
+                key = (r["method"], r["protocol"], r["fraction"] or 1.0, r["profile"], r["dataset"], r["dataset_used"])
+                configs[key][r["config_id"]].append(r)
+        if not configs:
             continue
-        keys = sorted({(k[0], k[1], k[2], k[5]) for k in groups},
-                      key=lambda k: ([m.name for m in study.methods].index(k[0]),
-                                     [p.name for p in study.protocols].index(k[1]), k[2], k[3]))
+        groups: dict[tuple, list[dict]] = {}  # (method, protocol, fraction, profile, tag, ds, used) -> runs
+        for (method, protocol, fraction, profile, ds, used), by_config in configs.items():
+            ranked = sorted(by_config.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+            for i, (config_id, runs) in enumerate(ranked):
+                tag = "" if i == 0 else f"config {config_id[:8]}"
+                if any(r["kept_stale"] for r in runs):
+                    tag = (tag + " " if tag else "") + "‡ kept stale"
+                groups[(method, protocol, fraction, profile, tag, ds, used)] = runs
+        keys = sorted({k[:5] for k in groups}, key=lambda k: (*_order(study, k[0], k[1]), k[2], k[3], k[4]))
         headers = ["method", "protocol", "labels", "profile"]
         for ds, used in datasets:
-            headers += [f"{ds} ({used})" if ds != used else ds, "reported", "Δ"]
+            name = f"{ds} ({used})" if ds != used else ds
+            headers += [f"{name} {metric}", "AUC", "reported", "Δ"]
         table = []
-        for method, protocol, fraction, profile in keys:
-            line = [methods.get(method, method), protocols.get(protocol, protocol), f"{fraction:.0%}", profile]
+        for method, protocol, fraction, profile, tag in keys:
+            title = methods.get(method, method) + (f" [{tag}]" if tag else "")
+            line = [title, protocols.get(protocol, protocol), format_fraction(fraction), profile]
             for ds, used in datasets:
-                runs = groups.get((method, protocol, fraction, ds, used, profile), [])
-                rep = reported.get((ds, method, protocol, metric, fraction))
-                if runs:
-                    mean, std, n = _stats([r["value"] for r in runs])
-                    line.append(_fmt(mean, std, n) + (" †" if collapsed & {r["run_id"] for r in runs} else ""))
-                    cells.append([variant, ds, used, method, protocol, fraction, profile, metric, mean, std, n,
-                                  " ".join(sorted(r["run_id"] for r in runs))])
+                runs = groups.get((method, protocol, fraction, profile, tag, ds, used), [])
+                main = [r for r in runs if r["metric"] == metric]
+                auc = [r["value"] for r in runs if r["metric"] == "auc" and not np.isnan(r["value"])]
+                mean = None
+                if main:
+                    mean, std, n = _stats([r["value"] for r in main])
+                    ids = sorted(r["run_id"] for r in main)
+                    line.append(_fmt(mean, std, n) + (" †" if collapsed & set(ids) else ""))
+                    cells.append([variant, ds, used, method, protocol, fraction, profile, main[0]["config_id"],
+                                  metric, mean, std, n, " ".join(ids)])
                 else:
-                    mean = None
                     line.append("-")
+                line.append(_fmt(*_stats(auc)) if auc else "-")
+                rep = reported.get((ds, method, protocol, metric, fraction))
                 rep_value = rep.value if rep is not None and rep.value is not None else None
                 line.append(f"{rep_value * 100:.2f}" if rep_value is not None else "-")
                 line.append(f"{(mean - rep_value) * 100:+.2f}" if rep_value is not None and mean is not None else "-")
@@ -113,30 +147,29 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
 
 
 def decision_table(study: Study, rows: list[dict], metric: str) -> tuple[list, list[list]]:
-    """Effect of correcting each decision alone (and all together) vs the as-published runs, per
-    dataset, method and protocol where both sides exist."""
+    """Effect of correcting each decision alone (and all together) vs the as-published runs of the same
+    profile, dataset, method, protocol and label fraction, where both sides exist."""
     methods, protocols, _ = _titles(study)
     test = [r for r in rows if r["split"] == "test" and r["metric"] == metric]
     by_cell = defaultdict(lambda: defaultdict(list))
     for r in test:
         d = parse_decisions(r["decisions"])
-        if not d:
+        if not d or r["kept_stale"]:
             continue
         flipped = sorted(k for k, v in d.items() if v == CORRECTED)
         if not flipped:
-            key = "baseline"
+            keys = ["baseline"]
         elif len(flipped) == len(d):
-            key = "all"
+            keys = ["all", *flipped] if len(d) == 1 else ["all"]  # one applicable decision: both rows
         elif len(flipped) == 1:
-            key = flipped[0]
+            keys = flipped
         else:
             continue
-        by_cell[(r["dataset_used"], r["method"], r["protocol"], r["fraction"] or 1.0)][key].append(r)
-        if len(d) == 1 and flipped:  # a run with a single applicable decision is both 'all' and that one
-            by_cell[(r["dataset_used"], r["method"], r["protocol"], r["fraction"] or 1.0)][flipped[0]].append(r)
+        for key in keys:
+            by_cell[(r["profile"], r["dataset_used"], r["method"], r["protocol"], r["fraction"] or 1.0)][key].append(r)
     descriptions = {d.name: d for d in study.decisions}
     table = []
-    for (used, method, protocol, _fraction), groups in sorted(by_cell.items()):
+    for (profile, used, method, protocol, fraction), groups in sorted(by_cell.items()):
         if "baseline" not in groups:
             continue
         base, base_std, base_n = _stats([r["value"] for r in groups["baseline"]])
@@ -149,10 +182,11 @@ def decision_table(study: Study, rows: list[dict], metric: str) -> tuple[list, l
             else:
                 d = descriptions[key]
                 what, change = d.description, f"{d.as_published} → {d.corrected}"
-            table.append([used, methods.get(method, method), protocols.get(protocol, protocol), what, change,
-                          _fmt(base, base_std, base_n), _fmt(mean, std, n), f"{(mean - base) * 100:+.2f}"])
-    headers = ["dataset", "method", "protocol", "decision", "as published → corrected", f"{metric} as published",
-               f"{metric} corrected", "Δ (pp)"]
+            table.append([profile, used, methods.get(method, method), protocols.get(protocol, protocol),
+                          format_fraction(fraction), what, change, _fmt(base, base_std, base_n), _fmt(mean, std, n),
+                          f"{(mean - base) * 100:+.2f}"])
+    headers = ["profile", "dataset", "method", "protocol", "labels", "decision", "as published → corrected",
+               f"{metric} as published", f"{metric} corrected", "Δ (pp)"]
     return headers, table
 
 
@@ -174,7 +208,8 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
 
 def accuracy_figure(study: Study, rows: list[dict], metric: str, out: Path) -> list[Path]:
     methods, protocols, _ = _titles(study)
-    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and (r["fraction"] or 1.0) == 1.0]
+    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and (r["fraction"] or 1.0) == 1.0
+            and not r["kept_stale"]]
     variants = [v for v in (AS_PUBLISHED, CORRECTED)
                 if any(in_variant(parse_decisions(r["decisions"]), v) for r in test)]
     datasets = sorted({r["dataset_used"] for r in test})
@@ -210,14 +245,15 @@ def accuracy_figure(study: Study, rows: list[dict], metric: str, out: Path) -> l
     return _save(fig, out, "accuracy")
 
 
-def curves_figure(study: Study, db: Path, out: Path) -> list[Path]:
+def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) -> list[Path]:
     methods, _, _ = _titles(study)
     con = connect(db, read_only=True, wait_s=30)
     try:
         data = con.execute(
             """SELECT r.run_id, r.dataset_used, r.method, r.decisions, c.step, c.name, c.value FROM runs r
                JOIN curves c USING (run_id) WHERE r.study = ? AND r.kind = 'pretrain' AND r.status = 'ok'
-               AND c.name IN ('loss', 'knn_val_acc') ORDER BY c.step""", [study.name]).fetchall()
+               AND r.run_id IN (SELECT unnest(?)) AND c.name IN ('loss', 'knn_val_acc') ORDER BY c.step""",
+            [study.name, pretrain_ids]).fetchall()
     finally:
         con.close()
     if not data:
@@ -260,13 +296,15 @@ def curves_figure(study: Study, db: Path, out: Path) -> list[Path]:
     return _save(fig, out, "pretraining_curves")
 
 
-def tsne_figure(study: Study, db: Path, out: Path, *, data_dir=None, max_points: int = 1500) -> list[Path]:
+def tsne_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str], *, data_dir=None,
+                max_points: int = 1500) -> list[Path]:
     """t-SNE of test features of each method's seed-0 as-published encoder (the study's plot.py)."""
     import torch
     from sklearn.manifold import TSNE
 
     from medssl_core.augment import AugmentConfig, BatchAugment
-    from medssl_core.evaluate import extract_features
+    from medssl_core.config import PretrainHP
+    from medssl_core.features import extract_features
     from medssl_core.runner import Context, images_to_device, run_backbone, split_arrays
     from medssl_core.runspec import RunSpec
 
@@ -277,7 +315,7 @@ def tsne_figure(study: Study, db: Path, out: Path, *, data_dir=None, max_points:
             """SELECT r.run_id, r.spec_json, a.path, e.data_checksums FROM runs r JOIN artifacts a USING (run_id)
                LEFT JOIN environment e USING (run_id)
                WHERE r.study = ? AND r.kind = 'pretrain' AND r.status = 'ok' AND a.name = 'encoder_best.pt'
-               ORDER BY r.seed, r.run_id""", [study.name]).fetchall()
+               AND r.run_id IN (SELECT unnest(?)) ORDER BY r.seed, r.run_id""", [study.name, pretrain_ids]).fetchall()
     finally:
         con.close()
     chosen: dict[tuple[str, str], tuple[str, RunSpec, str]] = {}
@@ -304,16 +342,16 @@ def tsne_figure(study: Study, db: Path, out: Path, *, data_dir=None, max_points:
             rid, spec, path = chosen[key]
             ctx = Context(data_dir or recorded_dirs.get(rid), device, Path(path).parent.parent, Path("."),
                           allow_download=False, progress=False)
-            splits, _ = split_arrays(spec, ctx)
+            hp = PretrainHP.model_validate(spec.hparams)
+            splits, _ = split_arrays(spec, hp, ctx)
             x, y = splits["test"]
             if len(x) > max_points:
                 keep = np.random.default_rng(0).permutation(len(x))[:max_points]
                 x, y = x[keep], y[keep]
-            backbone = run_backbone(spec.hparams)
+            backbone = run_backbone(hp)
             backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            aug = BatchAugment(AugmentConfig.from_dict({**spec.hparams["augment"],
-                                                        "size": spec.hparams["image_size"]}).without_randomness())
-            f = extract_features(backbone, images_to_device(x, device), aug, device=device).numpy()
+            aug = BatchAugment(AugmentConfig(size=hp.image_size, mean=hp.augment.mean, std=hp.augment.std))
+            f = extract_features(backbone, images_to_device(x, device, hp.input_channels), aug, device=device).numpy()
             emb = TSNE(2, random_state=42, init="pca", perplexity=min(30, max(5, len(f) // 10))).fit_transform(f)
             ax = axes[i][j]
             ax.axis("on")
@@ -328,48 +366,94 @@ def tsne_figure(study: Study, db: Path, out: Path, *, data_dir=None, max_points:
     return _save(fig, out, "tsne")
 
 
-def generate(study: Study, db: Path, out: Path, *, data_dir=None, tsne: bool = True) -> list[Path]:
+def generate(study: Study, db: Path, out: Path, *, data_dir=None, profile: str | None = None,
+             tsne: bool = True) -> list[Path]:
+    """Tables and figures of the study's runs as declared now, one folder per profile under ``out``."""
+    con = connect(db, read_only=True, wait_s=30)
+    try:
+        recorded = con.execute("SELECT run_id, status, spec_json FROM runs WHERE study = ? ORDER BY finished_at",
+                               [study.name]).fetchall()
+        reused = {r for (r,) in con.execute("SELECT run_id FROM reused WHERE study = ?", [study.name]).fetchall()}
+    finally:
+        con.close()
+    if profile is not None:
+        study.profile(profile)  # validates the name
+    if not any(status == "ok" for _, status, _ in recorded):
+        raise StoreError(f"{db} holds no finished runs of {study.name}: run `medssl replicate {study.name}` first "
+                         "(or pass --db with the database that holds them).")
+    chosen = select(study, recorded, reused, profile=profile, data_dir=data_dir)
+    specs = {rid: RunSpec.from_json(s) for rid, _, s in recorded if rid in chosen.accepted}
+    profiles = sorted({spec.profile for spec in specs.values()})
+    if not profiles:
+        raise StoreError(f"None of the {len(recorded)} runs of {study.name} in {db} can be used"
+                         + (f" for profile {profile!r}" if profile else "") + ": "
+                         + summarise([[why] for _, _, why in chosen.left_out])
+                         + f". Run `medssl replicate {study.name}` to (re)run them.")
+    written: list[Path] = []
+    for name in profiles:
+        accepted = {rid: note for rid, note in chosen.accepted.items() if specs[rid].profile == name}
+        written += _generate_profile(study, db, out / name, name, accepted,
+                                     {rid: spec.kind for rid, spec in specs.items()}, data_dir=data_dir, tsne=tsne)
+    left_out = out / "left_out.csv"
     out.mkdir(parents=True, exist_ok=True)
-    rows = load_rows(study, db)
+    with open(left_out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run_id", "run", "why"])
+        w.writerows(chosen.left_out)
+    readme = out / "README.md"
+    readme.write_text(
+        f"# {study.title}\n\n{study.citation}\n\nGenerated by `medssl paper {study.name}` from {db}: the runs of "
+        "the study as declared now, under the current code and data. Every table cell is the mean of the runs "
+        "of one config id (same settings, code and data; only the seed differs).\n\n"
+        + "".join(f"- [{name}/]({name}/README.md): profile {name}\n" for name in profiles)
+        + f"\n## Left out ({len(chosen.left_out)} runs; each listed in [left_out.csv](left_out.csv))\n\n"
+        + ("".join(f"- {why}: {n} runs\n" for why, n in Counter(
+            why.split(":")[0] if why.startswith("stale") else why for _, _, why in chosen.left_out).most_common())
+           or "nothing\n"))
+    return [*written, left_out, readme]
+
+
+def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted: dict[str, str],
+                      kinds: dict[str, str], *, data_dir, tsne: bool) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = load_rows(study, db, accepted)
     metric = study.main_metric
     written: list[Path] = []
     tables, cells = main_tables(study, rows, metric)
-    if not tables:
-        note = f"No finished evaluation runs of {study.name} in {db}: run `medssl replicate {study.name}` first."
-        (out / "README.md").write_text(f"# {study.title}\n\n{note}\n")
-        return [out / "README.md"]
     claims = "\n".join(f"- {c}" for c in study.claims)
     for variant, (headers, table) in tables.items():
-        note = (f"Test {metric} (%) as mean ± sample std over seeds (n = seeds). Variant: {VARIANT_TITLES[variant]}. "
-                f"'reported' is the source's number where one is known ({study.citation}); Δ = reproduced − "
-                "reported. Columns name the study's dataset and, in brackets, the data actually used. The run "
-                "ids behind every cell are in cells.csv. † marks a cell where at least one run predicts a single "
-                "class on test (collapse: its accuracy is the majority-class rate).")
+        note = (f"Profile {profile}. Test {metric} (%) and AUC as mean ± sample std over seeds (n = seeds); one "
+                f"config id per cell. Variant: {VARIANT_TITLES[variant]}. 'reported' is the source's number where "
+                f"one is known ({study.citation}); Δ = reproduced − reported. Columns name the study's dataset "
+                "and, in brackets, the stand-in actually used. The run ids behind every cell are in cells.csv. † "
+                "marks a cell where at least one run predicts a single class on test (collapse: its accuracy is "
+                "the majority-class rate). ‡ marks runs kept although stale (`replicate --reuse-stale`).")
         written += _write_table(out, f"main_{variant}", f"{study.title}: main results", headers, table, note)
     headers, table = decision_table(study, rows, metric)
     if table:
         written += _write_table(out, "decisions", f"{study.title}: effect of each decision", headers, table,
-                                "Each row compares runs that differ only in the named decision(s) with the "
-                                "as-published runs of the same dataset, method and protocol (test "
-                                f"{metric}, %). Δ in percentage points.")
+                                f"Profile {profile}. Each row compares runs that differ only in the named "
+                                "decision(s) with the as-published runs of the same dataset, method, protocol and "
+                                f"label fraction (test {metric}, %). Δ in percentage points.")
     with open(out / "cells.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["variant", "dataset", "dataset_used", "method", "protocol", "fraction", "profile", "metric",
-                    "mean", "std", "n", "run_ids"])
+        w.writerow(["variant", "dataset", "dataset_used", "method", "protocol", "fraction", "profile", "config_id",
+                    "metric", "mean", "std", "n", "run_ids"])
         w.writerows(cells)
     written.append(out / "cells.csv")
     written += accuracy_figure(study, rows, metric, out)
-    written += curves_figure(study, db, out)
+    pretrain_ids = sorted(rid for rid in accepted if kinds[rid] == "pretrain")
+    written += curves_figure(study, db, out, pretrain_ids)
     if tsne:
         try:
-            written += tsne_figure(study, db, out, data_dir=data_dir)
+            written += tsne_figure(study, db, out, pretrain_ids, data_dir=data_dir)
         except DataError as exc:  # the tables and other figures stand without it
             print(f"t-SNE figure skipped: {exc} Pass --data-dir to point at the data.", file=sys.stderr)
-    summary = {"study": study.name, "database": str(db), "claims": list(study.claims),
-               "n_evaluation_metric_rows": len(rows)}
+    summary = {"study": study.name, "profile": profile, "database": str(db), "claims": list(study.claims),
+               "runs": len(accepted), "kept_stale": sorted(r for r, note in accepted.items() if note)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "README.md").write_text(
-        f"# {study.title}\n\n{study.citation}\n\nGenerated by `medssl paper {study.name}` from {db}.\n\n"
+        f"# {study.title}: profile {profile}\n\n{study.citation}\n\n"
         + (f"Claims of the source:\n{claims}\n\n" if claims else "")
         + "\n".join(f"- [{p.name}]({p.name})" for p in written) + "\n")
     return [*written, out / "summary.json", out / "README.md"]

@@ -1,4 +1,12 @@
-"""Run identity: a run spec's canonical JSON form and its hash, the run id (the same on every machine)."""
+"""Run identity. A RunSpec states everything a run's numbers depend on: its settings (hyper-parameters fully
+written out, decisions, dataset, profile), its seed, the fingerprint of the code that computes it, the
+version of the data it reads and, for an evaluation, the whole spec of the pretraining it uses.
+
+- run id: hash of all of it (the same on every machine);
+- config id: hash of all of it but the seed(s): the runs a table may average over;
+- settings id: hash without seed, code and data: the same request under other code or data, used to say
+  that a recorded run is *stale* rather than merely different.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +28,17 @@ def canonical_json(value: Any) -> str:
         raise ConfigError(f"run spec is not plain JSON data ({exc})") from exc
 
 
+def _hash(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:16]
+
+
+def _without(d: dict, keys: tuple[str, ...]) -> dict:
+    out = {k: v for k, v in d.items() if k not in keys}
+    if out.get("pretrain") is not None:
+        out["pretrain"] = _without(out["pretrain"], keys)
+    return out
+
+
 @dataclass(frozen=True)
 class RunSpec:
     study: str
@@ -29,22 +48,53 @@ class RunSpec:
     method: str
     seed: int
     profile: str
-    hparams: dict[str, Any] = field(hash=False)  # fully resolved; everything the run reads
+    hparams: dict[str, Any] = field(hash=False)  # validated, every default written out (medssl_core.config)
     decisions: dict[str, str] = field(default_factory=dict, hash=False)  # name -> as_published|corrected
     protocol: str | None = None
     fraction: float | None = None
-    parent: str | None = None  # run id of the pretraining an evaluation uses
+    pretrain: RunSpec | None = None  # the pretraining an evaluation uses, whole
+    code: dict[str, str] = field(default_factory=dict, hash=False)  # module -> hash (medssl_core.identity)
+    data: str | None = None  # version of the data read (checksums); None when not fingerprinted
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     def canonical(self) -> str:
-        return canonical_json(asdict(self))
+        return canonical_json(self.to_dict())
 
     @property
     def run_id(self) -> str:
-        return hashlib.sha256(self.canonical().encode()).hexdigest()[:16]
+        return _hash(self.to_dict())
+
+    @property
+    def config_id(self) -> str:
+        return _hash(_without(self.to_dict(), ("seed",)))
+
+    @property
+    def settings_id(self) -> str:
+        return _hash(_without(self.to_dict(), ("seed", "code", "data")))
+
+    @property
+    def code_version(self) -> str:
+        return _hash(self.code)[:12]
+
+    @property
+    def parent(self) -> str | None:
+        return self.pretrain.run_id if self.pretrain is not None else None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunSpec:
+        d = dict(d)
+        if d.get("pretrain") is not None:
+            d["pretrain"] = cls.from_dict(d["pretrain"])
+        return cls(**d)
 
     @classmethod
     def from_json(cls, text: str) -> RunSpec:
-        return cls(**json.loads(text))
+        return cls.from_dict(json.loads(text))
+
+    def replace_pretrain(self, pretrain: RunSpec) -> RunSpec:
+        return RunSpec(**{**self.__dict__, "pretrain": pretrain})
 
     def label(self) -> str:
         parts = [self.dataset_used, self.method, self.protocol or "pretrain"]

@@ -61,8 +61,9 @@ class Method:
 class Protocol:
     name: str
     title: str
-    hparams: dict  # {'kind': 'knn', ...} or {'kind': 'fit', 'head', 'train_backbone', 'fit': {...}}
+    hparams: dict  # config.KnnProtocol or config.FitProtocol fields
     methods: tuple[str, ...] | None = None  # None: every method
+    script: str | None = None  # the study's script this protocol stands for (per-script splits); default: name
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ class Profile:
     methods: tuple[str, ...] | None = None
     protocols: tuple[str, ...] | None = None
     needs_gpu: bool = False  # bare `replicate` on a CPU machine does not start this profile
+    # side the images are held at when it differs from image_size: crops are cut there, then resized
+    source_size: dict[str, int] = field(default_factory=dict)
+    moot_decisions: tuple[str, ...] = ()  # decisions this profile overrides itself: neither applied nor recorded
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,29 @@ class Study:
     reported: tuple[Reported, ...] = ()
     claims: tuple[str, ...] = ()  # qualitative findings the paper states, with source
     main_metric: str = "accuracy"
+    pretrain_script: str = "pretrain"  # the study's pretraining script (per-script splits)
+
+    def __post_init__(self):
+        for what, names in (("dataset", [d.key for d in self.datasets]), ("method", [m.name for m in self.methods]),
+                            ("protocol", [p.name for p in self.protocols]),
+                            ("decision", [d.name for d in self.decisions]),
+                            ("profile", [p.name for p in self.profiles])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ConfigError(f"study {self.name} declares the {what}(s) {dupes} more than once")
+        methods, protocols = {m.name for m in self.methods}, {p.name for p in self.protocols}
+        decisions = {d.name for d in self.decisions}
+        for d in self.decisions:
+            if d.stage not in ("data", "pretrain", "evaluate"):
+                raise ConfigError(f"{self.name} decision {d.name!r}: stage must be data, pretrain or evaluate")
+            _known(self.name, f"decision {d.name!r}", "method", d.methods or (), methods)
+            _known(self.name, f"decision {d.name!r}", "protocol", d.protocols or (), protocols)
+        for p in self.protocols:
+            _known(self.name, f"protocol {p.name!r}", "method", p.methods or (), methods)
+        for prof in self.profiles:
+            _known(self.name, f"profile {prof.name!r}", "method", prof.methods or (), methods)
+            _known(self.name, f"profile {prof.name!r}", "protocol", prof.protocols or (), protocols)
+            _known(self.name, f"profile {prof.name!r}", "decision", prof.moot_decisions, decisions)
 
     def profile(self, name: str) -> Profile:
         for p in self.profiles:
@@ -125,6 +152,12 @@ class Study:
                  "metric": r.metric, "value": r.value, "source": r.source, "note": r.note} for r in self.reported]
 
 
+def _known(study: str, where: str, what: str, names, valid: set[str]) -> None:
+    unknown = sorted(set(names) - valid)
+    if unknown:
+        raise ConfigError(f"study {study}, {where} names unknown {what}(s) {unknown}; declared: {sorted(valid)}")
+
+
 def _pick(items, name: str, what: str):
     for item in items:
         if item.name == name:
@@ -137,13 +170,6 @@ def deep_merge(base: dict, update: dict) -> dict:
     for k, v in update.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
-
-
-def set_path(d: dict, dotted: str, value) -> None:
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        d = d.setdefault(k, {})
-    d[keys[-1]] = copy.deepcopy(value)
 
 
 def studies() -> dict[str, Study]:
@@ -164,3 +190,34 @@ def get_study(name: str) -> Study:
     if name not in known:
         raise ConfigError(f"Unknown study {name!r}; registered studies: {sorted(known)}.")
     return known[name]
+
+
+def describe(study: Study) -> str:
+    """A study as text: what `medssl study show` prints."""
+    lines = [f"{study.name}: {study.title}", f"  {study.citation}", "", "Datasets (first source used; later ones "
+             "are stand-ins):"]
+    lines += [f"  {d.key:16s} {d.title}: {', '.join(d.sources)}; split {d.split}" for d in study.datasets]
+    lines += ["", "Methods:"]
+    lines += [f"  {m.name:16s} {m.title}" + ("" if m.pretrain else " (no pretraining)")
+              + (f"; loss {m.pretrain['loss']} {m.pretrain.get('loss_kwargs', {})}" if m.pretrain else "")
+              for m in study.methods]
+    lines += ["", "Protocols:"]
+    lines += [f"  {p.name:16s} {p.title}" + (f" (methods: {', '.join(p.methods)})" if p.methods else "")
+              for p in study.protocols]
+    lines += ["", "Decisions (as published -> corrected):"]
+    for d in study.decisions:
+        scope = "".join([f"; methods {', '.join(d.methods)}" if d.methods else "",
+                         f"; protocols {', '.join(d.protocols)}" if d.protocols else ""])
+        lines.append(f"  {d.name:18s} {d.param} = {d.as_published!r} -> {d.corrected!r} [{d.stage}{scope}]")
+        lines.append(f"  {'':18s} {d.description}")
+    lines += ["", "Profiles:"]
+    for p in study.profiles:
+        lines.append(f"  {p.name:8s} {p.description}; seeds {list(p.seeds)}, variants {list(p.variants)}, "
+                     f"fractions {list(p.fractions)}" + (", needs a GPU" if p.needs_gpu else "")
+                     + (f"; moot decisions {list(p.moot_decisions)}" if p.moot_decisions else ""))
+    lines += ["", "Reported numbers:"]
+    lines += [f"  {r.dataset}/{r.method}/{r.protocol} {r.metric} = {r.value} ({r.source})"
+              + (f" {r.note}" if r.note else "") for r in study.reported] or ["  none"]
+    if study.claims:
+        lines += ["", "Claims:"] + [f"  {c}" for c in study.claims]
+    return "\n".join(lines)

@@ -4,9 +4,8 @@ gradient clipping, atomic per-epoch checkpoints with exact resume, kNN monitorin
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,10 +13,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from medssl_core import losses
+from medssl_core.atomic import atomic_file
 from medssl_core.augment import BatchAugment
+from medssl_core.config import Train
 from medssl_core.device import autocast
 from medssl_core.errors import ConfigError, MedsslError
-from medssl_core.evaluate import extract_features, knn_predict
+from medssl_core.features import extract_features, knn_predict
 from medssl_core.optim import build_optimizer, lr_factor, set_lr
 
 
@@ -35,16 +36,7 @@ def objective(name: str, kwargs: dict) -> Callable:
     return lambda o0, o1: fn(o0[1], o1[1], **kwargs)
 
 
-@dataclass
-class PretrainConfig:
-    epochs: int
-    batch_size: int
-    optimizer: dict
-    schedule: dict = field(default_factory=lambda: {"name": "none"})
-    grad_clip: float | None = None
-    knn_k: int = 200
-    knn_metric: str = "euclidean"
-    monitor_every: int = 1  # epochs between kNN evaluations on val (0: never)
+PretrainConfig = Train  # the 'train' section of a pretraining's configuration
 
 
 @dataclass
@@ -54,13 +46,6 @@ class PretrainResult:
     best_state: dict
     best_epoch: int
     best_knn_val: float | None
-
-
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -82,7 +67,7 @@ def pretrain(model: nn.Module, loss_fn: Callable, images: Tensor, augment: Batch
     if n < cfg.batch_size:
         raise ConfigError(f"{n} training images is fewer than one batch of {cfg.batch_size}; lower batch_size.")
     model.to(device)
-    if device.type == "cuda":
+    if augment.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optimizer)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -131,8 +116,8 @@ def pretrain(model: nn.Module, loss_fn: Callable, images: Tensor, augment: Batch
         state["curves"] += curves
         state["epoch"] = epoch
         if checkpoint is not None:
-            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state},
-                         checkpoint)
+            with atomic_file(checkpoint) as f:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, f)
     last = copy.deepcopy(model.backbone.state_dict())
     return PretrainResult(state["curves"], last, state["best_state"] or last,
                           state["best_epoch"] if state["best_state"] is not None else cfg.epochs,

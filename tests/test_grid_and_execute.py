@@ -21,13 +21,23 @@ def test_run_id_is_canonical_and_stable():
     a = RunSpec("s", "pretrain", "d", "d", "m", 0, "quick", {"b": 1, "a": [1, 2.5]}, {"x": "as_published"})
     b = RunSpec("s", "pretrain", "d", "d", "m", 0, "quick", {"a": [1, 2.5], "b": 1}, {"x": "as_published"})
     assert a.canonical() == (
-        '{"dataset":"d","dataset_used":"d","decisions":{"x":"as_published"},"fraction":null,'
-        '"hparams":{"a":[1,2.5],"b":1},"kind":"pretrain","method":"m","parent":null,"profile":"quick",'
+        '{"code":{},"data":null,"dataset":"d","dataset_used":"d","decisions":{"x":"as_published"},"fraction":null,'
+        '"hparams":{"a":[1,2.5],"b":1},"kind":"pretrain","method":"m","pretrain":null,"profile":"quick",'
         '"protocol":null,"seed":0,"study":"s"}')
-    assert a.run_id == b.run_id == hashlib.sha256(a.canonical().encode()).hexdigest()[:16] == "0d7fc9cd6f6001f9"
+    assert a.run_id == b.run_id == hashlib.sha256(a.canonical().encode()).hexdigest()[:16] == "d9c57eff165fa8ab"
     assert RunSpec.from_json(a.canonical()).run_id == a.run_id
     c = RunSpec("s", "pretrain", "d", "d", "m", 1, "quick", {"a": [1, 2.5], "b": 1}, {"x": "as_published"})
-    assert c.run_id != a.run_id
+    assert c.run_id != a.run_id and c.config_id == a.config_id and c.settings_id == a.settings_id
+    # other code or data: another run and config, the same settings (so the old run is stale, not unrelated)
+    d = RunSpec(**{**a.__dict__, "code": {"losses.py": "1"}, "data": "md5"})
+    assert d.run_id != a.run_id and d.config_id != a.config_id and d.settings_id == a.settings_id
+    # an evaluation embeds its pretraining: its ids change with the pretraining's, but not with its seed
+    ev = RunSpec("s", "evaluate", "d", "d", "m", 0, "quick", {"k": 1}, {}, "knn", 1.0, a)
+    ev_c = RunSpec("s", "evaluate", "d", "d", "m", 1, "quick", {"k": 1}, {}, "knn", 1.0, c)
+    ev_d = ev.replace_pretrain(d)
+    assert ev.parent == a.run_id and RunSpec.from_json(ev.canonical()) == ev
+    assert ev_c.config_id == ev.config_id and ev_c.run_id != ev.run_id
+    assert ev_d.config_id != ev.config_id and ev_d.settings_id == ev.settings_id
 
 
 def test_demo_grid_shares_pretraining_and_applies_decisions(medmnist_dir):
@@ -66,7 +76,7 @@ def test_failed_run_is_recorded_and_the_grid_goes_on_then_retry(tmp_path, medmni
 
     summary = execute(plan, store, ctx, runner=flaky, progress=False)
     assert summary.ran == 2 and len(summary.failed) == 1
-    assert "unknown protocol kind 'nope'" in summary.failed[0].run["error"]
+    assert "protocol" in summary.failed[0].run["error"] and "nope" in summary.failed[0].run["error"]
     assert execute(plan, store, ctx, progress=False).ran == 0  # failed runs are not retried by default
     summary = execute(plan, store, ctx, retry_failed=True, progress=False)
     assert summary.ran == 1 and not summary.failed
@@ -97,9 +107,10 @@ def test_replicate_killed_midway_then_resumed_runs_each_run_exactly_once(tmp_pat
     assert "0 runs executed, 10 already done" in third.stderr
     assert run_sql(db, "SELECT count(*) FROM metrics m JOIN runs r USING (run_id) WHERE r.kind = 'evaluate' "
                        "AND m.split = 'test' AND m.name = 'accuracy'")[1] == [(8,)]
-    env_rows = run_sql(db, "SELECT count(DISTINCT run_id), bool_and(git_commit IS NOT NULL OR git_commit IS NULL), "
-                           "max(data_checksums) FROM environment")[1][0]
-    assert env_rows[0] == 10 and "750601b1f35ba3300ea97c75c52ff8f6" in env_rows[2]
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    env_rows = run_sql(db, "SELECT count(DISTINCT run_id), list(DISTINCT git_commit), max(data_checksums) "
+                           "FROM environment")[1][0]
+    assert env_rows[0] == 10 and env_rows[1] == [head] and "750601b1f35ba3300ea97c75c52ff8f6" in env_rows[2]
 
 
 def test_bare_replicate_on_cpu_with_a_gpu_profile_is_refused_clearly(medmnist_dir, tmp_path, capsys):
@@ -134,7 +145,9 @@ def test_variants_option_flips_one_decision_at_a_time(medmnist_dir, capsys, tmp_
     plan = expand(study, "quick", data_dir=medmnist_dir, seeds=[0], methods=["simsiam"], protocols=["knn"],
                   variant_names=["as_published", "each"])
     flipped = sorted(k for s in plan.pretrain for k, v in s.decisions.items() if v == "corrected")
-    assert flipped == ["crop_scale", "sgd_momentum", "simsiam_predictor"]  # one pretraining per flip
+    # one pretraining per flip; the quick profile sets the optimiser and epochs itself (moot decisions)
+    assert flipped == ["crop_scale", "grey_input", "simsiam_predictor"]
+    assert all("sgd_momentum" not in s.decisions and "pretrain_epochs" not in s.decisions for s in plan.specs)
     assert main(["replicate", "demo", "--variants", "sideways", "--db", str(tmp_path / "x.duckdb"),
                  "--data-dir", str(medmnist_dir), "--dry-run"]) == 2
     assert "unknown variant" in capsys.readouterr().err

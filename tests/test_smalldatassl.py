@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import statistics
+from dataclasses import replace
+
+import pytest
 
 from medssl_core.cli import main
 from medssl_core.execute import execute
@@ -10,7 +14,7 @@ from medssl_core.grid import expand
 from medssl_core.paper import generate
 from medssl_core.runner import Context
 from medssl_core.store import ResultsStore, run_sql
-from medssl_core.study import get_study
+from medssl_core.study import deep_merge, get_study
 
 STUDY = get_study("smalldatassl")
 
@@ -22,29 +26,43 @@ def test_declaration_matches_the_code_facts(medmnist_dir):
     simclr = next(s for s in plan.pretrain if s.method == "simclr" and set(s.decisions.values()) == {"as_published"})
     hp = simclr.hparams
     assert hp["backbone"]["arch"] == "resnet50" and hp["image_size"] == 224 and simclr.dataset_used == "pneumoniamnist"
-    assert hp["augment"]["crop_scale"] == [0.08, 0.1] and hp["train"]["optimizer"] == {"name": "sgd", "lr": 0.01,
-                                                                                          "momentum": 0.0}
-    assert hp["train"]["epochs"] == 200 and hp["train"]["batch_size"] == 64 and hp["train"]["knn_k"] == 200
+    assert hp["augment"]["crop_scale"] == [0.08, 0.1] and hp["channel_mode"] == "rgb"
+    opt = hp["train"]["optimizer"]
+    assert (opt["name"], opt["lr"], opt["momentum"], opt["weight_decay"]) == ("sgd", 0.01, 0.0, 0.0)
+    assert hp["train"]["epochs"] == 250 and hp["train"]["batch_size"] == 64 and hp["train"]["knn_k"] == 200
     assert hp["method"]["loss_kwargs"] == {"temperature": 0.5} and hp["method"]["projector"] == [512, 128]
     dclw = next(s for s in plan.pretrain if s.method == "dclw" and s.decisions["dclw_symmetric"] == "as_published")
-    assert dclw.hparams["method"]["loss_kwargs"] == {"temperature": 0.1, "sigma": 0.5, "symmetric": False}
+    assert dclw.hparams["method"]["loss_kwargs"] == {"temperature": 0.1, "sigma": 0.5, "symmetric": False,
+                                                     "detach_weights": False}  # defaults written out
     simsiam = [s for s in plan.pretrain if s.method == "simsiam"]
     assert {str(s.hparams["method"]["predictor"]) for s in simsiam} == {"None", "[128, 512]"}
     mlp = next(s for s in plan.evaluate if s.protocol == "mlp_head" and s.decisions["mlp_head_lr"] == "as_published")
     assert mlp.hparams["protocol"]["fit"]["optimizer"]["lr"] == 1.0 and mlp.hparams["protocol"]["backbone_bn_train"]
     # PneumoniaMNIST ships official splits: the split-seeding decision is moot there and not recorded
     assert all("split_seed" not in s.decisions for s in plan.specs)
-    # per seed: as published, each pretraining flip that applies, all corrected; evaluation-only flips share
-    # the as-published pretraining: simclr/vicreg/barlow 4, dclw/simsiam 5
-    assert len(plan.pretrain) == 3 * (4 + 5 + 5 + 4 + 4)
+    # per seed: as published, each flip that changes a pretraining (crop, momentum, grey input, epochs, and the
+    # method's own), all corrected; evaluation-only flips share the as-published pretraining
+    assert len(plan.pretrain) == 3 * (6 + 7 + 7 + 6 + 6)
+    knn = next(s for s in plan.evaluate if s.protocol == "knn")
+    assert knn.hparams["split"]["script"] == knn.pretrain.hparams["split"]["script"] == "main.py"
     assert any("imagenet" in what for what, _ in plan.skipped)
 
 
+def reduced_study(epochs: int = 2):
+    """The quick profile, smaller still (a declared profile, so `paper` recognises its runs)."""
+    quick = STUDY.profile("quick")
+    overrides = deep_merge(quick.overrides, {"pretrain": {"pretrain_subset": 512, "train": {
+        "epochs": epochs, "monitor_every": 1}}, "protocols": {"mlp_head": {"protocol": {"fit": {"epochs": 1}}},
+                                                               "linear": {"protocol": {"fit": {"epochs": 20}}}}})
+    ci = replace(quick, name="ci", overrides=overrides, methods=("simclr", "random_init"),
+                 protocols=("knn", "mlp_head", "linear"))
+    return replace(STUDY, profiles=(*STUDY.profiles, ci))
+
+
 def test_reduced_quick_replication_end_to_end(tmp_path, medmnist_dir):
-    overrides = {"pretrain": {"pretrain_subset": 256, "train": {"epochs": 2, "monitor_every": 1}}}
-    plan = expand(STUDY, "quick", data_dir=medmnist_dir, seeds=[0, 1], methods=["simclr", "random_init"],
-                  protocols=["knn", "mlp_head", "linear"], overrides=overrides)
-    assert len(plan.pretrain) == 4  # 2 seeds x (as published, corrected)
+    study = reduced_study()
+    plan = expand(study, "ci", data_dir=medmnist_dir)
+    assert len(plan.pretrain) == 4 and plan.stand_ins == {"kermany_cxr": "pneumoniamnist"}
     store = ResultsStore(tmp_path / "medssl.duckdb")
     ctx = Context(str(medmnist_dir), __import__("torch").device("cpu"), store.artifacts_dir, store.checkpoints_dir,
                   progress=False)
@@ -55,36 +73,57 @@ def test_reduced_quick_replication_end_to_end(tmp_path, medmnist_dir):
     db = store.db_path
     (n_runs,) = run_sql(db, "SELECT count(*) FROM runs WHERE status = 'ok' AND study = 'smalldatassl'")[1][0]
     assert n_runs == len(plan.specs)
-    rows = run_sql(db, """SELECT method, protocol, n, mean FROM metric_summary WHERE split = 'test'
-                          AND metric = 'accuracy' AND decisions LIKE '%crop_scale=as_published%' ORDER BY ALL""")[1]
-    assert {(m, p) for m, p, _, _ in rows} == {("simclr", "knn"), ("simclr", "mlp_head"), ("simclr", "linear")}
-    assert all(n == 2 and 0.3 < mean <= 1.0 for _, _, n, mean in rows)
     used = run_sql(db, "SELECT DISTINCT dataset, dataset_used, profile FROM runs")[1]
-    assert used == [("kermany_cxr", "pneumoniamnist", "quick")]
+    assert used == [("kermany_cxr", "pneumoniamnist", "ci")]
     curves = run_sql(db, "SELECT count(*) FROM curves c JOIN runs r USING (run_id) WHERE r.kind = 'pretrain' "
                          "AND c.name = 'knn_val_acc'")[1][0][0]
     assert curves == 4 * 2
     decisions = run_sql(db, "SELECT DISTINCT name FROM params WHERE kind = 'decision' ORDER BY 1")[1]
-    assert [d for (d,) in decisions] == ["crop_scale", "knn_checkpoint", "mlp_head_lr", "probe_bn_mode",
-                                         "sgd_momentum"]
+    assert [d for (d,) in decisions] == ["crop_scale", "grey_input", "knn_checkpoint", "mlp_head_lr",
+                                         "probe_bn_mode"]
+    # SSL beats random init under the same linear probe, even this small: a collapsed encoder fails here
+    auc = dict(run_sql(db, """SELECT method, avg(value) FROM run_metrics WHERE protocol = 'linear'
+                              AND split = 'test' AND metric = 'auc' AND decisions LIKE '%grey_input=corrected%'
+                              GROUP BY method""")[1])
+    assert auc["simclr"] > auc["random_init"] + 0.05, auc
 
     out = tmp_path / "paper"
-    written = generate(STUDY, db, out, data_dir=medmnist_dir)
+    written = generate(study, db, out, data_dir=medmnist_dir)
     names = {p.name for p in written}
     for expected in ("main_as_published.md", "main_as_published.tex", "main_corrected.md", "decisions.md",
                      "cells.csv", "accuracy.png", "accuracy.pdf", "pretraining_curves.png", "tsne.png"):
         assert expected in names, expected
-    main_md = (out / "main_as_published.md").read_text()
+    main_md = (out / "ci" / "main_as_published.md").read_text()
     assert "kermany_cxr (pneumoniamnist)" in main_md and "(n=2)" in main_md and "SimCLR" in main_md
-    decisions_md = (out / "decisions.md").read_text()
-    assert "RandomResizedCrop scale" not in decisions_md or "[0.08, 0.1] → [0.08, 1.0]" in decisions_md
-    assert "all decisions corrected" in decisions_md
-    with open(out / "cells.csv") as f:
+    assert "100 %" in main_md
+    decisions_md = (out / "ci" / "decisions.md").read_text()
+    # one 'all corrected' row per (method, protocol) with both sides: simclr and random_init x 3 protocols
+    assert decisions_md.count("all decisions corrected") == 6 and decisions_md.count("| ci ") == 6
+    assert (out / "ci" / "accuracy.png").stat().st_size > 10_000
+    check_cells_are_means_of_exactly_their_runs(db, out / "ci" / "cells.csv", expected_cells=14)
+
+
+def check_cells_are_means_of_exactly_their_runs(db, cells_csv, expected_cells: int) -> None:
+    """Recompute every table cell from the metrics table, run by run, without the code under test."""
+    with open(cells_csv) as f:
         cells = list(csv.DictReader(f))
-    known = {r[0] for r in run_sql(db, "SELECT run_id FROM runs")[1]}
-    assert cells and all(set(c["run_ids"].split()) <= known and int(c["n"]) == len(c["run_ids"].split())
-                         for c in cells)
-    assert (out / "accuracy.png").stat().st_size > 10_000
+    assert len(cells) == expected_cells
+    for cell in cells:
+        ids = cell["run_ids"].split()
+        rows = run_sql(db, "SELECT r.run_id, r.config_id, r.seed, m.value FROM runs r JOIN metrics m USING (run_id) "
+                           "WHERE m.split = 'test' AND m.name = ? AND r.run_id IN (SELECT unnest(?))",
+                       [cell["metric"], ids])[1]
+        assert len(rows) == len(ids) == int(cell["n"])
+        assert {c for _, c, _, _ in rows} == {cell["config_id"]}  # one setting, one code version
+        assert len({s for _, _, s, _ in rows}) == len(ids)  # distinct seeds
+        values = [v for _, _, _, v in rows]
+        assert float(cell["mean"]) == pytest.approx(statistics.fmean(values), abs=1e-12)
+        if len(values) > 1:
+            assert float(cell["std"]) == pytest.approx(statistics.stdev(values), abs=1e-12)
+        # and every run of that config id in the database is in the cell (nothing dropped)
+        (n_config,) = run_sql(db, "SELECT count(*) FROM runs WHERE config_id = ? AND status = 'ok'",
+                              [cell["config_id"]])[1][0]
+        assert n_config == len(ids)
 
 
 def test_augment_show_writes_a_png(tmp_path, medmnist_dir):

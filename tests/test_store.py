@@ -16,7 +16,8 @@ TABLES = ("runs", "params", "metrics", "curves", "environment", "artifacts", "re
 
 def record(run_id: str, seed: int, acc: float, status: str = "ok", method: str = "simclr") -> RunRecord:
     return RunRecord(
-        run={"run_id": run_id, "kind": "evaluate", "study": "s", "dataset": "d", "dataset_used": "d", "method": method,
+        run={"run_id": run_id, "config_id": f"cfg-{method}",
+             "kind": "evaluate", "study": "s", "dataset": "d", "dataset_used": "d", "method": method,
              "protocol": "knn", "fraction": 1.0, "seed": seed, "profile": "quick", "decisions": "crop=as_published",
              "parent_run_id": None, "status": status, "error": None if status == "ok" else "boom",
              "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:01:00+00:00", "wall_s": 60.0,
@@ -61,7 +62,7 @@ def test_rebuild_recreates_the_database_exactly(tmp_path):
     store.sync_reported("s", reported["s"])
     before = dump(store.db_path)
     store.db_path.unlink()
-    assert store.rebuild(reported) == 3
+    assert store.rebuild(reported) == (3, [])
     assert dump(store.db_path) == before
 
 

@@ -105,7 +105,12 @@ def test_metrics_and_collapse_flag():
 def test_schedules():
     assert lr_factor({"name": "none"}, 5, 0, 10, 10) == 1.0
     step = {"name": "step", "step_size": 25, "gamma": 0.5, "start_epoch": 25}
-    assert [lr_factor(step, e, 0, 1, 200) for e in (0, 25, 49, 50, 75)] == [1.0, 1.0, 1.0, 0.5, 0.25]
+    # SmallDataSSL's linear.py: `if epoch > 25: scheduler.step()` after each 0-based epoch, StepLR(25, 0.5): the lr
+    # halves after (1-based) epochs 51, 76 and 101, i.e. from 0-based epochs 51, 76, 101
+    epochs = (0, 25, 26, 50, 51, 75, 76, 100, 101)
+    assert [lr_factor(step, e, 0, 1, 200) for e in epochs] == [1, 1, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.125]
+    plain = {"name": "step", "step_size": 10, "gamma": 0.1}  # torch StepLR stepped after every epoch
+    assert [lr_factor(plain, e, 0, 1, 30) for e in (9, 10, 19, 20)] == pytest.approx([1, 0.1, 0.1, 0.01])
     assert lr_factor({"name": "cosine"}, 10, 0, 1, 10) == pytest.approx(0.0)
     warm = {"name": "warmup_cosine", "warmup_epochs": 2}
     assert lr_factor(warm, 0, 0, 10, 10) == pytest.approx(0.05) and lr_factor(warm, 2, 0, 10, 10) == pytest.approx(1)
@@ -172,7 +177,7 @@ def test_unknown_optimiser_and_schedule_refused():
     from medssl_core.errors import ConfigError
     from medssl_core.optim import build_optimizer
 
-    with pytest.raises(ConfigError, match="Unknown optimiser"):
+    with pytest.raises(ConfigError, match=r"optimizer: invalid configuration\n  name: Input should be .sgd."):
         build_optimizer(torch.nn.Linear(2, 2), {"name": "rmsprop", "lr": 1})
-    with pytest.raises(ConfigError, match="Unknown schedule"):
+    with pytest.raises(ConfigError, match=r"schedule: invalid configuration\n  name: Input should be .none."):
         lr_factor({"name": "poly"}, 0, 0, 1, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ import numpy as np
 
 from medssl_core.data import sources
 from medssl_core.data.download import download
-from medssl_core.data.locate import cached_md5, data_dirs, download_dir
+from medssl_core.data.locate import cached_md5, cached_md5s, data_dirs, download_dir
 from medssl_core.data.medmnist_info import MEDMNIST
 from medssl_core.data.registry import DatasetInfo, get_dataset
 from medssl_core.errors import DataError
@@ -139,3 +140,22 @@ def load_dataset(name: str, size: int | None = None, data_dir=None, *, allow_dow
         raise DataError(f"{name} is read from its original files: give the image size to resize them to.")
     loaded = sources.load(info, root, size)
     return ArrayDataset(info, size, loaded.images, loaded.labels, loaded.patient_ids, loaded.files)
+
+
+def data_version(name: str, size: int | None, data_dir=None, *, allow_download: bool = False) -> str | None:
+    """A version of the bytes a run on ``name`` reads: the file's MD5 for MedMNIST (the official one for a file
+    still to be downloaded, which the download verifies), a digest of every file's MD5 for original sources.
+    None when the data is absent. Checksums are cached by path, size and modification time."""
+    info = get_dataset(name)
+    if info.kind == "medmnist":
+        path = find_medmnist(name, size or 28, data_dir)
+        if path is not None:
+            return cached_md5(path)
+        return MEDMNIST[name].md5.get(size or 28) if allow_download else None
+    root = sources.find_root(info, data_dir)
+    if root is None:
+        return None
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    sums = cached_md5s(files)
+    lines = "".join(f"{p.relative_to(root)} {sums[p.resolve()]}\n" for p in files)
+    return hashlib.md5(lines.encode()).hexdigest()

@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from medssl_core.atomic import write_atomic
+
 
 def data_dirs(explicit: str | os.PathLike | None = None) -> list[Path]:
     """Lookup order: --data-dir, $MEDSSL_DATA, ~/.medmnist (the medmnist package's own cache)."""
@@ -44,19 +46,27 @@ def md5_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def cached_md5(path: Path) -> str:
-    """MD5 of a file, remembered per (path, size, mtime) so large files are hashed once."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+def cached_md5s(paths: list[Path]) -> dict[Path, str]:
+    """MD5 of each file, remembered per (path, size, mtime) so large files are hashed once; one cache read and
+    at most one write per call, however many files."""
     store = cache_dir() / "md5.json"
     try:
         known = json.loads(store.read_text())
     except (OSError, ValueError):
         known = {}
-    if key not in known:
-        known[key] = md5_file(path)
-        tmp = store.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, store)
-    return known[key]
+    out, added = {}, False
+    for path in paths:
+        path = Path(path).resolve()
+        stat = path.stat()
+        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in known:
+            known[key] = md5_file(path)
+            added = True
+        out[path] = known[key]
+    if added:
+        write_atomic(store, json.dumps(known))
+    return out
+
+
+def cached_md5(path: Path) -> str:
+    return next(iter(cached_md5s([path]).values()))

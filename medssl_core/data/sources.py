@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from medssl_core.atomic import atomic_file
 from medssl_core.data.locate import cache_dir, data_dirs
 from medssl_core.data.registry import DatasetInfo
 from medssl_core.errors import DataError
@@ -60,10 +60,8 @@ def read_images(paths: list[Path], size: int, channels: int, desc: str = "decodi
             raise DataError(f"{p} cannot be decoded as an image; replace it with an intact copy or remove it.")
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
         out[i] = img[..., None] if channels == 1 else img[..., ::-1]  # BGR -> RGB
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(f".{cached.stem}.{os.getpid()}.npy")
-    np.save(tmp, out)
-    os.replace(tmp, cached)
+    with atomic_file(cached) as f:
+        np.save(f, out)
     return out
 
 

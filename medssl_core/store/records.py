@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from medssl_core.atomic import write_atomic
 
 
 @dataclass
@@ -37,21 +38,21 @@ class RunRecord:
         return cls(**json.loads(text))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_record(records_dir: Path, record: RunRecord) -> Path:
     path = Path(records_dir) / f"{record.run_id}.json"
     write_atomic(path, record.to_json())
     return path
 
 
-def load_records(records_dir: Path) -> list[RunRecord]:
-    return [RunRecord.from_json(p.read_text()) for p in sorted(Path(records_dir).glob("*.json"))]
+def load_records(records_dir: Path) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
+    """Every readable record, and (file, what is wrong) for each one that is not."""
+    records, unreadable = [], []
+    for path in sorted(Path(records_dir).glob("*.json")):
+        try:
+            record = RunRecord.from_json(path.read_text())
+            if not isinstance(record.run, dict) or "run_id" not in record.run or "status" not in record.run:
+                raise ValueError("it has no run_id/status")
+            records.append(record)
+        except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+            unreadable.append((path, f"{type(exc).__name__}: {exc}"))
+    return records, unreadable

@@ -2,9 +2,10 @@
 
 TABLES = {
     "runs": """
-        run_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, study VARCHAR NOT NULL, dataset VARCHAR,
-        dataset_used VARCHAR, method VARCHAR, protocol VARCHAR, fraction DOUBLE, seed INTEGER,
-        profile VARCHAR, decisions VARCHAR, parent_run_id VARCHAR, status VARCHAR NOT NULL, error VARCHAR,
+        run_id VARCHAR PRIMARY KEY, config_id VARCHAR, kind VARCHAR NOT NULL, study VARCHAR NOT NULL,
+        dataset VARCHAR, dataset_used VARCHAR, method VARCHAR, protocol VARCHAR, fraction DOUBLE, seed INTEGER,
+        profile VARCHAR, decisions VARCHAR, parent_run_id VARCHAR, code_version VARCHAR, data_version VARCHAR,
+        status VARCHAR NOT NULL, error VARCHAR,
         started_at TIMESTAMP, finished_at TIMESTAMP, wall_s DOUBLE, peak_mem_mb DOUBLE, device VARCHAR,
         spec_json VARCHAR NOT NULL""",
     "params": "run_id VARCHAR NOT NULL, kind VARCHAR NOT NULL, name VARCHAR NOT NULL, value VARCHAR",
@@ -18,22 +19,29 @@ TABLES = {
     "reported": """
         study VARCHAR NOT NULL, dataset VARCHAR, method VARCHAR, protocol VARCHAR, fraction DOUBLE,
         metric VARCHAR, value DOUBLE, source VARCHAR NOT NULL, note VARCHAR""",
+    # runs kept although their code or data changed, because `replicate --reuse-stale` was asked
+    "reused": "run_id VARCHAR PRIMARY KEY, study VARCHAR NOT NULL, reason VARCHAR, reused_at TIMESTAMP",
 }
+
+# Columns added since the first release: added in place to an older database.
+ADDED_COLUMNS = {"runs": ("config_id VARCHAR", "code_version VARCHAR", "data_version VARCHAR")}
 
 RUN_TABLES = ("runs", "params", "metrics", "curves", "environment", "artifacts")
 
 VIEWS = {
     # One row per (finished run, metric): the table most queries start from.
     "run_metrics": """
-        SELECT r.run_id, r.kind, r.study, r.dataset, r.dataset_used, r.method, r.protocol, r.fraction,
-               r.seed, r.profile, r.decisions, m.split, m.name AS metric, m.value
+        SELECT r.run_id, r.config_id, r.kind, r.study, r.dataset, r.dataset_used, r.method, r.protocol,
+               r.fraction, r.seed, r.profile, r.decisions, r.code_version, r.data_version, m.split,
+               m.name AS metric, m.value
         FROM runs r JOIN metrics m USING (run_id) WHERE r.status = 'ok'""",
-    # Mean and spread over seeds, with the run ids behind every number.
+    # Mean and spread over the seeds of one config id (same settings, code and data), with the run ids behind
+    # every number; the other columns are determined by the config id and shown for reading.
     "metric_summary": """
-        SELECT study, dataset, dataset_used, method, protocol, fraction, profile, decisions, split, metric,
-               count(*) AS n, avg(value) AS mean, stddev_samp(value) AS std,
-               list(run_id ORDER BY run_id) AS run_ids
-        FROM run_metrics GROUP BY ALL""",
+        SELECT config_id, study, dataset, dataset_used, method, protocol, fraction, profile, decisions,
+               code_version, data_version, split, metric, count(*) AS n, avg(value) AS mean,
+               stddev_samp(value) AS std, list(seed ORDER BY seed) AS seeds, list(run_id ORDER BY run_id) AS run_ids
+        FROM run_metrics WHERE config_id IS NOT NULL GROUP BY ALL""",
     "reported_vs_reproduced": """
         SELECT s.*, rep.value AS reported, s.mean - rep.value AS diff, rep.source AS reported_source
         FROM metric_summary s LEFT JOIN reported rep
@@ -45,5 +53,6 @@ VIEWS = {
 
 def create_statements() -> list[str]:
     stmts = [f"CREATE TABLE IF NOT EXISTS {name} ({cols})" for name, cols in TABLES.items()]
+    stmts += [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c}" for t, cols in ADDED_COLUMNS.items() for c in cols]
     stmts += [f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in VIEWS.items()]
     return stmts

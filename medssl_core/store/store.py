@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -146,17 +147,23 @@ class ResultsStore:
         if not self.records_dir.is_dir():
             return 0
         known = self.run_statuses()
-        pending = [r for r in load_records(self.records_dir) if known.get(r.run_id) != r.run["status"]]
+        records, unreadable = load_records(self.records_dir)
+        for path, why in unreadable:
+            print(f"warning: run record {path} is unreadable ({why}); skipped. `medssl results rebuild` lists "
+                  "every such file.", file=sys.stderr)
+        pending = [r for r in records if known.get(r.run_id) != r.run["status"]]
         if pending:
             with self._writer() as con:
                 self._insert(con, pending)
         return len(pending)
 
-    def rebuild(self, reported: dict[str, list[dict]]) -> int:
-        """Recreate the database from the record files (and the studies' reported numbers), atomically."""
+    def rebuild(self, reported: dict[str, list[dict]]) -> tuple[int, list[tuple[Path, str]]]:
+        """Recreate the database from the readable record files (and the studies' reported numbers),
+        atomically. Returns the number of runs and the unreadable files (skipped)."""
         tmp = self.db_path.with_name(f".{self.db_path.name}.rebuild.{os.getpid()}")
         tmp.unlink(missing_ok=True)
-        records = load_records(self.records_dir) if self.records_dir.is_dir() else []
+        records, unreadable = load_records(self.records_dir) if self.records_dir.is_dir() else ([], [])
+        reused = self._reused_rows()
         con = duckdb.connect(str(tmp))
         try:
             for stmt in create_statements():
@@ -164,12 +171,30 @@ class ResultsStore:
             self._insert(con, sorted(records, key=lambda r: r.run_id))
             for study, rows in sorted(reported.items()):
                 self._replace_reported(con, study, rows)
+            if reused:
+                con.executemany("INSERT INTO reused VALUES (?, ?, ?, ?)", reused)
         finally:
             con.close()
         with self._exclusive():
             os.replace(tmp, self.db_path)
         Path(f"{self.db_path}.wal").unlink(missing_ok=True)
-        return len(records)
+        return len(records), unreadable
+
+    def _reused_rows(self) -> list[tuple]:
+        """The --reuse-stale choices are not in the record files: carried over from the old database."""
+        if not self.db_path.exists():
+            return []
+        try:
+            with self.reader() as con:
+                return con.execute("SELECT run_id, study, reason, reused_at FROM reused").fetchall()
+        except (duckdb.Error, StoreError):  # an old or damaged database: nothing to carry over
+            return []
+
+    def mark_reused(self, study: str, reasons: dict[str, str]) -> None:
+        """Record that these (stale) runs were kept on purpose."""
+        with self._writer() as con:
+            con.executemany("INSERT OR REPLACE INTO reused VALUES (?, ?, ?, now())",
+                            [[rid, study, why] for rid, why in reasons.items()])
 
     @contextmanager
     def _exclusive(self):
@@ -184,6 +209,15 @@ class ResultsStore:
             return {}
         with self._writer() as con:
             return dict(con.execute("SELECT run_id, status FROM runs").fetchall())
+
+    def recorded(self, study: str | None = None) -> list[tuple[str, str, str]]:
+        """(run_id, status, spec_json) of the recorded runs, newest first; nothing if there is no database.
+        Opens read-only, so it creates nothing (what `--dry-run` needs)."""
+        if not self.db_path.exists():
+            return []
+        with self.reader() as con:
+            return con.execute("SELECT run_id, status, spec_json FROM runs WHERE $1 IS NULL OR study = $1 "
+                               "ORDER BY finished_at DESC", [study]).fetchall()
 
     @contextmanager
     def reader(self):
@@ -219,10 +253,16 @@ class ResultsStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def run_sql(db_path: Path, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
-    """Run one query on a read-only connection; write statements are refused with a clear message."""
+def run_sql(db_path: Path, sql: str, params: list | None = None,
+            staleness: list[tuple[str, bool, str]] | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one query on a read-only connection; write statements are refused with a clear message.
+    ``staleness``: (run_id, stale, why) rows, offered to the query as the temporary table run_staleness."""
     con = connect(Path(db_path), read_only=True, wait_s=5.0)
     try:
+        if staleness is not None:
+            con.execute("CREATE TEMP TABLE run_staleness (run_id VARCHAR PRIMARY KEY, stale BOOLEAN, why VARCHAR)")
+            if staleness:
+                con.executemany("INSERT INTO run_staleness VALUES (?, ?, ?)", staleness)
         cur = con.execute(sql, params or [])
         columns = [d[0] for d in cur.description] if cur.description else []
         return columns, cur.fetchall() if columns else []

@@ -1,0 +1,73 @@
+"""What a run's numbers depend on beyond its settings: the code that computes them and the bytes it reads.
+
+Code: each module that computes numbers is hashed by its syntax tree with docstrings and error messages
+removed, so comments, formatting, docstrings and messages never change a run's identity, while any change to
+a loss, an augmentation op, a split or a training loop does. Which modules count is declared here per run
+kind (a metrics fix re-runs evaluations, not pretrainings), and a test checks that every module of the
+package is classified, so a new one cannot be forgotten. Data: a version per dataset file set (the MD5 of
+each file, cached by size and modification time).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+_SHARED = ("data/dataset.py", "data/sources.py", "data/splits.py", "augment.py", "models.py", "features.py",
+           "optim.py", "seeding.py", "device.py", "runner.py")
+NUMERIC: dict[str, tuple[str, ...]] = {
+    "pretrain": (*_SHARED, "losses.py", "train.py", "run_pretrain.py"),
+    "evaluate": (*_SHARED, "evaluate.py", "metrics.py", "run_evaluate.py"),
+}
+# Modules whose changes cannot change a number already computed: their effect on a run, if any, is written
+# into its spec (config, grid, study, registry, pipelines) or they only move, store or show results.
+NOT_NUMERIC = ("__init__.py", "atomic.py", "augment_show.py", "cli.py", "config.py", "errors.py", "execute.py",
+               "grid.py", "identity.py", "paper.py", "pipelines.py", "provenance.py", "runspec.py", "selection.py",
+               "stale.py", "study.py",
+               "torchvision_compat.py", "data/__init__.py", "data/download.py", "data/locate.py",
+               "data/medmnist_info.py", "data/registry.py", "store/__init__.py", "store/records.py",
+               "store/schema.py", "store/store.py")
+
+
+class _Normalise(ast.NodeTransformer):
+    """Drop docstrings and the messages of raised errors: neither changes a number."""
+
+    def _strip_docstring(self, node):
+        self.generic_visit(node)
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+        return node
+
+    visit_Module = visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _strip_docstring
+
+    def visit_Raise(self, node: ast.Raise):
+        if isinstance(node.exc, ast.Call):
+            node.exc.args, node.exc.keywords = [], []
+        return node
+
+
+def module_hash(source: str) -> str:
+    tree = _Normalise().visit(ast.parse(source))
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()[:12]
+
+
+@functools.cache
+def code_fingerprint(kind: str) -> dict[str, str]:
+    """module -> hash of its normalised syntax tree, for the modules that compute a run of ``kind``."""
+    return {name: module_hash((PACKAGE / name).read_text()) for name in NUMERIC[kind]}
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def code_changes(recorded: dict[str, str], kind: str) -> list[str]:
+    """Modules whose code differs between a recorded fingerprint and the current one."""
+    current = code_fingerprint(kind)
+    return sorted(m for m in set(current) | set(recorded) if current.get(m) != recorded.get(m))

@@ -1,0 +1,47 @@
+"""One pretraining run: its data, model, augmentation and loss from the run's configuration."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medssl_core.augment import AugmentConfig, BatchAugment
+from medssl_core.config import PretrainHP
+from medssl_core.models import FEATURE_DIMS, SSLModel, mlp
+from medssl_core.runner import Context, Outcome, images_to_device, run_backbone, save_artifact, split_arrays
+from medssl_core.runspec import RunSpec
+from medssl_core.train import objective, pretrain
+
+
+def run_pretrain(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
+    hp = PretrainHP.model_validate(spec.hparams)
+    splits, files = split_arrays(spec, hp, ctx)
+    x_train, y_train = splits["train"]
+    unlabeled = x_train
+    if hp.pretrain_subset and hp.pretrain_subset < len(x_train):
+        unlabeled = x_train[np.random.default_rng(spec.seed).permutation(len(x_train))[:hp.pretrain_subset]]
+    m = hp.method
+    projector = mlp([FEATURE_DIMS[hp.backbone.arch], *m.projector], last_bn=m.projector_last_bn,
+                    last_bn_affine=m.projector_last_bn_affine)
+    predictor = mlp([m.projector[-1], *m.predictor]) if m.predictor else None
+    model = SSLModel(run_backbone(hp), projector, predictor)
+    aug = AugmentConfig.from_dict({**hp.augment.model_dump(), "size": hp.image_size})
+    channels_last = True  # faster on CUDA and on CPU alike (1.5x for a ResNet-18 step on 2 CPU cores)
+    ch = hp.input_channels
+    monitor = (images_to_device(x_train, ctx.device, ch), torch.from_numpy(y_train),
+               images_to_device(splits["val"][0], ctx.device, ch), torch.from_numpy(splits["val"][1]))
+    checkpoint = ctx.checkpoints_dir / spec.run_id / "train.pt"
+    result = pretrain(model, objective(m.loss, m.loss_kwargs), images_to_device(unlabeled, ctx.device, ch),
+                      BatchAugment(aug, channels_last), hp.train, seed=spec.seed, device=ctx.device, bf16=bf16,
+                      checkpoint=checkpoint, monitor=monitor,
+                      eval_augment=BatchAugment(aug.without_randomness(), channels_last),
+                      progress=ctx.progress, desc=spec.label())
+    artifacts = [save_artifact(ctx, spec.run_id, "encoder_best.pt", result.best_state),
+                 save_artifact(ctx, spec.run_id, "encoder_last.pt", result.last_state)]
+    metrics = [{"split": "train", "name": "final_loss",
+                "value": next(c["value"] for c in reversed(result.curves) if c["name"] == "loss")},
+               {"split": "val", "name": "best_epoch", "value": float(result.best_epoch)}]
+    if result.best_knn_val is not None:
+        metrics.append({"split": "val", "name": "knn_accuracy", "value": result.best_knn_val})
+    checkpoint.unlink(missing_ok=True)
+    return Outcome(metrics, result.curves, artifacts, files)

@@ -1,0 +1,87 @@
+"""Stale runs: recorded under code or data that has changed since. A stale run keeps its numbers in the
+database, but no table uses it (unless `replicate --reuse-stale` kept it on purpose) and `replicate` re-runs
+it by default."""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Callable
+
+from medssl_core.data.dataset import data_version
+from medssl_core.identity import code_changes
+from medssl_core.runspec import RunSpec
+
+OLD_FORMAT = "recorded by an older medssl without code and data fingerprints"
+
+
+def parse_spec(spec_json: str | None) -> RunSpec | None:
+    """The spec of a recorded run, or None for records written before fingerprints existed."""
+    try:
+        spec = RunSpec.from_json(spec_json or "")
+    except (ValueError, TypeError):
+        return None
+    return spec if spec.code else None
+
+
+def current_data(data_dir=None) -> Callable[[str, int | None], str | None]:
+    @functools.cache
+    def version(name: str, size: int | None) -> str | None:
+        try:
+            return data_version(name, size, data_dir)
+        except Exception:  # unreadable data: its runs cannot be checked, they are not declared stale for it
+            return None
+    return version
+
+
+def _size(spec: RunSpec) -> int | None:
+    return spec.hparams.get("source_size") or spec.hparams.get("image_size")
+
+
+def stale_reasons(spec: RunSpec, data: Callable[[str, int | None], str | None] | None = None,
+                  kept: set[str] | frozenset = frozenset()) -> list[str]:
+    """Why a recorded run no longer matches the current code (and data, where ``data`` can tell). A pretraining
+    in ``kept`` (stale, kept on purpose) does not make its evaluations stale."""
+    reasons = []
+    changed = code_changes(spec.code, spec.kind)
+    if changed:
+        reasons.append(f"code changed: {', '.join(changed)}")
+    if data is not None and spec.data is not None:
+        now = data(spec.dataset_used, _size(spec))
+        if now is not None and now != spec.data:
+            reasons.append(f"data changed: {spec.dataset_used} {spec.data[:8]} -> {now[:8]}")
+    if spec.pretrain is not None and spec.pretrain.run_id not in kept:
+        inner = stale_reasons(spec.pretrain, data)
+        if inner:
+            reasons.append(f"its pretraining is stale ({'; '.join(inner)})")
+    return reasons
+
+
+def differences(old: RunSpec, new: RunSpec) -> list[str]:
+    """What differs between a recorded run and the planned run of the same settings and seed."""
+    out = []
+    changed = sorted(m for m in set(old.code) | set(new.code) if old.code.get(m) != new.code.get(m))
+    if changed:
+        out.append(f"code changed: {', '.join(changed)}")
+    if new.data is not None and old.data != new.data:
+        out.append(f"data changed: {old.dataset_used}")
+    if old.pretrain is not None and new.pretrain is not None and old.pretrain.run_id != new.pretrain.run_id:
+        out += [f"pretraining {why}" for why in differences(old.pretrain, new.pretrain)]
+    return out or ["code or data changed"]
+
+
+def summarise(reasons: list[list[str]]) -> str:
+    counts = Counter(r for rs in reasons for r in rs)
+    return "; ".join(f"{why} ({n})" for why, n in counts.most_common())
+
+
+def staleness_rows(rows: list[tuple[str, str]], data_dir=None) -> list[tuple[str, bool, str]]:
+    """(run_id, stale, why) for recorded (run_id, spec_json) pairs."""
+    data = current_data(data_dir)
+    out = []
+    for run_id, spec_json in rows:
+        spec = parse_spec(spec_json)
+        reasons = [OLD_FORMAT] if spec is None else stale_reasons(spec, data)
+        out.append((run_id, bool(reasons), "; ".join(reasons)))
+    return out
+

@@ -1,0 +1,182 @@
+"""Results you can trust: identity covers code and data, strict configs, tables that never pool, a dry run
+that writes nothing, a rebuild that survives bad records, paper robustness."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from medssl_core import identity
+from medssl_core.cli import main
+from medssl_core.errors import ConfigError
+from medssl_core.grid import expand
+from medssl_core.paper import format_fraction, generate
+from medssl_core.store import run_sql
+from medssl_core.study import Decision, get_study
+
+DEMO = get_study("demo")
+FAST = ["--methods", "random_init", "--protocols", "knn", "--seeds", "0", "--device", "cpu", "--no-progress"]
+
+
+def replicate(tmp_path: Path, data_dir: Path, *extra: str) -> int:
+    return main(["replicate", "demo", "--db", str(tmp_path / "r.duckdb"), "--data-dir", str(data_dir), *FAST,
+                 *extra])
+
+
+def test_module_hash_ignores_comments_docstrings_and_messages_but_not_numerics():
+    source = (identity.PACKAGE / "losses.py").read_text()
+    base = identity.module_hash(source)
+    cosmetic = ("# a new comment\n" + source.replace('"""SimCLR\'s NT-Xent', '"""Reworded. SimCLR\'s NT-Xent')
+                .replace("\n    return", "\n    # why\n    return", 1))
+    assert cosmetic != source and identity.module_hash(cosmetic) == base
+    numeric = source.replace("temperature: float = 0.5", "temperature: float = 0.4", 1)
+    assert numeric != source and identity.module_hash(numeric) != base
+    message = "raise ValueError('a')\n"
+    assert identity.module_hash(message) == identity.module_hash("raise ValueError('b: other words')\n")
+    assert identity.module_hash(message) != identity.module_hash("raise TypeError('a')\n")
+
+
+def test_every_module_is_classified_numeric_or_not():
+    modules = {str(p.relative_to(identity.PACKAGE)) for p in identity.PACKAGE.rglob("*.py")}
+    numeric = {m for mods in identity.NUMERIC.values() for m in mods}
+    assert modules == numeric | set(identity.NOT_NUMERIC), modules ^ (numeric | set(identity.NOT_NUMERIC))
+    assert not numeric & set(identity.NOT_NUMERIC)
+    assert "metrics.py" not in identity.NUMERIC["pretrain"]  # a metrics fix does not re-run pretrainings
+    assert "losses.py" not in identity.NUMERIC["evaluate"]
+
+
+def test_misspelt_decision_param_fails_at_plan_time(medmnist_dir):
+    bad = replace(DEMO, decisions=(Decision("momentum", "typo", "train.optimizer.momentun", 0.0, 0.9,
+                                            stage="pretrain"),))
+    with pytest.raises(ConfigError) as err:
+        expand(bad, "quick", data_dir=medmnist_dir)
+    assert "'train.optimizer.momentun' is not a field" in str(err.value) and "momentum" in str(err.value)
+    bad_loss = replace(DEMO, decisions=(Decision("t", "typo", "method.loss_kwargs.temperatur", 0.5, 0.1,
+                                                 stage="pretrain"),))
+    with pytest.raises(ConfigError, match="temperatur"):
+        expand(bad_loss, "quick", data_dir=medmnist_dir)
+
+
+def test_unknown_keys_anywhere_are_config_errors(medmnist_dir):
+    with pytest.raises(ConfigError) as err:
+        expand(DEMO, "quick", data_dir=medmnist_dir, overrides={"pretrain": {"train": {"epochz": 1}}})
+    assert "train.epochz" in str(err.value) and "valid keys here" in str(err.value) and "epochs" in str(err.value)
+    with pytest.raises(ConfigError, match="tempreature"):
+        expand(DEMO, "quick", data_dir=medmnist_dir,
+               overrides={"pretrain": {"method": {"loss_kwargs": {"tempreature": 0.1}}}})
+    with pytest.raises(ConfigError, match=r"protocol.knn.fit: unknown key .* valid keys here: k, kind, metric"):
+        expand(DEMO, "quick", data_dir=medmnist_dir, overrides={"evaluate": {"protocol": {"fit": {"epochs": 1}}}})
+    with pytest.raises(ConfigError, match=r"protocol.fit.fit.optimizer.name: Input should be 'sgd'"):
+        expand(DEMO, "quick", data_dir=medmnist_dir, protocols=["linear"],
+               overrides={"evaluate": {"protocol": {"fit": {"optimizer": {"name": "adamm"}}}}})
+    with pytest.raises(ConfigError, match="unknown method"):
+        replace(DEMO, decisions=(replace(DEMO.decisions[0], methods=("simclrr",)),))
+
+
+def test_dry_run_writes_nothing(tmp_path, medmnist_dir, capsys):
+    results = tmp_path / "results"
+    assert main(["replicate", "demo", "--db", str(results / "r.duckdb"), "--data-dir", str(medmnist_dir),
+                 "--dry-run", "--seeds", "0", "--methods", "simclr"]) == 0
+    assert not results.exists()  # no database, no lock, no record folder, no reported rows
+    out = capsys.readouterr().out
+    assert out.count("  pretrain ") == 1 and out.count("  evaluate ") == 2 and out.count("as published") == 3
+
+
+def test_stale_code_is_rerun_and_left_out_of_tables(tmp_path, medmnist_dir, monkeypatch, capsys):
+    assert replicate(tmp_path, medmnist_dir) == 0
+    db = tmp_path / "r.duckdb"
+    (first,) = run_sql(db, "SELECT run_id FROM runs")[1][0]
+    real = identity.code_fingerprint
+
+    def changed(kind):  # as if metrics.py had been edited
+        fp = dict(real(kind))
+        if "metrics.py" in fp:
+            fp["metrics.py"] = "000000000000"
+        return fp
+
+    monkeypatch.setattr(identity, "code_fingerprint", changed)
+    monkeypatch.setattr("medssl_core.grid.code_fingerprint", changed)
+    rows = dict((r[0], r[1:]) for r in run_sql(db, "SELECT run_id, stale, why FROM run_staleness",
+                                                 staleness=__import__("medssl_core.cli").cli._staleness(db, None))[1])
+    assert rows[first] == (True, "code changed: metrics.py")
+    capsys.readouterr()
+    assert replicate(tmp_path, medmnist_dir, "--dry-run") == 0
+    assert "1 runs are stale and run again (code changed: metrics.py (1))" in capsys.readouterr().err
+    assert replicate(tmp_path, medmnist_dir, "--reuse-stale") == 0
+    assert "1 stale runs kept" in capsys.readouterr().err
+    assert run_sql(db, "SELECT count(*) FROM runs")[1] == [(1,)]  # kept, not re-run
+    assert run_sql(db, "SELECT run_id FROM reused")[1] == [(first,)]
+    written = generate(DEMO, db, tmp_path / "paper")
+    assert "kept stale" in (tmp_path / "paper" / "quick" / "main_as_published.md").read_text()
+    assert replicate(tmp_path, medmnist_dir) == 0  # without --reuse-stale: a stale run is run again
+    ids = [r for (r,) in run_sql(db, "SELECT run_id FROM runs ORDER BY finished_at")[1]]
+    assert len(ids) == 2 and ids[0] == first
+    assert written
+
+
+def test_changed_data_makes_runs_stale_and_is_verified_on_load(tmp_path, medmnist_dir, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(medmnist_dir / "breastmnist.npz", data / "breastmnist.npz")
+    assert replicate(tmp_path, data) == 0
+    shutil.copy(medmnist_dir / "pneumoniamnist.npz", data / "breastmnist.npz")  # other bytes, same name
+    capsys.readouterr()
+    assert replicate(tmp_path, data) == 1
+    err = capsys.readouterr().err
+    assert "1 runs are stale and run again (data changed: breastmnist (1))" in err
+    (error,) = run_sql(tmp_path / "r.duckdb", "SELECT error FROM runs WHERE status = 'failed'")[1][0]
+    assert "does not match the official breastmnist" in error and "medssl data fetch breastmnist" in error
+
+
+def test_edited_study_gets_new_config_ids_and_old_runs_are_left_out(tmp_path, medmnist_dir):
+    assert main(["replicate", "demo", "--db", str(tmp_path / "r.duckdb"), "--data-dir", str(medmnist_dir),
+                 "--methods", "random_init", "--seeds", "0,1", "--device", "cpu", "--no-progress"]) == 0
+    db = tmp_path / "r.duckdb"
+    linear = next(p for p in DEMO.protocols if p.name == "linear")
+    edited = replace(DEMO, protocols=(DEMO.protocols[0], replace(linear, hparams={
+        **linear.hparams, "fit": {**linear.hparams["fit"], "epochs": 6}})))
+    old = {s.config_id for s in expand(DEMO, "quick", data_dir=medmnist_dir).specs if s.protocol == "linear"}
+    new = {s.config_id for s in expand(edited, "quick", data_dir=medmnist_dir).specs if s.protocol == "linear"}
+    assert old and new and not old & new
+    generate(edited, db, tmp_path / "paper", tsne=False)
+    table = (tmp_path / "paper" / "quick" / "main_as_published.md").read_text()
+    assert "kNN" in table and "Linear probe" not in table
+    assert "settings no longer declared by the study: 2 runs" in (tmp_path / "paper" / "README.md").read_text()
+
+
+def test_paper_errors_and_fraction_labels(tmp_path, capsys):
+    assert main(["paper", "demo", "--db", str(tmp_path / "none.duckdb")]) == 2
+    assert "No results database" in capsys.readouterr().err
+    from medssl_core.store import ResultsStore
+
+    ResultsStore(tmp_path / "empty.duckdb").init()
+    assert main(["paper", "demo", "--db", str(tmp_path / "empty.duckdb")]) == 2
+    assert "holds no finished runs of demo" in capsys.readouterr().err
+    assert main(["paper", "--db", str(tmp_path / "empty.duckdb")]) == 2
+    assert [format_fraction(f) for f in (0.005, 0.01, 0.1, 0.125, 1.0, None)] == [
+        "0.5 %", "1 %", "10 %", "12.5 %", "100 %", "100 %"]
+
+
+def test_rebuild_skips_unreadable_records_and_says_so(tmp_path, medmnist_dir, capsys):
+    assert replicate(tmp_path, medmnist_dir) == 0
+    records = tmp_path / "r_runs" / "records"
+    bad = records / "0000broken.json"
+    bad.write_text("{not json")
+    capsys.readouterr()
+    assert main(["results", "rebuild", "--db", str(tmp_path / "r.duckdb")]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and "1 record file(s) could not be read" in err
+    assert run_sql(tmp_path / "r.duckdb", "SELECT count(*) FROM runs")[1] == [(1,)]
+
+
+def test_studies_and_study_show(capsys):
+    assert main(["studies"]) == 0
+    out = capsys.readouterr().out
+    assert "smalldatassl" in out and "demo" in out
+    assert main(["study", "show", "smalldatassl"]) == 0
+    out = capsys.readouterr().out
+    assert "crop_scale" in out and "[0.08, 0.1] -> [0.08, 1.0]" in out and "quick" in out
+    assert "pneumoniamnist" in out and "Reported numbers" in out
