@@ -17,13 +17,16 @@ from tabulate import tabulate
 
 import medssl_core  # noqa: F401  (before torchvision)
 from medssl_core.augment import AugmentConfig, BatchAugment
+from medssl_core.batch import Batch
+from medssl_core.config import SSLMethod
 from medssl_core.data import load_dataset
 from medssl_core.device import resolve_device, use_bf16
 from medssl_core.evaluate import Classifier, FitConfig, fit_classifier, knn_evaluate
 from medssl_core.features import extract_features
-from medssl_core.models import SSLModel, build_backbone, mlp
+from medssl_core.methods import build_method
+from medssl_core.models import build_backbone
 from medssl_core.seeding import seed_everything
-from medssl_core.train import PretrainConfig, objective, pretrain
+from medssl_core.train import PretrainConfig, pretrain
 
 
 def probe(backbone, ds, device, bf16, seed):
@@ -57,29 +60,29 @@ def main() -> None:
     ds = load_dataset("pneumoniamnist", args.size, args.data_dir)
     images = torch.from_numpy(ds.images["train"].transpose(0, 3, 1, 2).copy()).to(device)
     torch.manual_seed(args.seed)
-    backbone = build_backbone("resnet18", 1, small_stem=False)
-    random_init = copy.deepcopy(backbone)
-    model = SSLModel(backbone, mlp([512, 512, 128]))
+    random_init = build_backbone("resnet18", 1, small_stem=False)
+    simclr = SSLMethod(name="simclr", loss_kwargs={"temperature": 0.2}, projector=[512, 128])
+    data = Batch(images)
     aug = BatchAugment(AugmentConfig(size=args.size, crop_scale=(0.2, 1.0), hflip=0.5, rotate_degrees=10,
                                      rotate_p=0.5, jitter=(0.4, 0.4, 0.0, 0.0), jitter_p=0.8, blur_p=0.2,
                                      mean=(0.5,), std=(0.5,)), channels_last=device.type == "cuda")
-    loss = objective("nt_xent", {"temperature": 0.2})
     # one timed epoch sizes the budget
     t0 = time.perf_counter()
     cfg = PretrainConfig(epochs=1, batch_size=args.batch_size,
                          optimizer={"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4})
-    pretrain(model, loss, images, aug, cfg, seed=args.seed, device=device, bf16=bf16, progress=False)
+    pretrain(build_method(simclr, lambda: copy.deepcopy(random_init), 512), data, aug, cfg, seed=args.seed,
+             device=device, bf16=bf16, progress=False)
     epoch_s = time.perf_counter() - t0
     epochs = max(1, int(args.minutes * 60 / epoch_s))
     pairs_per_s = (images.shape[0] // args.batch_size) * args.batch_size / epoch_s
     print(f"device {device}, bf16 {bf16}: {epoch_s:.1f} s/epoch ({pairs_per_s:.0f} pairs/s); pretraining "
           f"{epochs} epochs in total")
-    model = SSLModel(copy.deepcopy(random_init), mlp([512, 512, 128]))
+    model = build_method(simclr, lambda: copy.deepcopy(random_init), 512)
     cfg = PretrainConfig(epochs=epochs, batch_size=args.batch_size, schedule={"name": "warmup_cosine",
                          "warmup_epochs": min(2, epochs)}, optimizer={"name": "adamw", "lr": 1e-3,
                                                                      "weight_decay": 1e-4})
     t0 = time.perf_counter()
-    pretrain(model, loss, images, aug, cfg, seed=args.seed, device=device, bf16=bf16, progress=True)
+    pretrain(model, data, aug, cfg, seed=args.seed, device=device, bf16=bf16, progress=True)
     wall = time.perf_counter() - t0
     rows = []
     for name, enc in (("SimCLR pretrained", model.backbone), ("random init", random_init.to(device))):

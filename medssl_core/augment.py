@@ -1,4 +1,5 @@
-"""Two-view augmentation of whole batches on the device, with per-sample random parameters.
+"""Two-view augmentation of whole batches on the device, with per-sample random parameters; segmentation
+masks follow the images through the geometric operations.
 
 A pipeline is declared as data (:class:`AugmentConfig`, built from a plain dict in a study). Random
 parameters are drawn on the CPU from one seeded ``torch.Generator`` and moved to the images' device, so the
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from medssl_core.batch import Batch, View
 from medssl_core.errors import ConfigError
 
 GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
@@ -228,11 +230,25 @@ class BatchAugment:
 
     def __call__(self, images: Tensor, g: torch.Generator) -> Tensor:
         """uint8 (N, C, H, W) -> augmented, normalised float32 (N, C, size, size)."""
+        return self.augment(images, None, g)[0]
+
+    def view(self, batch: Batch, g: torch.Generator) -> View:
+        """One view of a batch: its masks (if any) follow the image through every geometric operation."""
+        return View(*self.augment(batch.images, batch.masks, g))
+
+    def views(self, batch: Batch, g: torch.Generator, n: int = 2) -> list[View]:
+        return [self.view(batch, g) for _ in range(n)]
+
+    def augment(self, images: Tensor, masks: Tensor | None, g: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """Geometric operations (crop, flips, rotation) act on images and masks alike; the photometric ones that
+        follow act on images only. Masks are resampled as the images are, then thresholded at 0.5."""
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"augment expects uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
         cfg, n = self.cfg, images.shape[0]
         x = images.float().div_(255)
         _, c, height, width = x.shape
+        if masks is not None:  # one tensor through the geometry: the same sampling grid for both
+            x = torch.cat([x, masks.to(x.device, x.dtype)], dim=1)
         size = cfg.size or height
         if cfg.crop_scale is not None:
             boxes = sample_crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, g)
@@ -250,6 +266,9 @@ class BatchAugment:
             on = _bernoulli(n, cfg.rotate_p, g)
             angle = _uniform(n, -cfg.rotate_degrees, cfg.rotate_degrees, g) * on
             x = rotate(x, angle)
+        mask_out = None
+        if masks is not None:
+            x, mask_out = x[:, :c], (x[:, c:] > 0.5).to(torch.uint8)
         if cfg.jitter_p > 0 and any(cfg.jitter):
             x = self._jitter(x, g)
         if cfg.grayscale > 0 and c == 3:
@@ -267,7 +286,7 @@ class BatchAugment:
             noise = torch.randn(x.shape, generator=g).to(x.device) * cfg.noise_std
             x = torch.where(on, (x + noise).clamp(0, 1), x)
         x = normalize(x, cfg.mean, cfg.std)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), mask_out
 
     def _jitter(self, x: Tensor, g: torch.Generator) -> Tensor:
         n = x.shape[0]

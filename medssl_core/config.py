@@ -9,13 +9,13 @@ and a changed default changes the spec (and the config id) instead of the number
 from __future__ import annotations
 
 import copy
-import inspect
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medssl_core import losses
+from medssl_core import methods
 from medssl_core.errors import ConfigError
+from medssl_core.labels import MULTI_LABEL, default_fit_loss, headline_metric
 
 
 class Strict(BaseModel):
@@ -76,14 +76,36 @@ class Schedule(Strict):
 
 
 class Split(Strict):
-    scheme: Literal["official", "merge_val", "holdout_val", "stratified"]
-    merge: tuple[str, ...] = ()
+    """Which images and labels a run reads and how they become train/val/test: a scheme of
+    ``medssl_core.data.split_schemes`` (its docstring says which fields each scheme reads) and its seed."""
+
+    scheme: str  # official, merge_val, holdout_val, stratified, random_split, patient, sample
+    merge: tuple[str, ...] = ()  # source splits pooled (merge_val; the pool of stratified, random_split, patient)
     val_fraction: float | None = None
     test_fraction: float | None = None
+    fractions: tuple[float, ...] | None = None  # random_split: train, val, test
+    roles: dict[Literal["train", "val", "test"], str | tuple[str, ...]] = {}  # role -> source split(s)
+    base: str | None = None  # sample: the scheme it draws from
+    sizes: dict[Literal["train", "val", "test"], int] = {}  # sample: images kept per role
+    sample_seed: int | None = None  # sample: pandas' random_state; None: the first images
+    views: tuple[str, ...] = ()  # chest X-rays kept: PA, AP, LL, RL, frontal, lateral; (): all
+    uncertain: Literal["zeros", "ones", "ignore"] | None = None  # CheXpert's -1 (ignore: missing); required there
+    blank: Literal["negative", "missing"] | None = None  # CheXpert's blank labels; required there
     # fixed: one seeded split for every run; per_run: each seed its own; per_script: each script of the study's
     # code (pretraining, each evaluation script) draws its own split, as unseeded shuffles do
     seed_policy: Literal["fixed", "per_run", "per_script"] = "fixed"
+    fixed_seed: int = 16  # the seed of the fixed policy (SmallDataSSL's train_test_split(random_state=16))
     script: str = "pretrain"  # which script of the study's code a run stands for (per_script)
+
+    @model_validator(mode="after")
+    def _scheme_and_its_fields(self):
+        # imported here: the data layer (numpy, OpenCV) is not needed to import the configuration models
+        from medssl_core.data.split_schemes import split_problems
+
+        problems = split_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class Train(Strict):
@@ -98,28 +120,33 @@ class Train(Strict):
 
 
 class SSLMethod(Strict):
-    loss: str
+    """A registered method (``medssl_core.methods``), its heads, its loss's arguments and its own options."""
+
+    name: str
     loss_kwargs: dict[str, Any] = {}
     projector: tuple[int, ...]
     projector_last_bn: bool = False
     projector_last_bn_affine: bool = True
     predictor: tuple[int, ...] | None = None
+    options: dict[str, Any] = {}
 
     @model_validator(mode="after")
-    def _loss_and_kwargs(self):
-        if self.loss not in losses.LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; known: {sorted(losses.LOSSES)}")
-        params = loss_parameters(self.loss)
+    def _method_loss_and_options(self):
+        cls = methods.METHODS.get(self.name)
+        if cls is None:
+            raise ValueError(f"unknown SSL method {self.name!r}; registered: {sorted(methods.METHODS)}")
+        params = methods.loss_parameters(cls)
         unknown = sorted(set(self.loss_kwargs) - set(params))
         if unknown:
-            raise ValueError(f"loss {self.loss!r} has no argument(s) {unknown}; its arguments: {sorted(params)}")
+            raise ValueError(f"the loss of {self.name!r} has no argument(s) {unknown}; its arguments: "
+                             f"{sorted(params)}")
+        try:
+            cls.Options.model_validate(self.options)
+        except ValidationError as exc:
+            bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"options of {self.name!r}: {bad}; valid options: "
+                             f"{', '.join(cls.Options.model_fields) or 'none'}") from None
         return self
-
-
-def loss_parameters(name: str) -> dict[str, Any]:
-    """The keyword arguments of a loss (beyond its tensors) and their defaults."""
-    sig = inspect.signature(losses.LOSSES[name])
-    return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
 
 
 class Data(Strict):
@@ -160,13 +187,40 @@ class Head(Strict):
     activation: Literal["relu", "leaky_relu", "gelu"] = "relu"
 
 
+class FitLoss(Strict):
+    """The fine-tuning loss (evaluate.fit_loss). ``name`` unset: the task's default (bce for multi-label, ce
+    otherwise), which EvaluateHP writes into the spec. MISSING labels never enter it."""
+
+    name: Literal["ce", "bce", "focal"] | None = None
+    # targets (1-e) onehot + e/K: torch's CrossEntropyLoss(label_smoothing); BCE and focal per label with K = 2,
+    # i.e. towards 0.5 (MedSGSSL's FocalLossWithSmoothing)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    focal_gamma: float = Field(default=2.0, ge=0.0)  # focal only (Lin et al. 2017's default)
+    # focal only: Lin et al.'s alpha_t, alpha for positives and 1 - alpha for negatives; None weighs all alike
+    focal_alpha: float | None = None
+
+    @field_validator("focal_alpha")
+    @classmethod
+    def _alpha_is_a_class_weight(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v < 1:
+            raise ValueError(f"focal_alpha {v} must lie in (0, 1): it weighs positives by alpha and negatives by "
+                             "1 - alpha (Lin et al. 2017). Code whose 'alpha=1' scales the whole loss (MedSGSSL's "
+                             "FocalLossWithSmoothing) means focal_alpha: null here.")
+        return v
+
+
+_MULTI_LABEL_SELECT = ("auc", "f1")  # what multi-label metrics offer; accuracy is no headline there
+
+
 class Fit(Strict):
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=2)
     optimizer: Optimizer
     schedule: Schedule = Schedule()
     reload_best_each_epoch: bool = False  # SmallDataSSL: every epoch starts from the best weights so far
-    select_metric: Literal["accuracy", "auc", "balanced_accuracy", "f1"] = "accuracy"
+    # unset: the task's headline (auc for multi-label, accuracy otherwise), which EvaluateHP writes into the spec
+    select_metric: Literal["accuracy", "auc", "balanced_accuracy", "f1"] | None = None
+    loss: FitLoss = FitLoss()
 
 
 class FitProtocol(Strict):
@@ -183,12 +237,47 @@ class EvaluateHP(Data):
     checkpoint: Literal["best", "last"] = "best"  # which encoder of the pretraining
     protocol: Annotated[KnnProtocol | FitProtocol, Field(discriminator="kind")]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data):
+        """Write the task's selection metric and loss into a fit protocol, so that the spec states what ran."""
+        protocol = data.get("protocol") if isinstance(data, dict) else None
+        fit = protocol.get("fit") if isinstance(protocol, dict) and protocol.get("kind") == "fit" else None
+        if not isinstance(fit, dict) or not isinstance(fit.get("loss", {}), dict) or "task" not in data:
+            return data
+        loss = fit.get("loss", {})
+        fit = {**fit, "select_metric": fit.get("select_metric") or headline_metric(data["task"]),
+               "loss": {**loss, "name": loss.get("name") or default_fit_loss(data["task"])}}
+        return {**data, "protocol": {**protocol, "fit": fit}}
+
     @field_validator("protocol", mode="before")
     @classmethod
     def _kind_given(cls, v):
         if isinstance(v, dict) and "kind" not in v:
             raise ValueError("a protocol needs 'kind': 'knn' or 'fit'")
         return v
+
+    @model_validator(mode="after")
+    def _fit_suits_task(self):
+        if isinstance(self.protocol, FitProtocol):
+            _check_fit_for_task(self.protocol.fit, self.task, self.n_classes)
+        return self
+
+
+def _check_fit_for_task(fit: Fit, task: str, n_classes: int) -> None:
+    multi_label = task == MULTI_LABEL
+    if multi_label and fit.select_metric not in (None, *_MULTI_LABEL_SELECT):
+        raise ValueError(f"protocol.fit.select_metric {fit.select_metric!r} on a multi-label task: per-label "
+                         "accuracy rewards predicting every label absent (~0.95 on ChestMNIST) and the other "
+                         f"single-label metrics do not exist there. Use one of {list(_MULTI_LABEL_SELECT)}, or leave "
+                         "it unset for 'auc' (mean per-label ROC-AUC).")
+    name = fit.loss.name
+    if (name == "bce" and not multi_label) or (name == "ce" and multi_label):
+        raise ValueError(f"protocol.fit.loss.name {name!r} does not suit a {task} task: use 'bce' or 'focal' for "
+                         "multi-label (a sigmoid per label), 'ce' or 'focal' otherwise (a softmax over classes).")
+    if name == "focal" and fit.loss.focal_alpha is not None and not multi_label and n_classes != 2:
+        raise ValueError("protocol.fit.loss.focal_alpha weighs positives against negatives, which a "
+                         f"{n_classes}-class task does not have: leave it null, or use a binary or multi-label task.")
 
 
 def validate(model: type[Strict], hp: dict, where: str) -> dict:
@@ -255,11 +344,14 @@ def set_path(d: dict, dotted: str, value, where: str) -> None:
             node = node[k]
 
 
-def with_loss_defaults(method: dict) -> dict:
-    """The method's loss arguments with the loss's defaults written out (so a decision can name them)."""
-    if method.get("loss") in losses.LOSSES:
-        return {**method, "loss_kwargs": {**loss_parameters(method["loss"]), **method.get("loss_kwargs", {})}}
-    return method
+def with_method_defaults(method: dict) -> dict:
+    """The method's loss arguments and options with their defaults written out (so a decision can name them,
+    and a changed default changes the config id)."""
+    cls = methods.METHODS.get(method.get("name"))
+    if cls is None:
+        return method
+    return {**method, "loss_kwargs": {**methods.loss_parameters(cls), **method.get("loss_kwargs", {})},
+            "options": cls.Options.model_validate(method.get("options", {})).model_dump()}
 
 
 def check_path(model: type[Strict], dotted: str, where: str) -> None:
@@ -268,8 +360,9 @@ def check_path(model: type[Strict], dotted: str, where: str) -> None:
     models: list[type[BaseModel]] = [model]
     for i, key in enumerate(keys):
         last = i == len(keys) - 1
-        if keys[:i] == ["method", "loss_kwargs"]:
-            valid = sorted({p for name in losses.LOSSES for p in loss_parameters(name)})
+        if keys[:i] in (["method", "loss_kwargs"], ["method", "options"]):
+            valid = sorted({p for cls in methods.METHODS.values() for p in (
+                methods.loss_parameters(cls) if keys[1] == "loss_kwargs" else cls.Options.model_fields)})
             if key in valid and last:
                 return
         else:
@@ -279,7 +372,7 @@ def check_path(model: type[Strict], dotted: str, where: str) -> None:
                           for sub in _models_in(m.model_fields[key].annotation)]
                 if last:
                     return
-                if models or keys[:i + 1] == ["method", "loss_kwargs"]:
+                if models or keys[:i + 1] in (["method", "loss_kwargs"], ["method", "options"]):
                     continue
                 valid = []  # a plain value has no keys below it
         here = ".".join(keys[:i]) or "the run configuration"

@@ -4,6 +4,9 @@ Model selection uses validation only; test is scored once with the selected weig
 from __future__ import annotations
 
 import copy
+import functools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,9 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from medssl_core.config import Fit
+from medssl_core.config import Fit, FitLoss
 from medssl_core.device import autocast
+from medssl_core.errors import ConfigError
 from medssl_core.features import knn_predict
+from medssl_core.labels import MULTI_LABEL, default_fit_loss, headline_metric, observed_mask
 from medssl_core.metrics import choose_thresholds, classification_metrics
 from medssl_core.optim import build_optimizer, lr_factor, set_lr
 
@@ -55,13 +60,77 @@ class FitResult:
 
 
 def _scores(task: str, logits: Tensor) -> np.ndarray:
-    return (torch.sigmoid(logits) if task == "multi-label" else torch.softmax(logits, dim=1)).float().cpu().numpy()
+    return (torch.sigmoid(logits) if task == MULTI_LABEL else torch.softmax(logits, dim=1)).float().cpu().numpy()
 
 
-def _loss(task: str, logits: Tensor, y: Tensor) -> Tensor:
-    if task == "multi-label":
-        return F.binary_cross_entropy_with_logits(logits.float(), y.float())
-    return F.cross_entropy(logits.float(), y)
+# -- fine-tuning losses: pure functions of (logits, labels); MISSING labels never change a loss or its gradient --
+def cross_entropy_loss(logits: Tensor, y: Tensor, *, label_smoothing: float = 0.0) -> Tensor:
+    """Softmax cross-entropy of (N, C) logits and (N,) classes, as torch's CrossEntropyLoss(label_smoothing):
+    targets (1 - e) onehot + e / C. Mean over the samples whose label is observed."""
+    known = observed_mask(y)
+    per_sample = F.cross_entropy(_full_precision(logits), y.clamp_min(0), reduction="none",
+                                 label_smoothing=label_smoothing)
+    return _observed_mean(per_sample, known)
+
+
+def binary_cross_entropy_loss(logits: Tensor, y: Tensor, *, label_smoothing: float = 0.0) -> Tensor:
+    """Sigmoid BCE of (N, L) logits and 0/1 labels, targets smoothed towards 0.5 (the K = 2 case of torch's
+    label smoothing). Mean over the observed (sample, label) entries."""
+    return _observed_mean(_bce_terms(logits, y, label_smoothing), observed_mask(y))
+
+
+def focal_loss(logits: Tensor, y: Tensor, *, gamma: float = 2.0, alpha: float | None = None,
+               label_smoothing: float = 0.0) -> Tensor:
+    """Focal loss (Lin et al. 2017), FL = -alpha_t (1 - p_t)^gamma log p_t, mean over observed labels.
+
+    Labels (N, L): per label with a sigmoid; labels (N,): per sample with a softmax over the C classes.
+    ``alpha``: alpha_t = alpha for positives (class 1), 1 - alpha for negatives (binary or multi-label only);
+    None weighs every term 1. With label smoothing, -log p_t is the smoothed cross-entropy and p_t its exp(-.)
+    (MedSGSSL's FocalLossWithSmoothing); without, both are exactly the paper's.
+    """
+    known = observed_mask(y)
+    if y.ndim == 2:
+        ce = _bce_terms(logits, y, label_smoothing)
+    else:
+        if alpha is not None and logits.shape[1] != 2:
+            raise ValueError(f"focal alpha weighs positives against negatives; {logits.shape[1]} classes have "
+                             "none: pass alpha=None")
+        ce = F.cross_entropy(_full_precision(logits), y.clamp_min(0), reduction="none",
+                             label_smoothing=label_smoothing)
+    terms = (-torch.expm1(-ce)) ** gamma * ce  # 1 - p_t = -expm1(log p_t), accurate when p_t is near 1
+    if alpha is not None:
+        terms = torch.where(y == 1, terms.new_tensor(alpha), terms.new_tensor(1 - alpha)) * terms
+    return _observed_mean(terms, known)
+
+
+def _bce_terms(logits: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
+    logits = _full_precision(logits)
+    targets = y.clamp_min(0).to(logits.dtype) * (1 - label_smoothing) + 0.5 * label_smoothing
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+
+
+def _full_precision(logits: Tensor) -> Tensor:
+    """bf16/fp16 logits (autocast) to float32; float64 stays float64 (the tests' references)."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def _observed_mean(terms: Tensor, known: Tensor) -> Tensor:
+    """Mean of ``terms`` where ``known``; 0 (with a zero gradient) when nothing is observed. ``where`` rather
+    than a product: a masked term's gradient is exactly 0 even if that term is not finite."""
+    return torch.where(known, terms, 0.0).sum() / known.sum().clamp_min(1)
+
+
+def fit_loss(task: str, cfg: FitLoss) -> Callable[[Tensor, Tensor], Tensor]:
+    """The configured loss as a function of (logits, labels); ``cfg.name`` unset: the task's default."""
+    name = cfg.name or default_fit_loss(task)
+    if name == "focal":
+        return functools.partial(focal_loss, gamma=cfg.focal_gamma, alpha=cfg.focal_alpha,
+                                 label_smoothing=cfg.label_smoothing)
+    if (name == "bce") != (task == MULTI_LABEL):
+        raise ConfigError(f"loss {name!r} does not suit a {task} task: use 'bce' or 'focal' for multi-label, "
+                          "'ce' or 'focal' otherwise.")
+    fn = binary_cross_entropy_loss if name == "bce" else cross_entropy_loss
+    return functools.partial(fn, label_smoothing=cfg.label_smoothing)
 
 
 @torch.no_grad()
@@ -96,13 +165,15 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
     steps = max(1, n // cfg.batch_size if n >= 2 * cfg.batch_size else -(-n // cfg.batch_size))
     best, best_state, best_epoch, curves = -float("inf"), copy.deepcopy(model.state_dict()), 0, []
     y_val_np = data["val"][1].cpu().numpy()
+    select_metric = cfg.select_metric or headline_metric(task)
+    loss_fn = fit_loss(task, cfg.loss)
     for epoch in range(cfg.epochs):
         if cfg.reload_best_each_epoch and epoch > 0:
             model.load_state_dict(best_state)
         g = torch.Generator().manual_seed(seed * 7_919 + epoch)
         order = torch.randperm(n, generator=g).to(device)
         model.train()
-        total = 0.0
+        total = torch.zeros((), device=device)  # on the device: no host sync per step
         for step in tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress):
             set_lr(optimizer, base_lrs, lr_factor(cfg.schedule, epoch, step, steps, cfg.epochs))
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
@@ -110,16 +181,18 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
                 continue  # BatchNorm in the head needs two samples
             with autocast(device, bf16):
                 logits = model(prepare(x_train[idx]))
-            loss = _loss(task, logits, y_train[idx])
+            loss = loss_fn(logits, y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item()
+            total += loss.detach()
         val_scores = predict(model, data["val"][0], prepare, task, device, bf16)
-        val = classification_metrics(task, y_val_np, val_scores)[cfg.select_metric]
-        curves += [{"step": epoch + 1, "name": "train_loss", "value": total / steps},
-                   {"step": epoch + 1, "name": f"val_{cfg.select_metric}", "value": val}]
-        if val >= best:  # >=, as SmallDataSSL selects
+        val = _selection_value(classification_metrics(task, y_val_np, val_scores), select_metric)
+        curves += [{"step": epoch + 1, "name": "train_loss", "value": total.item() / steps},
+                   {"step": epoch + 1, "name": f"val_{select_metric}", "value": val}]
+        # >=, as SmallDataSSL selects; a NaN (e.g. no label with both classes in val) never beats a number, and
+        # with no number at all the last epoch is kept rather than the untrained weights
+        if val >= best or (math.isnan(val) and best == -float("inf")):
             best, best_state, best_epoch = val, copy.deepcopy(model.state_dict()), epoch + 1
     model.load_state_dict(best_state)
     scores = {split: predict(model, x, prepare, task, device, bf16) for split, (x, _) in data.items()}
@@ -129,10 +202,27 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
     return FitResult(results, curves, best_epoch)
 
 
+def _selection_value(metrics: dict[str, float], select_metric: str) -> float:
+    if select_metric not in metrics:
+        raise ConfigError(f"select_metric {select_metric!r} is not a metric of this task; its metrics: "
+                          f"{', '.join(sorted(metrics))}. Multi-label tasks select by 'auc' (the default).")
+    return metrics[select_metric]
+
+
 def knn_evaluate(train_f: Tensor, train_y: Tensor, eval_sets: dict[str, tuple[Tensor, Tensor]], task: str, *,
                  k: int, metric: str, n_classes: int) -> dict[str, dict[str, float]]:
-    out = {}
-    for split, (f, y) in eval_sets.items():
-        _, scores = knn_predict(train_f, train_y, f, k=k, metric=metric, n_classes=n_classes)
-        out[split] = classification_metrics(task, y.cpu().numpy(), scores.cpu().numpy())
-    return out
+    """kNN scores of each split against the training features, single- or multi-label (``n_classes``: classes,
+    or labels for multi-label). F1 thresholds come from 'val' when it is among the splits, as in fit_classifier."""
+    labels = {split: y.cpu().numpy() for split, (_, y) in eval_sets.items()}
+    scores = {split: knn_predict(train_f, train_y, f, k=k, metric=metric, n_classes=n_classes)[1].cpu().numpy()
+              for split, (f, _) in eval_sets.items()}
+    _check_width(task, scores, n_classes)
+    thresholds = choose_thresholds(task, labels["val"], scores["val"]) if "val" in labels else None
+    return {split: classification_metrics(task, labels[split], scores[split], thresholds) for split in eval_sets}
+
+
+def _check_width(task: str, scores: dict[str, np.ndarray], n_classes: int) -> None:
+    width = next(iter(scores.values())).shape[1] if scores else n_classes
+    if task == MULTI_LABEL and width != n_classes:
+        raise ConfigError(f"the training labels have {width} columns but n_classes is {n_classes}: a multi-label "
+                          "task's n_classes is its number of labels; fix the dataset's registry entry.")

@@ -198,7 +198,7 @@ class _Builder:
         decisions = self._decisions(choice)
         method_hp = deep_merge(self.method.pretrain, self.profile.overrides.get("methods", {})
                                .get(self.method.name, {}))
-        hp = deep_merge(deep_merge(base, {"method": config.with_loss_defaults(method_hp)}),
+        hp = deep_merge(deep_merge(base, {"method": config.with_method_defaults(method_hp)}),
                         self.extra.get("pretrain", {}))
         hp["split"] = {**hp["split"], "script": self.study.pretrain_script}
         hp = self._finish(config.PretrainHP, hp, decisions, ("data", "pretrain"), self._where("pretraining"))

@@ -114,6 +114,17 @@ def _cosine_to_target(p: Tensor, z: Tensor) -> Tensor:
     return F.cosine_similarity(p, z.detach(), dim=1).mean()
 
 
+def byol(p0: Tensor, p1: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+    """BYOL (Grill et al. 2020, Eq. 2): ||p/|p| - t/|t|||^2 = 2 - 2 cos(p, t) for each prediction against the
+    other view's target (constants: no gradient), summed over the two directions and averaged over the batch."""
+    return _byol_one_way(p0, t1) + _byol_one_way(p1, t0)
+
+
+@_pair
+def _byol_one_way(p: Tensor, t: Tensor) -> Tensor:
+    return (2 - 2 * F.cosine_similarity(p, t.detach(), dim=1)).mean()
+
+
 def _off_diagonal(m: Tensor) -> Tensor:
     n = m.shape[0]
     return m.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
@@ -127,10 +138,10 @@ def vicreg(z0: Tensor, z1: Tensor, sim_coeff: float = 25.0, std_coeff: float = 2
     The official code halves the variance term, (v(z0) + v(z1)) / 2 (``halve_variance=True``);
     SmallDataSSL's code and solo-learn sum the two branches.
     """
-    return sum(vicreg_terms(z0, z1, sim_coeff, std_coeff, cov_coeff, eps, halve_variance).values())
+    return sum(_vicreg_terms(z0, z1, sim_coeff, std_coeff, cov_coeff, eps, halve_variance).values())
 
 
-def vicreg_terms(z0: Tensor, z1: Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
+def _vicreg_terms(z0: Tensor, z1: Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
                  cov_coeff: float = 1.0, eps: float = 1e-4, halve_variance: bool = True) -> dict[str, Tensor]:
     """The three weighted VICReg terms: invariance, variance, covariance."""
     n, d = z0.shape
@@ -144,6 +155,9 @@ def vicreg_terms(z0: Tensor, z1: Tensor, sim_coeff: float = 25.0, std_coeff: flo
     covariance = _off_diagonal(cov_x).pow(2).sum() / d + _off_diagonal(cov_y).pow(2).sum() / d
     return {"invariance": sim_coeff * invariance, "variance": std_coeff * variance,
             "covariance": cov_coeff * covariance}
+
+
+vicreg_terms = _pair(_vicreg_terms)  # the same terms for callers outside this module (checked, full precision)
 
 
 @_pair
@@ -163,4 +177,4 @@ def barlow_twins(z0: Tensor, z1: Tensor, lambda_offdiag: float = 0.0051, eps: fl
 
 
 LOSSES = {"nt_xent": nt_xent, "dcl": dcl, "dclw": dclw, "simsiam": simsiam, "vicreg": vicreg,
-          "barlow_twins": barlow_twins}
+          "barlow_twins": barlow_twins, "byol": byol}

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from medssl_core.cpu_conv import use_fast_cpu_convolutions
 from medssl_core.errors import ConfigError
 
 FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048, "mobilenet_v2": 1280, "vit_small": 384}
@@ -105,7 +106,7 @@ def build_backbone(arch: str, in_channels: int = 3, *, small_stem: bool = False,
         if in_channels != 3:
             model.features[0][0] = _adapt_first_conv(model.features[0][0], in_channels)
         model.classifier = nn.Identity()
-    return model
+    return use_fast_cpu_convolutions(model)
 
 
 def mlp(dims: list[int], *, hidden_bn: bool = True, last_bn: bool = False, last_bn_affine: bool = True,
@@ -124,20 +125,6 @@ def mlp(dims: list[int], *, hidden_bn: bool = True, last_bn: bool = False, last_
     if last_bn:
         layers.append(nn.BatchNorm1d(dims[-1], affine=last_bn_affine))
     return nn.Sequential(*layers)
-
-
-class SSLModel(nn.Module):
-    """Backbone + projector (+ optional predictor). ``forward`` returns (features, z, p)."""
-
-    def __init__(self, backbone: nn.Module, projector: nn.Module, predictor: nn.Module | None = None):
-        super().__init__()
-        self.backbone, self.projector, self.predictor = backbone, projector, predictor
-
-    def forward(self, x: torch.Tensor):
-        h = self.backbone(x)
-        z = self.projector(h)
-        p = self.predictor(z) if self.predictor is not None else z
-        return h, z, p
 
 
 def build_head(spec: dict, in_dim: int, n_out: int) -> nn.Module:

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 
 from medssl_core.augment import AugmentConfig, BatchAugment
-from medssl_core.config import EvaluateHP, KnnProtocol
+from medssl_core.config import EvaluateHP, KnnProtocol, parse
 from medssl_core.data.splits import label_fraction
-from medssl_core.errors import MedsslError
+from medssl_core.errors import DataError, MedsslError
 from medssl_core.evaluate import Classifier, fit_classifier, knn_evaluate
 from medssl_core.features import extract_features
+from medssl_core.labels import MISSING, MULTI_LABEL
 from medssl_core.models import FEATURE_DIMS, build_head
 from medssl_core.runner import Context, Outcome, images_to_device, run_backbone, split_arrays
 from medssl_core.runspec import RunSpec
 
 
 def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
-    hp = EvaluateHP.model_validate(spec.hparams)
+    hp = parse(EvaluateHP, spec.hparams, spec.label())
     proto = hp.protocol
     splits, files = split_arrays(spec, hp, ctx)
+    for split, (_, labels_of_split) in splits.items():
+        check_labels(labels_of_split, hp.task, hp.n_classes, f"{spec.dataset_used} {split}")
     x_train, y_train = splits["train"]
     if spec.fraction is not None and spec.fraction < 1.0:
         keep = label_fraction(y_train, spec.fraction, spec.seed)
@@ -63,3 +67,17 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
     rows = [{"split": s, "name": k, "value": float(v)} for s, d in metrics.items() for k, v in d.items()]
     rows.append({"split": "train", "name": "n_labelled", "value": float(len(y_train))})
     return Outcome(rows, curves, [], files)
+
+
+def check_labels(y: np.ndarray, task: str, n_classes: int, where: str) -> None:
+    """Labels as every evaluation expects them: (N, n_classes) of 0/1/MISSING for multi-label, (N,) class
+    indices (or MISSING) otherwise."""
+    multi_label = task == MULTI_LABEL
+    shape_ok = y.ndim == 2 and y.shape[1] == n_classes if multi_label else y.ndim == 1
+    top = 1 if multi_label else n_classes - 1
+    if not shape_ok or (y.size and (y.min() < MISSING or y.max() > top)):
+        expected = f"(N, {n_classes}) of 0, 1 or {MISSING}" if multi_label else \
+            f"(N,) of class indices 0..{n_classes - 1} or {MISSING}"
+        raise DataError(f"{where}: labels of shape {y.shape} with values {y.min() if y.size else '-'}.."
+                        f"{y.max() if y.size else '-'}; a {task} task with n_classes={n_classes} expects "
+                        f"{expected}. Check the dataset's loader and its registry entry.")

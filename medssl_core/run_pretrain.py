@@ -6,11 +6,13 @@ import numpy as np
 import torch
 
 from medssl_core.augment import AugmentConfig, BatchAugment
+from medssl_core.batch import Batch
 from medssl_core.config import PretrainHP
-from medssl_core.models import FEATURE_DIMS, SSLModel, mlp
+from medssl_core.methods import build_method
+from medssl_core.models import FEATURE_DIMS
 from medssl_core.runner import Context, Outcome, images_to_device, run_backbone, save_artifact, split_arrays
 from medssl_core.runspec import RunSpec
-from medssl_core.train import objective, pretrain
+from medssl_core.train import pretrain
 
 
 def run_pretrain(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
@@ -20,20 +22,17 @@ def run_pretrain(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
     unlabeled = x_train
     if hp.pretrain_subset and hp.pretrain_subset < len(x_train):
         unlabeled = x_train[np.random.default_rng(spec.seed).permutation(len(x_train))[:hp.pretrain_subset]]
-    m = hp.method
-    projector = mlp([FEATURE_DIMS[hp.backbone.arch], *m.projector], last_bn=m.projector_last_bn,
-                    last_bn_affine=m.projector_last_bn_affine)
-    predictor = mlp([m.projector[-1], *m.predictor]) if m.predictor else None
-    model = SSLModel(run_backbone(hp), projector, predictor)
+    method = build_method(hp.method, lambda: run_backbone(hp), FEATURE_DIMS[hp.backbone.arch])
     aug = AugmentConfig.from_dict({**hp.augment.model_dump(), "size": hp.image_size})
     channels_last = True  # faster on CUDA and on CPU alike (1.5x for a ResNet-18 step on 2 CPU cores)
     ch = hp.input_channels
-    monitor = (images_to_device(x_train, ctx.device, ch), torch.from_numpy(y_train),
+    train_images = images_to_device(x_train, ctx.device, ch)  # once on the device: monitor and training share it
+    pretrain_images = train_images if unlabeled is x_train else images_to_device(unlabeled, ctx.device, ch)
+    monitor = (train_images, torch.from_numpy(y_train),
                images_to_device(splits["val"][0], ctx.device, ch), torch.from_numpy(splits["val"][1]))
     checkpoint = ctx.checkpoints_dir / spec.run_id / "train.pt"
-    result = pretrain(model, objective(m.loss, m.loss_kwargs), images_to_device(unlabeled, ctx.device, ch),
-                      BatchAugment(aug, channels_last), hp.train, seed=spec.seed, device=ctx.device, bf16=bf16,
-                      checkpoint=checkpoint, monitor=monitor,
+    result = pretrain(method, Batch(pretrain_images), BatchAugment(aug, channels_last), hp.train, seed=spec.seed,
+                      device=ctx.device, bf16=bf16, checkpoint=checkpoint, monitor=monitor,
                       eval_augment=BatchAugment(aug.without_randomness(), channels_last),
                       progress=ctx.progress, desc=spec.label())
     artifacts = [save_artifact(ctx, spec.run_id, "encoder_best.pt", result.best_state),

@@ -18,7 +18,7 @@ import torch
 from medssl_core.atomic import write_atomic
 from medssl_core.config import Data
 from medssl_core.data import load_dataset
-from medssl_core.data.splits import stratified_split
+from medssl_core.data.split_schemes import split_dataset
 from medssl_core.device import device_name, peak_memory_mb, use_bf16
 from medssl_core.errors import MedsslError
 from medssl_core.models import build_backbone
@@ -26,8 +26,6 @@ from medssl_core.provenance import environment
 from medssl_core.runspec import RunSpec
 from medssl_core.seeding import seed_everything
 from medssl_core.store.records import RunRecord
-
-FIXED_SPLIT_SEED = 16  # SmallDataSSL's train_test_split(random_state=16)
 
 
 @dataclass
@@ -58,7 +56,7 @@ def _load(name: str, size: int, data_dir: str | None, allow_download: bool, vers
 def split_seed(spec: RunSpec, hp: Data) -> int:
     policy = hp.split.seed_policy
     if policy == "fixed":
-        return FIXED_SPLIT_SEED
+        return hp.split.fixed_seed
     if policy == "per_run":
         return spec.seed + 1_000
     # per_script: each script of the study's code shuffles on its own (unseeded in the original)
@@ -66,28 +64,10 @@ def split_seed(spec: RunSpec, hp: Data) -> int:
 
 
 def split_arrays(spec: RunSpec, hp: Data, ctx: Context):
-    """train/val/test (images, labels) as numpy, derived as the spec's split scheme says."""
+    """train/val/test (images, labels) as numpy, as the spec's split scheme (data.split_schemes) assigns them."""
     ds = _load(spec.dataset_used, hp.source_size or hp.image_size, ctx.data_dir, ctx.allow_download, spec.data)
-    split = hp.split
-    seed = split_seed(spec, hp)
-    imgs, labs = ds.images, ds.labels
-    if split.scheme == "official":
-        out = {s: (imgs[s], labs[s]) for s in ("train", "val", "test")}
-    elif split.scheme == "merge_val":  # Kermany: train + val merged, then a fraction held out as val
-        x = np.concatenate([imgs[s] for s in split.merge])
-        y = np.concatenate([labs[s] for s in split.merge])
-        rest, held = stratified_split(y, split.val_fraction, seed)
-        out = {"train": (x[rest], y[rest]), "val": (x[held], y[held]), "test": (imgs["test"], labs["test"])}
-    elif split.scheme == "holdout_val":  # BreaKHis: val drawn from the given train split
-        rest, held = stratified_split(labs["train"], split.val_fraction, seed)
-        x, y = imgs["train"], labs["train"]
-        out = {"train": (x[rest], y[rest]), "val": (x[held], y[held]), "test": (imgs["test"], labs["test"])}
-    else:  # stratified (Kather): test fraction, then val fraction of the rest
-        x, y = imgs["all"], labs["all"]
-        rest, test = stratified_split(y, split.test_fraction, seed)
-        tr, va = stratified_split(y[rest], split.val_fraction, seed)
-        out = {"train": (x[rest][tr], y[rest][tr]), "val": (x[rest][va], y[rest][va]), "test": (x[test], y[test])}
-    return out, ds.files
+    parts = split_dataset(ds, hp.split, split_seed(spec, hp))
+    return {role: (part.images, part.labels) for role, part in parts.items()}, ds.files
 
 
 def images_to_device(x: np.ndarray, device: torch.device, channels: int | None = None) -> torch.Tensor:

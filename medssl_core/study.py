@@ -45,7 +45,7 @@ class StudyDataset:
     key: str
     title: str
     sources: tuple[str, ...]  # registry names; the first one present is used (later ones are stand-ins)
-    split: dict  # {'scheme': 'official'|'merge_val'|'holdout_val'|'stratified', 'val_fraction', ...}
+    split: dict  # a config.Split: {'scheme': one of data/split_schemes.py's registry, its fields...}
     hparams: dict = field(default_factory=dict)  # merged into every run on it, e.g. its normalisation
 
 
@@ -199,7 +199,7 @@ def describe(study: Study) -> str:
     lines += [f"  {d.key:16s} {d.title}: {', '.join(d.sources)}; split {d.split}" for d in study.datasets]
     lines += ["", "Methods:"]
     lines += [f"  {m.name:16s} {m.title}" + ("" if m.pretrain else " (no pretraining)")
-              + (f"; loss {m.pretrain['loss']} {m.pretrain.get('loss_kwargs', {})}" if m.pretrain else "")
+              + (f"; method {m.pretrain['name']} {m.pretrain.get('loss_kwargs', {})}" if m.pretrain else "")
               for m in study.methods]
     lines += ["", "Protocols:"]
     lines += [f"  {p.name:16s} {p.title}" + (f" (methods: {', '.join(p.methods)})" if p.methods else "")

@@ -15,7 +15,7 @@ STUDY = Study(
     citation="medssl harness smoke test (no source paper)",
     datasets=(StudyDataset("breast_us", "BreastMNIST (breast ultrasound)", ("breastmnist",), {"scheme": "official"}),),
     methods=(
-        Method("simclr", "SimCLR", {"loss": "nt_xent", "loss_kwargs": {"temperature": 0.5}, "projector": [128, 64]}),
+        Method("simclr", "SimCLR", {"name": "simclr", "loss_kwargs": {"temperature": 0.5}, "projector": [128, 64]}),
         Method("random_init", "Random init", None),
     ),
     protocols=(

@@ -27,16 +27,16 @@ DATASETS = (
 
 _CONTRASTIVE_PROJECTOR = [512, 128]  # model.py: 2048 -> 512 (BN, ReLU) -> 128
 METHODS = (
-    Method("simclr", "SimCLR", {"loss": "nt_xent", "loss_kwargs": {"temperature": 0.5},
+    Method("simclr", "SimCLR", {"name": "simclr", "loss_kwargs": {"temperature": 0.5},
                                 "projector": _CONTRASTIVE_PROJECTOR}),
-    Method("dclw", "DCLW", {"loss": "dclw", "loss_kwargs": {"temperature": 0.1, "sigma": 0.5, "symmetric": False},
+    Method("dclw", "DCLW", {"name": "dclw", "loss_kwargs": {"temperature": 0.1, "sigma": 0.5, "symmetric": False},
                             "projector": _CONTRASTIVE_PROJECTOR}),
-    Method("simsiam", "SimSiam", {"loss": "simsiam", "loss_kwargs": {}, "projector": [2048, 512],
+    Method("simsiam", "SimSiam", {"name": "simsiam", "loss_kwargs": {}, "projector": [2048, 512],
                                   "predictor": None}),
     # lossfuns.py sums the two variance branches (the official VICReg code halves them).
-    Method("vicreg", "VICReg", {"loss": "vicreg", "loss_kwargs": {"halve_variance": False},
+    Method("vicreg", "VICReg", {"name": "vicreg", "loss_kwargs": {"halve_variance": False},
                                 "projector": [4096, 4096]}),
-    Method("barlow", "Barlow Twins (code only)", {"loss": "barlow_twins", "loss_kwargs": {"lambda_offdiag": 0.0051},
+    Method("barlow", "Barlow Twins (code only)", {"name": "barlow_twins", "loss_kwargs": {"lambda_offdiag": 0.0051},
                                                   "projector": [4096, 4096], "projector_last_bn": True,
                                                   "projector_last_bn_affine": False}),
     Method("random_init", "Random init (reference)", None),
@@ -119,12 +119,12 @@ PRETRAIN = {
 }
 
 _QUICK_FIT = {"epochs": 2, "batch_size": 256}
-# Same code path, sized for a 2-core CPU (about 20 minutes): the standard ResNet-18 stem at 28 px, the whole
+# Same code path, sized for a 2-core CPU (about 25 minutes): the standard ResNet-18 stem at 28 px, the whole
 # training split for a few epochs with Adam (SGD at lr 0.01 learns little in that many steps, so the momentum
 # decision is moot here), and cheap evaluations (no fine-tuning; short heads).
 QUICK = {
     "pretrain": {"backbone": {"arch": "resnet18"},
-                 "train": {"epochs": 4, "batch_size": 256, "monitor_every": 2,
+                 "train": {"epochs": 4, "batch_size": 128, "monitor_every": 2,
                            "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-6}}},
     # the 2048 -> 4096 projectors keep their 2x width over ResNet-18's 512-d features
     "methods": {"vicreg": {"projector": [1024, 1024]}, "barlow": {"projector": [1024, 1024]}},
@@ -151,7 +151,7 @@ STUDY = Study(
                 # RandomResizedCrop on the original files does; Kather's tiles are 150 px
                 source_size={"breakhis400x": 512, "kather2016": 150, "kermany_cxr": 512}, needs_gpu=True),
         Profile("quick", "ResNet-18 (standard stem), 4 epochs of Adam, kNN / MLP head / linear probe, 2 seeds; "
-                "about 20 minutes on a 2-core CPU", seeds=(0, 1), variants=("as_published", "corrected"),
+                "about 25 minutes on a 2-core CPU", seeds=(0, 1), variants=("as_published", "corrected"),
                 image_size={"breakhis400x": 64, "kather2016": 64, "kermany_cxr": 64, "pneumoniamnist": 28},
                 overrides=QUICK, methods=("simclr", "dclw", "simsiam", "vicreg", "random_init", "imagenet"),
                 protocols=("knn", "mlp_head", "linear", "imagenet_frozen"),

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from medssl_core import augment as A
 from medssl_core.augment import AugmentConfig, BatchAugment
+from medssl_core.batch import Batch
 
 FULL = AugmentConfig(size=24, crop_scale=(0.08, 1.0), hflip=0.5, vflip=0.5, rotate_degrees=20, rotate_p=0.5,
                      jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, grayscale=0.2, blur_p=0.5, solarize_p=0.2,
@@ -132,3 +134,38 @@ def test_crop_probability_zero_means_resize_only():
     x = images(c=1)
     cfg = AugmentConfig(crop_scale=(0.08, 0.1), crop_p=0.0, mean=(0.0,), std=(1.0,))
     torch.testing.assert_close(BatchAugment(cfg)(x, torch.Generator()), x.float() / 255)
+
+
+GEOMETRIC = {"crop": {"crop_scale": (0.2, 1.0)}, "resize": {"size": 20}, "crop_resize": {"crop_scale": (0.1, 0.5),
+             "size": 40}, "hflip": {"hflip": 1.0}, "vflip": {"vflip": 1.0},
+             "rotate": {"rotate_degrees": 40.0, "rotate_p": 1.0}}
+
+
+@pytest.mark.parametrize("op", sorted(GEOMETRIC))
+def test_masks_follow_images_through_every_geometric_op(op):
+    g = torch.Generator().manual_seed(0)
+    blobs = (torch.rand(8, 1, 8, 8, generator=g) > 0.5).float()
+    binary = F.interpolate(blobs, size=32, mode="nearest").repeat(1, 3, 1, 1)  # blocky 0/255 image
+    images = (binary * 255).to(torch.uint8)
+    masks = (images[:, :1] > 127).to(torch.uint8)  # the mask is the image's own bright pixels
+    aug = BatchAugment(AugmentConfig(**GEOMETRIC[op], mean=(0.0,), std=(1.0,)))
+    view = aug.view(Batch(images, masks=masks), torch.Generator().manual_seed(1))
+    assert view.mask.dtype == torch.uint8 and view.mask.shape[2:] == view.image.shape[2:]
+    assert torch.equal(view.mask[:, 0], (view.image[:, 0] > 0.5).to(torch.uint8))
+    unmoved = aug.view(Batch(images, masks=masks), torch.Generator().manual_seed(1))
+    assert torch.equal(unmoved.mask, view.mask)  # deterministic for a seed
+    if op in ("hflip", "vflip", "rotate", "crop"):
+        assert not torch.equal(view.mask, F.interpolate(masks.float(), size=view.mask.shape[2:]).to(torch.uint8))
+
+
+def test_photometric_ops_leave_masks_alone_and_images_match_the_maskless_path():
+    images = torch.randint(0, 256, (6, 3, 24, 24), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    masks = (images[:, :1] > 100).to(torch.uint8)
+    geometric = {"crop_scale": (0.3, 1.0), "hflip": 0.5, "rotate_degrees": 20.0, "rotate_p": 0.5}
+    photometric = {"jitter": (0.4, 0.4, 0.2, 0.1), "jitter_p": 1.0, "grayscale": 0.5, "blur_p": 1.0,
+                   "solarize_p": 0.5, "noise_p": 1.0, "noise_std": 0.1}
+    plain = BatchAugment(AugmentConfig(**geometric)).view(Batch(images, masks=masks), torch.Generator().manual_seed(3))
+    full_aug = BatchAugment(AugmentConfig(**geometric, **photometric))
+    full = full_aug.view(Batch(images, masks=masks), torch.Generator().manual_seed(3))
+    assert torch.equal(plain.mask, full.mask)
+    torch.testing.assert_close(full.image, full_aug(images, torch.Generator().manual_seed(3)), rtol=0, atol=0)

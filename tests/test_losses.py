@@ -94,6 +94,14 @@ def ref_simsiam(p0, p1, z0, z1):
     return -0.5 * (cos(p0, z1.detach()) + cos(p1, z0.detach()))
 
 
+def ref_byol(p0, p1, t0, t1):
+    def mse_normalised(p, t):  # ||p/|p| - t/|t|||^2 per sample, averaged (BYOL Eq. 2)
+        t = t.detach()
+        return sum(((p[i] / p[i].norm() - t[i] / t[i].norm()) ** 2).sum() for i in range(p.shape[0])) / p.shape[0]
+
+    return mse_normalised(p0, t1) + mse_normalised(p1, t0)
+
+
 CASES = {
     "nt_xent": (lambda a, b: L.nt_xent(a, b, temperature=0.3), lambda a, b: ref_nt_xent(a, b, 0.3)),
     "dcl_sym": (lambda a, b: L.dcl(a, b, temperature=0.2),
@@ -110,6 +118,7 @@ CASES = {
                                lambda a, b: ref_vicreg(a, b, halve=False)),
     "barlow_twins": (lambda a, b: L.barlow_twins(a, b, lambda_offdiag=0.0051), lambda a, b: ref_barlow(a, b, 0.0051)),
     "simsiam": (lambda a, b: L.simsiam(a, b, b * 0.5 + a, a - b), lambda a, b: ref_simsiam(a, b, b * 0.5 + a, a - b)),
+    "byol": (lambda a, b: L.byol(a, b, b * 0.5 + a, a - b), lambda a, b: ref_byol(a, b, b * 0.5 + a, a - b)),
 }
 
 
@@ -303,3 +312,211 @@ def test_mismatched_shapes_refused(name):
 def test_non_2d_refused():
     with pytest.raises(ValueError, match="2-D"):
         L.nt_xent(torch.randn(4, 8, 2), torch.randn(4, 8, 2))
+
+
+# -- fine-tuning losses (evaluate.py): CE, BCE, focal; label smoothing; MISSING labels masked ----------------
+from medssl_core import evaluate as E  # noqa: E402
+from medssl_core.labels import MISSING  # noqa: E402
+
+
+def _logits_labels(n, width, seed, *, multi_label, missing=0.3, dtype=torch.float64):
+    """Logits (n, width) and labels: (n, width) 0/1 or (n,) classes, a ``missing`` share set to MISSING."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, width, generator=g, dtype=dtype) * 3
+    y = torch.randint(0, 2, (n, width), generator=g) if multi_label else torch.randint(0, width, (n,), generator=g)
+    y[torch.rand(y.shape, generator=g) < missing] = MISSING
+    return z, y
+
+
+def ref_focal_sigmoid(z, y, gamma, alpha=None):
+    """Lin et al. 2017 per (sample, label): FL = -alpha_t (1 - p_t)^gamma log p_t, mean over observed ones."""
+    terms = []
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            if y[i, j] == MISSING:
+                continue
+            p = 1 / (1 + torch.exp(-z[i, j]))
+            p_t = p if y[i, j] == 1 else 1 - p
+            a_t = 1.0 if alpha is None else (alpha if y[i, j] == 1 else 1 - alpha)
+            terms.append(-a_t * (1 - p_t) ** gamma * torch.log(p_t))
+    return sum(terms) / len(terms)
+
+
+def ref_focal_softmax(z, y, gamma, alpha=None):
+    terms = []
+    for i in range(z.shape[0]):
+        if y[i] == MISSING:
+            continue
+        p_t = torch.exp(z[i, y[i]]) / torch.exp(z[i]).sum()
+        a_t = 1.0 if alpha is None else (alpha if y[i] == 1 else 1 - alpha)
+        terms.append(-a_t * (1 - p_t) ** gamma * torch.log(p_t))
+    return sum(terms) / len(terms)
+
+
+def ref_ce_smoothed(z, y, eps):
+    """torch's CrossEntropyLoss(label_smoothing=eps): target (1 - eps) onehot + eps / C."""
+    terms = []
+    for i in range(z.shape[0]):
+        if y[i] == MISSING:
+            continue
+        log_p = z[i] - torch.log(torch.exp(z[i]).sum())
+        c = z.shape[1]
+        terms.append(-sum(((1 - eps) * float(k == y[i]) + eps / c) * log_p[k] for k in range(c)))
+    return sum(terms) / len(terms)
+
+
+def ref_bce_smoothed(z, y, eps, gamma=0.0):
+    """BCE against targets smoothed to 0.5 (K = 2); gamma > 0: MedSGSSL's FocalLossWithSmoothing (alpha 1)."""
+    terms = []
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            if y[i, j] == MISSING:
+                continue
+            t = float(y[i, j]) * (1 - eps) + eps / 2
+            p = 1 / (1 + torch.exp(-z[i, j]))
+            bce = -(t * torch.log(p) + (1 - t) * torch.log(1 - p))
+            terms.append((1 - torch.exp(-bce)) ** gamma * bce)
+    return sum(terms) / len(terms)
+
+
+FIT_CASES = {  # name: (multi_label, width, implementation, reference)
+    "ce": (False, 4, lambda z, y: E.cross_entropy_loss(z, y), lambda z, y: ref_ce_smoothed(z, y, 0.0)),
+    "ce_smoothed": (False, 4, lambda z, y: E.cross_entropy_loss(z, y, label_smoothing=0.1),
+                    lambda z, y: ref_ce_smoothed(z, y, 0.1)),
+    "bce": (True, 3, lambda z, y: E.binary_cross_entropy_loss(z, y), lambda z, y: ref_bce_smoothed(z, y, 0.0)),
+    "bce_smoothed": (True, 3, lambda z, y: E.binary_cross_entropy_loss(z, y, label_smoothing=0.05),
+                     lambda z, y: ref_bce_smoothed(z, y, 0.05)),
+    "focal_multilabel": (True, 3, lambda z, y: E.focal_loss(z, y, gamma=2.0),
+                         lambda z, y: ref_focal_sigmoid(z, y, 2.0)),
+    "focal_multilabel_alpha": (True, 3, lambda z, y: E.focal_loss(z, y, gamma=1.5, alpha=0.25),
+                               lambda z, y: ref_focal_sigmoid(z, y, 1.5, 0.25)),
+    "focal_multilabel_smoothed": (True, 3, lambda z, y: E.focal_loss(z, y, gamma=2.0, label_smoothing=0.05),
+                                  lambda z, y: ref_bce_smoothed(z, y, 0.05, gamma=2.0)),
+    "focal_multiclass": (False, 4, lambda z, y: E.focal_loss(z, y, gamma=2.0),
+                         lambda z, y: ref_focal_softmax(z, y, 2.0)),
+    "focal_binary_alpha": (False, 2, lambda z, y: E.focal_loss(z, y, gamma=2.0, alpha=0.25),
+                           lambda z, y: ref_focal_softmax(z, y, 2.0, 0.25)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIT_CASES))
+def test_fit_loss_value_and_gradient_match_float64_reference(name):
+    multi_label, width, impl, ref = FIT_CASES[name]
+    z, y = _logits_labels(7, width, seed=11, multi_label=multi_label)
+    z1, z2 = z.clone().requires_grad_(), z.clone().requires_grad_()
+    got, want = impl(z1, y), ref(z2, y)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    got.backward()
+    want.backward()
+    torch.testing.assert_close(z1.grad, z2.grad, rtol=1e-7, atol=1e-12)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_cross_entropy_equals_torch_with_label_smoothing_and_ignore_index(eps):
+    z, y = _logits_labels(16, 5, seed=2, multi_label=False)
+    torch_loss = torch.nn.CrossEntropyLoss(label_smoothing=eps, ignore_index=MISSING)(z, y)
+    torch.testing.assert_close(E.cross_entropy_loss(z, y, label_smoothing=eps), torch_loss)
+
+
+fit_shapes = st.tuples(st.integers(1, 10), st.integers(2, 6), st.integers(0, 10_000), st.booleans())
+
+
+@SETTINGS
+@given(fit_shapes, st.floats(0.0, 0.3))
+def test_focal_with_gamma_zero_is_cross_entropy(shape, eps):
+    n, width, seed, multi_label = shape
+    z, y = _logits_labels(n, width, seed, multi_label=multi_label)
+    plain = (E.binary_cross_entropy_loss if multi_label else E.cross_entropy_loss)(z, y, label_smoothing=eps)
+    torch.testing.assert_close(E.focal_loss(z, y, gamma=0.0, label_smoothing=eps), plain)
+
+
+@SETTINGS
+@given(st.tuples(st.integers(1, 10), st.integers(1, 6), st.integers(0, 10_000)), st.floats(0.01, 0.99))
+def test_focal_with_gamma_zero_is_alpha_weighted_bce(shape, alpha):
+    z, y = _logits_labels(*shape, multi_label=True)
+    known = y != MISSING
+    t = y.clamp_min(0).double()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(z, t, reduction="none")
+    weighted = torch.where(y == 1, alpha, 1 - alpha).double() * bce
+    want = weighted[known].sum() / known.sum().clamp_min(1)
+    torch.testing.assert_close(E.focal_loss(z, y, gamma=0.0, alpha=alpha), want)
+
+
+@SETTINGS
+@given(fit_shapes, st.floats(0.1, 5.0))
+def test_focal_never_exceeds_cross_entropy(shape, gamma):
+    n, width, seed, multi_label = shape
+    z, y = _logits_labels(n, width, seed, multi_label=multi_label)
+    plain = (E.binary_cross_entropy_loss if multi_label else E.cross_entropy_loss)(z, y)
+    assert E.focal_loss(z, y, gamma=gamma) <= plain + 1e-12
+
+
+LOSS_FNS = {"ce": E.cross_entropy_loss, "bce": E.binary_cross_entropy_loss, "focal": E.focal_loss,
+            "focal_smoothed": lambda z, y: E.focal_loss(z, y, gamma=2.0, alpha=0.25, label_smoothing=0.1)}
+
+
+@SETTINGS
+@given(fit_shapes, st.sampled_from(sorted(LOSS_FNS)))
+def test_masked_labels_change_neither_loss_nor_gradient(shape, name):
+    n, width, seed, multi_label = shape
+    multi_label = name != "ce" and (name == "bce" or multi_label)
+    width = 2 if name == "focal_smoothed" and not multi_label else width  # alpha: binary or multi-label
+    z, y = _logits_labels(n, width, seed, multi_label=multi_label)
+    masked = (y == MISSING) if multi_label else (y == MISSING)[:, None].expand_as(z)
+    other = z.clone()
+    other[masked] = torch.randn(int(masked.sum()), dtype=z.dtype) * 50  # whatever the model says there
+    a, b = z.clone().requires_grad_(), other.clone().requires_grad_()
+    loss_a, loss_b = LOSS_FNS[name](a, y), LOSS_FNS[name](b, y)
+    torch.testing.assert_close(loss_a, loss_b)
+    loss_a.backward()
+    loss_b.backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    assert (a.grad[masked] == 0).all()
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_FNS))
+def test_all_labels_missing_gives_zero_loss_and_gradient(name):
+    multi_label = name in ("bce", "focal", "focal_smoothed")
+    z, y = _logits_labels(4, 2, seed=0, multi_label=multi_label, missing=1.0)
+    z.requires_grad_()
+    loss = LOSS_FNS[name](z, y)
+    loss.backward()
+    assert loss.item() == 0.0 and (z.grad == 0).all()
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_FNS))
+def test_fit_losses_finite_in_float32_under_bf16_autocast(name):
+    multi_label = name in ("bce", "focal", "focal_smoothed")
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 2)
+    _, y = _logits_labels(32, 2, seed=1, multi_label=multi_label)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = layer(torch.randn(32, 8))
+        assert logits.dtype == torch.bfloat16
+        loss = LOSS_FNS[name](logits, y)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(layer.weight.grad).all()
+
+
+def test_focal_alpha_refused_for_more_than_two_classes():
+    z, y = _logits_labels(4, 3, seed=0, multi_label=False, missing=0.0)
+    with pytest.raises(ValueError, match="alpha=None"):
+        E.focal_loss(z, y, alpha=0.25)
+
+
+@SETTINGS
+@given(batches, st.floats(0.01, 100.0))
+def test_byol_between_0_and_8_zero_when_predictions_point_at_targets(shape, scale):
+    p0, p1 = _pair(*shape)
+    t0, t1 = _pair(shape[0], shape[1], seed=shape[2] + 1)
+    value = L.byol(p0, p1, t0, t1).item()
+    assert -1e-9 <= value <= 8 + 1e-9
+    assert L.byol(t1 * scale, t0 * scale, t0, t1).item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_byol_targets_get_no_gradient():
+    p0, p1, t0, t1 = (x.requires_grad_() for x in (*_pair(6, 5), *_pair(6, 5, seed=1)))
+    L.byol(p0, p1, t0, t1).backward()
+    assert t0.grad is None and t1.grad is None and p0.grad.abs().sum() > 0

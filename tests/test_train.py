@@ -5,77 +5,10 @@ import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from medssl_core.augment import AugmentConfig, BatchAugment
 from medssl_core.evaluate import knn_predict
 from medssl_core.metrics import classification_metrics
-from medssl_core.models import SSLModel, build_backbone, build_head, imagenet_missing_message, mlp
+from medssl_core.models import build_backbone, build_head, imagenet_missing_message
 from medssl_core.optim import lr_factor
-from medssl_core.train import NonFiniteLossError, PretrainConfig, objective, pretrain
-
-AUG = BatchAugment(AugmentConfig(crop_scale=(0.5, 1.0), hflip=0.5, mean=(0.5,), std=(0.5,)))
-
-
-def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    return SSLModel(build_backbone("resnet18", 1), mlp([512, 64, 32]))
-
-
-def images(n=48):
-    return torch.randint(0, 256, (n, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-
-
-CFG = PretrainConfig(epochs=3, batch_size=16, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9})
-
-
-def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
-    loss = objective("nt_xent", {"temperature": 0.5})
-    ref = pretrain(tiny_model(), loss, images(), AUG, CFG, seed=1, device=torch.device("cpu"), bf16=False,
-                   progress=False)
-    calls = {"n": 0}
-
-    def interrupting(o0, o1):
-        calls["n"] += 1
-        if calls["n"] == 5:  # second epoch, second step
-            raise KeyboardInterrupt
-        return loss(o0, o1)
-
-    ckpt = tmp_path / "train.pt"
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny_model(), interrupting, images(), AUG, CFG, seed=1, device=torch.device("cpu"), bf16=False,
-                 checkpoint=ckpt, progress=False)
-    assert ckpt.is_file()
-    resumed = pretrain(tiny_model(seed=99), loss, images(), AUG, CFG, seed=1, device=torch.device("cpu"),
-                       bf16=False, checkpoint=ckpt, progress=False)
-    for k, v in ref.last_state.items():
-        torch.testing.assert_close(resumed.last_state[k], v, msg=k)
-    assert [c["value"] for c in resumed.curves if c["name"] == "loss"] == pytest.approx(
-        [c["value"] for c in ref.curves if c["name"] == "loss"])
-
-
-def test_same_seed_same_weights_different_seed_differs():
-    loss = objective("vicreg", {})
-    cfg = PretrainConfig(epochs=1, batch_size=16, optimizer={"name": "adam", "lr": 1e-3})
-    a = pretrain(tiny_model(), loss, images(), AUG, cfg, seed=3, device=torch.device("cpu"), bf16=False, progress=False)
-    b = pretrain(tiny_model(), loss, images(), AUG, cfg, seed=3, device=torch.device("cpu"), bf16=False, progress=False)
-    c = pretrain(tiny_model(), loss, images(), AUG, cfg, seed=4, device=torch.device("cpu"), bf16=False, progress=False)
-    k = "conv1.weight"
-    assert torch.equal(a.last_state[k], b.last_state[k]) and not torch.equal(a.last_state[k], c.last_state[k])
-
-
-def test_non_finite_loss_stops_with_a_clear_error():
-    with pytest.raises(NonFiniteLossError, match="Lower the learning rate"):
-        pretrain(tiny_model(), lambda o0, o1: o0[1].sum() * float("nan"), images(), AUG, CFG, seed=0,
-                 device=torch.device("cpu"), bf16=False, progress=False)
-
-
-def test_knn_monitor_keeps_best_and_records_curves():
-    x = images(64)
-    y = torch.arange(64) % 2
-    cfg = PretrainConfig(epochs=2, batch_size=32, optimizer={"name": "sgd", "lr": 0.01}, knn_k=5)
-    r = pretrain(tiny_model(), objective("simsiam", {}), x, AUG, cfg, seed=0, device=torch.device("cpu"), bf16=False,
-                 monitor=(x, y, x[:16], y[:16]), eval_augment=BatchAugment(AugmentConfig()), progress=False)
-    assert [c["step"] for c in r.curves if c["name"] == "knn_val_acc"] == [1, 2]
-    assert r.best_epoch in (1, 2) and 0 <= r.best_knn_val <= 1
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
@@ -99,7 +32,7 @@ def test_metrics_and_collapse_flag():
     assert multi["accuracy"] == 0.75 and multi["auc"] > 0.5
     ml = classification_metrics("multi-label", np.array([[1, 0], [0, 1], [1, 1]]),
                                 np.array([[0.9, 0.2], [0.1, 0.8], [0.7, 0.6]]))
-    assert ml["auc"] == 1.0
+    assert ml["auc"] == 1.0 and ml["label_accuracy"] == 1.0 and "accuracy" not in ml  # never a headline there
 
 
 def test_schedules():

@@ -22,7 +22,11 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class ArrayDataset:
-    """Images as uint8 (N, H, W, C) and labels as int64 (N,) or (N, L) for multi-label, per split."""
+    """Per source split: images as uint8 (N, H, W, C) and labels as int64 (N,) or (N, L) for multi-label, where
+    ``labels.MISSING`` (-1) marks an unknown label. Optional per-split arrays, present where the source has them:
+    patient ids (str), views (``data.chest``), each image's number in the source's own order (CSV row, MedIMeta
+    image number), and CheXpert's raw label codes, from which a split's declared uncertain/blank policy
+    derives its labels (``labels`` holds them under U-Ignore with blanks missing)."""
 
     info: DatasetInfo
     size: int | None
@@ -30,6 +34,9 @@ class ArrayDataset:
     labels: dict[str, np.ndarray]
     patient_ids: dict[str, np.ndarray] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # path -> md5, for provenance
+    views: dict[str, np.ndarray] = field(default_factory=dict)
+    source_index: dict[str, np.ndarray] = field(default_factory=dict)
+    label_codes: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -139,7 +146,8 @@ def load_dataset(name: str, size: int | None = None, data_dir=None, *, allow_dow
     if size is None:
         raise DataError(f"{name} is read from its original files: give the image size to resize them to.")
     loaded = sources.load(info, root, size)
-    return ArrayDataset(info, size, loaded.images, loaded.labels, loaded.patient_ids, loaded.files)
+    return ArrayDataset(info, size, loaded.images, loaded.labels, loaded.patient_ids, loaded.files,
+                        views=loaded.views, source_index=loaded.source_index, label_codes=loaded.label_codes)
 
 
 def data_version(name: str, size: int | None, data_dir=None, *, allow_download: bool = False) -> str | None:

@@ -6,6 +6,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Literal
 
+from medssl_core.data.chest import CHEXPERT_COMPETITION, CHEXPERT_FINDINGS, CHEXPERT_OBSERVATIONS, NIH_FINDINGS
 from medssl_core.data.medmnist_info import MEDMNIST, MedMNISTInfo
 from medssl_core.errors import DataError
 
@@ -75,6 +76,24 @@ def _mimeta(dataset_id: str, task: str, classes: tuple[str, ...], channels: int,
     )
 
 
+def _chexpert(suffix: str, classes: tuple[str, ...]) -> DatasetInfo:
+    """CheXpert-v1.0-small with one label set: the 5 competition labels, the 13 findings or all 14 observations
+    (the same files; the split declares the uncertain and blank policies and any view filter)."""
+    return DatasetInfo(
+        name=f"chexpert_small{suffix}",
+        task="multi-label",
+        classes=classes,
+        channels=1,
+        licence="Stanford University CheXpert Dataset Research Use Agreement",
+        source="https://stanfordmlgroup.github.io/competitions/chexpert/ (CheXpert-v1.0-small)",
+        kind="chexpert_csv",
+        layout={"root": "CheXpert-v1.0-small", "train_csv": "train.csv", "valid_csv": "valid.csv"},
+        has_patient_ids=True,
+        obtain="Obtain CheXpert-v1.0-small under the Stanford research use agreement and unzip it so that "
+        "'<data-dir>/CheXpert-v1.0-small/{train.csv,valid.csv,train/,valid/}' exist.",
+    )
+
+
 _ORIGINALS = [
     DatasetInfo(
         name="breakhis400x",
@@ -120,33 +139,22 @@ _ORIGINALS = [
     DatasetInfo(
         name="nih_chestxray14",
         task="multi-label",
-        classes=("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-                 "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
-                 "Hernia"),
+        classes=NIH_FINDINGS,
         channels=1,
         licence="CC0 1.0 (NIH Clinical Center; Wang et al., CVPR 2017)",
         source="https://nihcc.app.box.com/v/ChestXray-NIHCC",
         kind="nih_csv",
-        layout={"root": "NIH_ChestXray14", "csv": "Data_Entry_2017.csv",
+        layout={"root": "NIH_ChestXray14", "csv": ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv"),
                 "train_list": "train_val_list.txt", "test_list": "test_list.txt", "images": "images"},
         has_patient_ids=True,
         official_splits=True,
-        obtain="Download the NIH ChestX-ray14 release and place Data_Entry_2017.csv, train_val_list.txt, "
-        "test_list.txt and the unpacked images/ folder under '<data-dir>/NIH_ChestXray14/'.",
+        obtain="Download the NIH ChestX-ray14 release (or Kaggle's nih-chest-xrays/data) and place "
+        "Data_Entry_2017.csv (or Data_Entry_2017_v2020.csv), train_val_list.txt, test_list.txt and the images "
+        "(images/ or images_001/images/ ... images_012/images/) under '<data-dir>/NIH_ChestXray14/'. Without "
+        "the two lists every image of the CSV forms one split, 'all'.",
     ),
-    DatasetInfo(
-        name="chexpert_small",
-        task="multi-label",
-        classes=("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"),
-        channels=1,
-        licence="Stanford University CheXpert Dataset Research Use Agreement",
-        source="https://stanfordmlgroup.github.io/competitions/chexpert/ (CheXpert-v1.0-small)",
-        kind="chexpert_csv",
-        layout={"root": "CheXpert-v1.0-small", "train_csv": "train.csv", "valid_csv": "valid.csv"},
-        has_patient_ids=True,
-        obtain="Obtain CheXpert-v1.0-small under the Stanford research use agreement and unzip it so that "
-        "'<data-dir>/CheXpert-v1.0-small/{train.csv,valid.csv,train/,valid/}' exist.",
-    ),
+    *(_chexpert(suffix, classes) for suffix, classes in
+      (("", CHEXPERT_COMPETITION), ("_13", CHEXPERT_FINDINGS), ("_14", CHEXPERT_OBSERVATIONS))),
     *(_mimeta(f"organs_{view}", "organ classification", _ORGAN_CLASSES, 1, "LiTS") for view in
       ("axial", "coronal", "sagittal")),
     _mimeta("crc", "tissue class",

@@ -6,7 +6,6 @@ cache (keyed by the file list, sizes and mtimes), so nothing is decoded twice.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,20 +15,25 @@ import numpy as np
 from tqdm import tqdm
 
 from medssl_core.atomic import atomic_file
+from medssl_core.data import chest
 from medssl_core.data.locate import cache_dir, data_dirs
 from medssl_core.data.registry import DatasetInfo
 from medssl_core.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
-CHEXPERT_UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
 
 
 @dataclass
 class Loaded:
+    """What a reader returns: the fields of ``dataset.ArrayDataset`` it fills."""
+
     images: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
     patient_ids: dict[str, np.ndarray] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    views: dict[str, np.ndarray] = field(default_factory=dict)
+    source_index: dict[str, np.ndarray] = field(default_factory=dict)
+    label_codes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _root_name(info: DatasetInfo) -> str:
@@ -94,64 +98,80 @@ def _load_folders(info: DatasetInfo, root: Path, size: int) -> Loaded:
     return Loaded(images, labels, files={str(root): "folder"})
 
 
-def _read_csv(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise DataError(f"{path} is missing.")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise DataError(f"{path} is empty (no data rows); re-download it.")
-    return rows
-
-
 def _load_nih(info: DatasetInfo, root: Path, size: int) -> Loaded:
+    """NIH ChestX-ray14: the Data_Entry CSV, split into the official ``train_val``/``test`` lists when both are
+    there, else one split ``all`` in CSV order; images under ``images/`` or Kaggle's ``images_0NN/images/``."""
     lay = info.layout
-    rows = _read_csv(root / lay["csv"])
-    for col in ("Image Index", "Finding Labels", "Patient ID"):
-        if col not in rows[0]:
-            raise DataError(f"{root / lay['csv']} has no column {col!r}; is it Data_Entry_2017.csv?")
-    by_name = {r["Image Index"]: r for r in rows}
-    out = Loaded({}, {}, {}, {str(root / lay["csv"]): "csv"})
-    for split, list_file in (("train_val", lay["train_list"]), ("test", lay["test_list"])):
-        names = (root / list_file).read_text().split() if (root / list_file).is_file() else None
-        if not names:
-            raise DataError(f"{root / list_file} is missing or empty: it is the official {split} list.")
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            raise DataError(f"{root / list_file} names {len(missing)} images absent from the CSV, e.g. {missing[0]}.")
-        y = np.zeros((len(names), len(info.classes)), dtype=np.int64)
-        for i, n in enumerate(names):
-            for finding in by_name[n]["Finding Labels"].split("|"):
-                if finding in info.classes:
-                    y[i, info.classes.index(finding)] = 1
-        out.images[split] = read_images([root / lay["images"] / n for n in names], size, 1, f"nih/{split}")
-        out.labels[split] = y
-        out.patient_ids[split] = np.asarray([by_name[n]["Patient ID"] for n in names])
+    csv_path = chest.find_file(root, lay["csv"])
+    if csv_path is None:
+        raise DataError(f"{root} holds none of {list(lay['csv'])}: the ChestX-ray14 label file. {info.obtain}")
+    meta = chest.read_nih_metadata(csv_path, info.classes)
+    out = Loaded({}, {}, {}, {str(csv_path): "csv"})
+    paths = _nih_image_paths(root, lay["images"], meta.names, info)
+    for split, rows in _nih_splits(root, lay, meta.names).items():
+        out.images[split] = read_images([paths[r] for r in rows], size, 1, f"nih/{split}")
+        out.labels[split] = meta.labels[rows]
+        out.patient_ids[split] = meta.patient_ids[rows]
+        out.views[split] = meta.views[rows]
+        out.source_index[split] = rows
     return out
 
 
-def load_chexpert(info: DatasetInfo, root: Path, size: int, uncertain: str = "zeros") -> Loaded:
-    """CheXpert-small. ``uncertain`` (-1 labels): 'zeros' (U-Zeros), 'ones' (U-Ones) or 'ignore' (-1 kept;
-    metrics must mask it). Blank labels are negative, as in the CheXpert paper."""
-    if uncertain not in CHEXPERT_UNCERTAIN_POLICIES:
-        raise DataError(f"uncertain-label policy must be one of {CHEXPERT_UNCERTAIN_POLICIES}, not {uncertain!r}")
+def _nih_splits(root: Path, lay: dict, names: np.ndarray) -> dict[str, np.ndarray]:
+    """CSV rows per split: the official lists (in their order) when both exist, else every row as ``all``."""
+    lists = {"train_val": root / lay["train_list"], "test": root / lay["test_list"]}
+    present = {s: p for s, p in lists.items() if p.is_file()}
+    if not present:
+        return {"all": np.arange(len(names))}
+    if len(present) == 1:
+        missing = next(p for s, p in lists.items() if s not in present)
+        raise DataError(f"{missing} is missing while {next(iter(present.values()))} is there: the official split "
+                        "needs both lists (or neither, to use every image of the CSV).")
+    row_of = {n: i for i, n in enumerate(names)}
+    out = {}
+    for split, path in lists.items():
+        listed = path.read_text().split()
+        if not listed:
+            raise DataError(f"{path} is empty: it is the official {split} list; re-download it.")
+        absent = [n for n in listed if n not in row_of]
+        if absent:
+            raise DataError(f"{path} names {len(absent)} images absent from the CSV, e.g. {absent[0]}.")
+        out[split] = np.asarray([row_of[n] for n in listed], dtype=np.int64)
+    return out
+
+
+def _nih_image_paths(root: Path, images: str, names: np.ndarray, info: DatasetInfo) -> list[Path]:
+    """Each CSV image's file: ``images/<name>`` (NIH's box release), else Kaggle's ``images_0NN/images/<name>``."""
+    if (root / images).is_dir():
+        return [root / images / n for n in names]
+    found = {p.name: p for p in root.glob(f"{images}_*/{images}/*.png")}
+    if not found:
+        raise DataError(f"{root} has neither {images}/ nor {images}_001/{images}/ ... folders of PNGs. {info.obtain}")
+    absent = [n for n in names if n not in found]
+    if absent:
+        raise DataError(f"{len(absent)} images of the CSV are absent from {root}/{images}_*/{images}/, e.g. "
+                        f"{absent[0]}; the download is incomplete. {info.obtain}")
+    return [found[n] for n in names]
+
+
+def load_chexpert(info: DatasetInfo, root: Path, size: int, uncertain: str = "ignore",
+                  blank: str = "missing") -> Loaded:
+    """CheXpert-small: ``train`` and ``valid`` with their views, patient ids and raw label codes; ``labels``
+    under ``uncertain`` (-1: 'zeros', 'ones' or 'ignore' = MISSING) and ``blank`` ('negative' or 'missing')."""
     out = Loaded({}, {}, {}, {})
+    offset = 0
     for split, csv_name in (("train", info.layout["train_csv"]), ("valid", info.layout["valid_csv"])):
-        rows = _read_csv(root / csv_name)
-        missing = [c for c in ("Path", *info.classes) if c not in rows[0]]
-        if missing:
-            raise DataError(f"{root / csv_name} lacks columns {missing}; is it CheXpert's {csv_name}?")
-        y = np.zeros((len(rows), len(info.classes)), dtype=np.int64)
-        for i, r in enumerate(rows):
-            for j, c in enumerate(info.classes):
-                v = float(r[c]) if r[c] not in ("", None) else 0.0
-                y[i, j] = {1.0: 1, 0.0: 0, -1.0: {"zeros": 0, "ones": 1, "ignore": -1}[uncertain]}[v]
-        # Paths in the CSV start with 'CheXpert-v1.0-small/'; images live beside the CSV.
-        paths = [root.parent / r["Path"] for r in rows]
-        out.images[split] = read_images(paths, size, 1, f"chexpert/{split}")
-        out.labels[split] = y
-        out.patient_ids[split] = np.asarray([Path(r["Path"]).parts[2] for r in rows])
-        out.files[str(root / csv_name)] = "csv"
+        csv_path = chest.find_file(root, (csv_name,)) or root / csv_name
+        meta = chest.read_chexpert_metadata(csv_path, info.classes)
+        out.labels[split] = chest.apply_label_policy(meta.labels, uncertain, blank)  # a bad policy fails first
+        # Paths in the CSV start with 'CheXpert-v1.0-small/': the images live beside the CSV.
+        out.images[split] = read_images([root.parent / p for p in meta.names], size, 1, f"chexpert/{split}")
+        out.label_codes[split] = meta.labels
+        out.patient_ids[split] = meta.patient_ids
+        out.views[split] = meta.views
+        out.source_index[split] = offset + np.arange(len(meta))  # valid after train, as CheXpert numbers them
+        offset += len(meta)
+        out.files[str(csv_path)] = "csv"
     return out
 
 
@@ -172,6 +192,7 @@ def _load_mimeta(info: DatasetInfo, root: Path, size: int) -> Loaded:
         paths = [root / "images" / f"{i:06d}.tiff" for i in idx]
         out.images[split] = read_images(paths, size, info.channels, f"{info.name}/{split}")
         out.labels[split] = all_labels[idx]
+        out.source_index[split] = np.asarray(idx, dtype=np.int64)  # a whole-dataset split's order
     return out
 
 

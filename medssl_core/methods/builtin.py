@@ -1,0 +1,117 @@
+"""The SSL methods the studies use, each saying only what differs from :class:`Method`."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from medssl_core import losses
+from medssl_core.batch import Batch, View
+from medssl_core.methods.base import Method, StepOutput, register
+
+
+class _TwoViewEmbeddingLoss(Method):
+    """A loss of the two views' projections z0, z1."""
+
+    def training_step(self, views: list[View], batch: Batch) -> StepOutput:
+        z0, z1 = (self.embed(v.image)[1] for v in views)
+        return StepOutput(self.loss(z0, z1, **self.loss_kwargs))
+
+
+@register("simclr")
+class SimCLR(_TwoViewEmbeddingLoss):
+    loss = staticmethod(losses.nt_xent)
+
+
+@register("dcl")
+class DCL(_TwoViewEmbeddingLoss):
+    loss = staticmethod(losses.dcl)
+
+
+@register("dclw")
+class DCLW(_TwoViewEmbeddingLoss):
+    loss = staticmethod(losses.dclw)
+
+
+@register("barlow_twins")
+class BarlowTwins(_TwoViewEmbeddingLoss):
+    loss = staticmethod(losses.barlow_twins)
+
+
+@register("vicreg")
+class VICReg(Method):
+    loss = staticmethod(losses.vicreg)
+
+    def training_step(self, views: list[View], batch: Batch) -> StepOutput:
+        z0, z1 = (self.embed(v.image)[1] for v in views)
+        terms = losses.vicreg_terms(z0, z1, **self.loss_kwargs)
+        return StepOutput(sum(terms.values()), terms)
+
+
+@register("simsiam")
+class SimSiam(Method):
+    """Predictions p regress the other view's stop-gradient projection z (without a predictor, p = z)."""
+
+    loss = staticmethod(losses.simsiam)
+
+    def training_step(self, views: list[View], batch: Batch) -> StepOutput:
+        (_, z0, p0), (_, z1, p1) = (self.embed(v.image) for v in views)
+        return StepOutput(self.loss(p0, p1, z0, z1))
+
+
+class MomentumOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    momentum_base: float = Field(0.99, ge=0, le=1)  # BYOL: tau_base 0.99 (0.996 at batch 4096)
+    momentum_final: float = Field(1.0, ge=0, le=1)
+
+
+class MomentumMethod(Method):
+    """A student and an EMA teacher (backbone + projector) whose momentum follows BYOL's cosine schedule
+    tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, from ``momentum_base`` to ``momentum_final``."""
+
+    Options = MomentumOptions
+
+    def __init__(self, cfg, backbone, feature_dim: int):
+        super().__init__(cfg, backbone, feature_dim)
+        self.teacher_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
+        self.teacher_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.momentum = self.options.momentum_base
+
+    def student_parameters(self):
+        teacher = {id(p) for p in (*self.teacher_backbone.parameters(), *self.teacher_projector.parameters())}
+        return (p for p in self.parameters() if id(p) not in teacher)
+
+    @torch.no_grad()
+    def teacher_embed(self, x: Tensor) -> Tensor:
+        return self.teacher_projector(self.teacher_backbone(x))
+
+    @torch.no_grad()
+    def on_step_end(self, epoch: int, step: int) -> None:
+        o = self.options
+        k = self.progress(epoch, step)
+        self.momentum = o.momentum_final - (o.momentum_final - o.momentum_base) * (1 + math.cos(math.pi * k)) / 2
+        for student, teacher in ((self.backbone, self.teacher_backbone), (self.projector, self.teacher_projector)):
+            for ps, pt in zip(student.parameters(), teacher.parameters(), strict=True):
+                pt.lerp_(ps.detach(), 1 - self.momentum)
+            for bs, bt in zip(student.buffers(), teacher.buffers(), strict=True):
+                bt.copy_(bs)
+
+
+@register("byol")
+class BYOL(MomentumMethod):
+    """BYOL (Grill et al. 2020): the student's prediction of each view regresses the teacher's projection of
+    the other view."""
+
+    loss = staticmethod(losses.byol)
+
+    def training_step(self, views: list[View], batch: Batch) -> StepOutput:
+        p0, p1 = (self.embed(v.image)[2] for v in views)
+        t0, t1 = (self.teacher_embed(v.image) for v in views)
+        return StepOutput(self.loss(p0, p1, t0, t1))
+
+    def scheduled_values(self) -> dict[str, float]:
+        return {"momentum": self.momentum}
