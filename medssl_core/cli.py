@@ -12,6 +12,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from medssl_core.errors import ConfigError, MedsslError
+from medssl_core.store.labels import CELL_SOURCE_SQL, format_fraction, parse_decisions, variant_label
 
 
 def _csv_list(text: str | None) -> list[str] | None:
@@ -93,7 +94,6 @@ def cmd_replicate(args) -> int:
     from medssl_core.device import resolve_device
     from medssl_core.execute import execute, pending, reconcile
     from medssl_core.grid import expand
-    from medssl_core.paper import variant_label
     from medssl_core.runner import Context
     from medssl_core.stale import summarise
     from medssl_core.store import ResultsStore
@@ -159,16 +159,15 @@ def cmd_replicate(args) -> int:
 
 def print_summary(store, study, profile: str, run_ids: list[str]) -> None:
     """Test metrics of this plan's runs, one line per config id (never pooling settings)."""
-    from medssl_core.paper import format_fraction, parse_decisions, variant_label
 
     metrics = [study.main_metric] + [m for m in ("auc",) if m != study.main_metric]
     with store.reader() as con:
         rows = con.execute(
-            """SELECT dataset_used, method, protocol, fraction, decisions, metric, count(*), avg(value),
-                      stddev_samp(value)
+            f"""SELECT {CELL_SOURCE_SQL} AS used, method, protocol, fraction, decisions, metric, count(*),
+                       avg(value), stddev_samp(value)
                FROM run_metrics WHERE run_id IN (SELECT unnest(?)) AND split = 'test' AND metric IN (SELECT unnest(?))
-               GROUP BY config_id, dataset_used, method, protocol, fraction, decisions, metric
-               ORDER BY dataset_used, method, protocol, fraction, decisions, metric""",
+               GROUP BY config_id, used, method, protocol, fraction, decisions, metric
+               ORDER BY used, method, protocol, fraction, decisions, metric""",
             [run_ids, metrics]).fetchall()
     cells: dict[tuple, dict] = {}
     for used, method, protocol, fraction, decisions, metric, n, mean, std in rows:

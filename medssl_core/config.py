@@ -149,6 +149,11 @@ class SSLMethod(Strict):
         return self
 
 
+def input_channels(hp: dict) -> int:
+    """Channels the backbone sees: 3 under channel_mode 'rgb' (grey replicated, as `.convert('RGB')`)."""
+    return 3 if hp["channel_mode"] == "rgb" else hp["channels"]
+
+
 class Data(Strict):
     """What every run on a dataset shares: its geometry, labels and split."""
 
@@ -164,7 +169,7 @@ class Data(Strict):
 
     @property
     def input_channels(self) -> int:
-        return 3 if self.channel_mode == "rgb" else self.channels
+        return input_channels({"channel_mode": self.channel_mode, "channels": self.channels})
 
 
 class PretrainHP(Data):

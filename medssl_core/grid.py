@@ -3,7 +3,6 @@ make them runs. Pretraining runs are shared by every evaluation that uses them."
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -38,14 +37,15 @@ class Plan:
         return [s for s in self.specs if s.kind == "evaluate"]
 
 
-def variants(study: Study, wanted: tuple[str, ...]) -> list[dict[str, str]]:
+def variants(study: Study, wanted: tuple[str, ...]) -> list[tuple[str, dict[str, str]]]:
+    """(variant name, decision -> value) for each variant asked; 'each' gives one per decision."""
     names = [d.name for d in study.decisions]
     out = []
     for v in wanted:
         if v in (AS_PUBLISHED, CORRECTED):
-            out.append(dict.fromkeys(names, v))
+            out.append((v, dict.fromkeys(names, v)))
         elif v == "each":
-            out += [{n: (CORRECTED if n == flip else AS_PUBLISHED) for n in names} for flip in names]
+            out += [(v, {n: (CORRECTED if n == flip else AS_PUBLISHED) for n in names}) for flip in names]
         else:
             raise ConfigError(f"unknown variant {v!r}; use as_published, corrected or each")
     return out
@@ -77,6 +77,7 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
            device: torch.device | None = None, every_source: bool = False, fingerprint_data: bool = True) -> Plan:
     """The runs a study asks for under a profile.
 
+    ``datasets``: the evaluated datasets to plan (their pretraining datasets are planned with them).
     ``every_source``: plan each dataset with every source it may use (stand-ins too) whether present or not,
     and ``fingerprint_data=False`` leaves the data version out: what `medssl paper` needs to recognise the
     runs of the study as declared now without the data at hand.
@@ -84,23 +85,25 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
     check_decisions(study)
     profile = study.profile(profile_name)
     plan = Plan(study.name, profile.name)
-    seeds = tuple(seeds) if seeds is not None else profile.seeds
+    seeds = tuple(seeds) if seeds is not None else None  # None: the profile's, per variant
     method_names = methods or profile.methods or tuple(m.name for m in study.methods)
     protocol_names = protocols or profile.protocols or tuple(p.name for p in study.protocols)
     for name in method_names:
         study.method(name)  # validates
     for name in protocol_names:
         study.protocol(name)
+    evaluated = [d for d in study.datasets if d.evaluated]
     if datasets is not None:
-        unknown = set(datasets) - {d.key for d in study.datasets}
+        unknown = set(datasets) - {d.key for d in evaluated}
         if unknown:
-            raise ConfigError(f"{study.name} has no dataset {sorted(unknown)}; it uses "
-                              f"{[d.key for d in study.datasets]}")
+            raise ConfigError(f"{study.name} evaluates no dataset {sorted(unknown)}; it evaluates "
+                              f"{[d.key for d in evaluated]}")
+        evaluated = [d for d in evaluated if d.key in datasets]
+    needed = {d.key for d in evaluated} | {key for d in evaluated for key in d.pretrainings()}
     bf16 = use_bf16(device or torch.device("cpu"), "auto")
-    chosen = variants(study, tuple(variant_names or profile.variants))
-    seen: set[str] = set()
+    targets: dict[str, list[_Target]] = {}
     for ds in study.datasets:
-        if datasets is not None and ds.key not in datasets:
+        if ds.key not in needed:
             continue
         if every_source:
             sources = [s for s in ds.sources if s in profile.image_size]
@@ -114,15 +117,37 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
             sources = [source]
             if source != ds.sources[0]:
                 plan.stand_ins[ds.key] = source
-        for source in sources:
-            _expand_dataset(plan, seen, study, profile, ds, source, method_names, protocol_names, seeds, chosen,
-                            overrides or {}, bf16, data_dir, allow_download, fingerprint_data)
+        targets[ds.key] = [_target(study, profile, ds, source, bf16, data_dir, allow_download, fingerprint_data)
+                           for source in sources]
+    chosen = variants(study, tuple(variant_names or profile.variants))
+    runs = [(seed, choice) for variant, choice in chosen for seed in (seeds or profile.seeds_of(variant))]
+    runs.sort(key=lambda run: run[0])  # seed-major: a cut-off grid has whole seeds
+    seen: set[str] = set()
+    for ds in evaluated:
+        for target in targets.get(ds.key, []):
+            for pre_key in ds.pretrainings():
+                pre_targets = [target] if pre_key == ds.key else targets.get(pre_key, [])
+                if not pre_targets:
+                    plan.skipped.append((f"dataset {ds.key} pretrained on {pre_key}",
+                                         f"the data of {pre_key} is missing (see above)"))
+                for pre_target in pre_targets:
+                    _expand_pair(plan, seen, study, profile, target, pre_target, method_names, protocol_names,
+                                 runs, overrides or {})
     return plan
 
 
-def _expand_dataset(plan, seen, study: Study, profile: Profile, ds: StudyDataset, source: str, method_names,
-                    protocol_names, seeds, chosen, extra: dict, bf16: bool, data_dir, allow_download: bool,
-                    fingerprint_data: bool) -> None:
+@dataclass
+class _Target:
+    """A study dataset read from one source: the settings every run on it shares."""
+    ds: StudyDataset
+    source: str
+    base: dict  # pretraining defaults + profile + dataset settings
+    official: bool
+    data: str | None  # data version
+
+
+def _target(study: Study, profile: Profile, ds: StudyDataset, source: str, bf16: bool, data_dir,
+            allow_download: bool, fingerprint_data: bool) -> _Target:
     info = get_dataset(source)
     size = profile.image_size[source]
     source_size = profile.source_size.get(source)
@@ -138,22 +163,32 @@ def _expand_dataset(plan, seen, study: Study, profile: Profile, ds: StudyDataset
     base = deep_merge(deep_merge(study.pretrain_defaults, profile.overrides.get("pretrain", {})), common)
     if base.get("amp", "auto") == "auto":
         base["amp"] = "bf16" if bf16 else "off"
+    return _Target(ds, source, base, official, data)
+
+
+def _expand_pair(plan, seen, study: Study, profile: Profile, target: _Target, pre_target: _Target, method_names,
+                 protocol_names, runs, extra: dict) -> None:
+    """Runs evaluated on ``target`` whose encoders were pretrained on ``pre_target`` (the same one in-domain)."""
+    arch = target.base["backbone"]["arch"]
     for method_name in method_names:
         method = study.method(method_name)
-        if method.init == "imagenet" and imagenet_weights_path(base["backbone"]["arch"]) is None:
-            plan.skipped.append((f"{ds.key}/{method.name}", imagenet_missing_message(base["backbone"]["arch"])))
+        if method.pretrain is None and pre_target is not target:
+            continue  # nothing pretrained: only the in-domain pairing has its runs
+        if method.init == "imagenet" and imagenet_weights_path(arch) is None:
+            plan.skipped.append((f"{target.ds.key}/{method.name}", imagenet_missing_message(arch)))
             continue
-        method_base = deep_merge(base, {"backbone": {"init": method.init}})
-        builder = _Builder(study, profile, ds.key, source, method, official, extra, data)
-        for seed, choice in itertools.product(seeds, chosen):
-            pre = builder.pretrain(method_base, seed, choice)
+        init = {"backbone": {"init": method.init}}
+        builder = _Builder(study, profile, target, method, extra)
+        pre_builder = builder if pre_target is target else _Builder(study, profile, pre_target, method, extra)
+        for seed, choice in runs:
+            pre = pre_builder.pretrain(deep_merge(pre_target.base, init), seed, choice)
             if pre is not None and pre.run_id not in seen:
                 seen.add(pre.run_id)
                 plan.specs.append(pre)
             for protocol_name in protocol_names:
                 protocol = study.protocol(protocol_name)
                 if protocol.methods is None or method.name in protocol.methods:
-                    for spec in builder.evaluate(method_base, protocol, pre, seed, choice):
+                    for spec in builder.evaluate(deep_merge(target.base, init), protocol, pre, seed, choice):
                         if spec.run_id not in seen:
                             seen.add(spec.run_id)
                             plan.specs.append(spec)
@@ -163,15 +198,12 @@ def _expand_dataset(plan, seen, study: Study, profile: Profile, ds: StudyDataset
 class _Builder:
     study: Study
     profile: Profile
-    ds_key: str
-    source: str
+    target: _Target
     method: object
-    official: bool
     extra: dict
-    data: str | None
 
     def _applies(self, d: Decision, protocol: str | None) -> bool:
-        return d.name not in self.profile.moot_decisions and d.applies(self.method.name, protocol, self.official)
+        return d.name not in self.profile.moot_decisions and d.applies(self.method.name, protocol, self.target.official)
 
     def _decisions(self, choice: dict, protocol=None) -> dict[str, str]:
         out = {d.name: choice[d.name] for d in self.study.decisions
@@ -183,7 +215,7 @@ class _Builder:
         return out
 
     def _where(self, what: str) -> str:
-        return f"{self.study.name} [{self.profile.name}] {what} of {self.method.name} on {self.ds_key}"
+        return f"{self.study.name} [{self.profile.name}] {what} of {self.method.name} on {self.target.ds.key}"
 
     def _finish(self, model, hp: dict, decisions: dict[str, str], stages: tuple[str, ...], where: str) -> dict:
         hp = config.validate(model, hp, where)
@@ -202,8 +234,8 @@ class _Builder:
                         self.extra.get("pretrain", {}))
         hp["split"] = {**hp["split"], "script": self.study.pretrain_script}
         hp = self._finish(config.PretrainHP, hp, decisions, ("data", "pretrain"), self._where("pretraining"))
-        return RunSpec(self.study.name, "pretrain", self.ds_key, self.source, self.method.name, seed,
-                       self.profile.name, hp, decisions, code=code_fingerprint("pretrain"), data=self.data)
+        return RunSpec(self.study.name, "pretrain", self.target.ds.key, self.target.source, self.method.name, seed,
+                       self.profile.name, hp, decisions, code=code_fingerprint("pretrain"), data=self.target.data)
 
     def evaluate(self, base: dict, protocol, pre: RunSpec | None, seed: int, choice: dict) -> list[RunSpec]:
         decisions = self._decisions(choice, protocol.name)
@@ -220,7 +252,23 @@ class _Builder:
         hp["split"] = {**hp["split"], "script": protocol.script or protocol.name}
         hp = self._finish(config.EvaluateHP, hp, decisions, ("data", "evaluate"),
                           self._where(f"evaluation {protocol.name!r}"))
-        return [RunSpec(self.study.name, "evaluate", self.ds_key, self.source, self.method.name, seed,
+        if pre is not None:
+            check_transferable(pre, hp, self._where(f"evaluation {protocol.name!r}"))
+        return [RunSpec(self.study.name, "evaluate", self.target.ds.key, self.target.source, self.method.name, seed,
                         self.profile.name, hp, decisions, protocol.name, fraction, pre,
-                        code=code_fingerprint("evaluate"), data=self.data)
+                        code=code_fingerprint("evaluate"), data=self.target.data)
                 for fraction in self.profile.fractions]
+
+
+def check_transferable(pre: RunSpec, hp: dict, where: str) -> None:
+    """An encoder loads into the evaluation's backbone only if both are the same network on as many channels."""
+    pre_hp = pre.hparams
+    differences = [f"{key}: {pre_hp['backbone'][key]!r} vs {hp['backbone'][key]!r}"
+                   for key in ("arch", "small_stem") if pre_hp["backbone"][key] != hp["backbone"][key]]
+    channels = [config.input_channels(h) for h in (pre_hp, hp)]
+    if channels[0] != channels[1]:
+        differences.append(f"input channels: {channels[0]} vs {channels[1]}")
+    if differences:
+        raise ConfigError(f"{where}: the encoder pretrained on {pre.dataset} does not fit this evaluation's "
+                          f"backbone ({'; '.join(differences)}); declare the same backbone and channel_mode "
+                          "for both datasets.")

@@ -31,7 +31,7 @@ NOT_NUMERIC = ("__init__.py", "atomic.py", "augment_show.py", "cli.py", "config.
                "grid.py", "identity.py", "paper.py", "pipelines.py", "provenance.py", "runspec.py", "selection.py",
                "stale.py", "study.py",
                "torchvision_compat.py", "data/__init__.py", "data/download.py", "data/locate.py",
-               "data/medmnist_info.py", "data/registry.py", "store/__init__.py", "store/records.py",
+               "data/medmnist_info.py", "data/registry.py", "store/__init__.py", "store/labels.py", "store/records.py",
                "store/schema.py", "store/store.py")
 
 

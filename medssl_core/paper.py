@@ -20,33 +20,11 @@ from medssl_core.errors import DataError, StoreError
 from medssl_core.runspec import RunSpec
 from medssl_core.selection import select
 from medssl_core.stale import summarise
+from medssl_core.store.labels import CELL_SOURCE_SQL, format_fraction, in_variant, parse_decisions
 from medssl_core.store.store import connect
 from medssl_core.study import AS_PUBLISHED, CORRECTED, Study
 
 VARIANT_TITLES = {AS_PUBLISHED: "as published (the study's code)", CORRECTED: "with every decision corrected"}
-
-
-def parse_decisions(text: str | None) -> dict[str, str]:
-    return dict(item.split("=", 1) for item in (text or "").split(",") if item)
-
-
-def in_variant(decisions: dict[str, str], variant: str) -> bool:
-    return all(v == variant for v in decisions.values())
-
-
-def variant_label(decisions: dict[str, str]) -> str:
-    if not decisions:
-        return "-"
-    if in_variant(decisions, AS_PUBLISHED):
-        return "as published"
-    if in_variant(decisions, CORRECTED):
-        return "corrected"
-    return "corrected: " + ", ".join(k for k, v in sorted(decisions.items()) if v == CORRECTED)
-
-
-def format_fraction(fraction: float | None) -> str:
-    """Label fractions exactly: 0.5 %, 1 %, 12.5 %, 100 %."""
-    return f"{(1.0 if fraction is None else fraction) * 100:g} %"
 
 
 def load_rows(study: Study, db: Path, accepted: dict[str, str]) -> list[dict]:
@@ -54,8 +32,8 @@ def load_rows(study: Study, db: Path, accepted: dict[str, str]) -> list[dict]:
     con = connect(db, read_only=True, wait_s=30)
     try:
         cur = con.execute(
-            """SELECT run_id, config_id, dataset, dataset_used, method, protocol, fraction, seed, profile,
-                      decisions, split, metric, value FROM run_metrics
+            f"""SELECT run_id, config_id, dataset, {CELL_SOURCE_SQL} AS dataset_used, method, protocol, fraction,
+                      seed, profile, decisions, split, metric, value FROM run_metrics
                WHERE study = ? AND kind = 'evaluate' AND run_id IN (SELECT unnest(?))""",
             [study.name, sorted(accepted)])
         cols = [d[0] for d in cur.description]

@@ -47,6 +47,13 @@ class StudyDataset:
     sources: tuple[str, ...]  # registry names; the first one present is used (later ones are stand-ins)
     split: dict  # a config.Split: {'scheme': one of data/split_schemes.py's registry, its fields...}
     hparams: dict = field(default_factory=dict)  # merged into every run on it, e.g. its normalisation
+    # keys of the study's datasets whose pretrainings are evaluated on this one (an axis: its own key for
+    # in-domain, another's for transfer); None: its own only
+    pretrained_on: tuple[str, ...] | None = None
+    evaluated: bool = True  # False: a pretraining set only (e.g. several sources merged)
+
+    def pretrainings(self) -> tuple[str, ...]:
+        return self.pretrained_on if self.pretrained_on is not None else (self.key,)
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,17 @@ class Profile:
     # side the images are held at when it differs from image_size: crops are cut there, then resized
     source_size: dict[str, int] = field(default_factory=dict)
     moot_decisions: tuple[str, ...] = ()  # decisions this profile overrides itself: neither applied nor recorded
+    # seeds of a variant when they differ from ``seeds`` (a cheaper profile may run the as-published one once)
+    variant_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = set(self.variant_seeds) - set(self.variants)
+        if unknown:
+            raise ConfigError(f"profile {self.name!r}: variant_seeds names {sorted(unknown)}, which are not among "
+                              f"its variants {list(self.variants)}")
+
+    def seeds_of(self, variant: str) -> tuple[int, ...]:
+        return self.variant_seeds.get(variant, self.seeds)
 
 
 @dataclass(frozen=True)
@@ -123,6 +141,11 @@ class Study:
                 raise ConfigError(f"study {self.name} declares the {what}(s) {dupes} more than once")
         methods, protocols = {m.name for m in self.methods}, {p.name for p in self.protocols}
         decisions = {d.name for d in self.decisions}
+        keys = {d.key for d in self.datasets}
+        for ds in self.datasets:
+            _known(self.name, f"dataset {ds.key!r}", "pretraining dataset", ds.pretrainings(), keys)
+        if not any(ds.evaluated for ds in self.datasets):
+            raise ConfigError(f"study {self.name}: no dataset is evaluated (every one says evaluated=False)")
         for d in self.decisions:
             if d.stage not in ("data", "pretrain", "evaluate"):
                 raise ConfigError(f"{self.name} decision {d.name!r}: stage must be data, pretrain or evaluate")
@@ -140,6 +163,12 @@ class Study:
             if p.name == name:
                 return p
         raise ConfigError(f"{self.name} has no profile {name!r}; choose from {[p.name for p in self.profiles]}.")
+
+    def dataset(self, key: str) -> StudyDataset:
+        for d in self.datasets:
+            if d.key == key:
+                return d
+        raise ConfigError(f"{self.name} has no dataset {key!r}; it uses {[d.key for d in self.datasets]}")
 
     def method(self, name: str) -> Method:
         return _pick(self.methods, name, f"{self.name} method")
@@ -212,7 +241,8 @@ def describe(study: Study) -> str:
         lines.append(f"  {'':18s} {d.description}")
     lines += ["", "Profiles:"]
     for p in study.profiles:
-        lines.append(f"  {p.name:8s} {p.description}; seeds {list(p.seeds)}, variants {list(p.variants)}, "
+        seeds = ", ".join(f"{v} {list(p.seeds_of(v))}" for v in p.variants) if p.variant_seeds else list(p.seeds)
+        lines.append(f"  {p.name:8s} {p.description}; seeds {seeds}, variants {list(p.variants)}, "
                      f"fractions {list(p.fractions)}" + (", needs a GPU" if p.needs_gpu else "")
                      + (f"; moot decisions {list(p.moot_decisions)}" if p.moot_decisions else ""))
     lines += ["", "Reported numbers:"]

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from medssl_core.cli import main
+from medssl_core.errors import ConfigError
 from medssl_core.execute import execute
 from medssl_core.grid import expand
 from medssl_core.paper import generate
@@ -48,6 +49,18 @@ def test_declaration_matches_the_code_facts(medmnist_dir):
     assert any("imagenet" in what for what, _ in plan.skipped)
 
 
+def test_quick_profile_runs_the_as_published_variant_once(medmnist_dir):
+    plan = expand(STUDY, "quick", data_dir=medmnist_dir)
+    seeds = {(s.method, s.seed, s.decisions["crop_scale"]) for s in plan.pretrain}
+    assert len(plan.pretrain) == 4 * 3 and len(seeds) == 12
+    assert {seed for _, seed, v in seeds if v == "as_published"} == {0}
+    assert {seed for _, seed, v in seeds if v == "corrected"} == {0, 1}
+    # asked seeds replace the profile's for every variant
+    assert len(expand(STUDY, "quick", data_dir=medmnist_dir, seeds=[3, 4]).pretrain) == 4 * 2 * 2
+    with pytest.raises(ConfigError, match="variant_seeds names \\['each'\\]"):
+        replace(STUDY.profile("quick"), variant_seeds={"each": (0,)})
+
+
 def reduced_study(epochs: int = 2):
     """The quick profile, smaller still (a declared profile, so `paper` recognises its runs)."""
     quick = STUDY.profile("quick")
@@ -55,7 +68,7 @@ def reduced_study(epochs: int = 2):
         "epochs": epochs, "monitor_every": 1}}, "protocols": {"mlp_head": {"protocol": {"fit": {"epochs": 1}}},
                                                                "linear": {"protocol": {"fit": {"epochs": 20}}}}})
     ci = replace(quick, name="ci", overrides=overrides, methods=("simclr", "random_init"),
-                 protocols=("knn", "mlp_head", "linear"))
+                 protocols=("knn", "mlp_head", "linear"), variant_seeds={})
     return replace(STUDY, profiles=(*STUDY.profiles, ci))
 
 

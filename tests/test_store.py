@@ -142,3 +142,15 @@ def test_transaction_rolls_back_on_a_bad_row(tmp_path):
         store.record(bad)
     assert run_sql(store.db_path, "SELECT count(*) FROM runs WHERE run_id = 'id1'")[1] == [(0,)]
     assert run_sql(store.db_path, "SELECT count(*) FROM curves WHERE run_id = 'id1'")[1] == [(0,)]
+
+
+def test_readers_upgrade_a_database_written_by_an_older_medssl(tmp_path):
+    store = ResultsStore(tmp_path / "r.duckdb")
+    store.record(record("id0", 0, 0.8))
+    con = duckdb.connect(str(store.db_path))
+    con.execute("DROP VIEW reported_vs_reproduced; DROP VIEW metric_summary; DROP VIEW run_metrics")
+    con.execute("ALTER TABLE runs DROP COLUMN pretrain_dataset")  # as the release before transfer runs wrote it
+    con.execute("CREATE VIEW run_metrics AS SELECT r.run_id, m.value FROM runs r JOIN metrics m USING (run_id)")
+    con.close()
+    _cols, rows = run_sql(store.db_path, "SELECT run_id, pretrain_dataset, value FROM run_metrics WHERE split = 'test'")
+    assert rows == [("id0", None, 0.8)]

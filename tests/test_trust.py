@@ -13,8 +13,9 @@ from medssl_core import identity
 from medssl_core.cli import main
 from medssl_core.errors import ConfigError
 from medssl_core.grid import expand
-from medssl_core.paper import format_fraction, generate
+from medssl_core.paper import generate
 from medssl_core.store import run_sql
+from medssl_core.store.labels import format_fraction
 from medssl_core.study import Decision, get_study
 
 DEMO = get_study("demo")

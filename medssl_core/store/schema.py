@@ -5,7 +5,7 @@ TABLES = {
         run_id VARCHAR PRIMARY KEY, config_id VARCHAR, kind VARCHAR NOT NULL, study VARCHAR NOT NULL,
         dataset VARCHAR, dataset_used VARCHAR, method VARCHAR, protocol VARCHAR, fraction DOUBLE, seed INTEGER,
         profile VARCHAR, decisions VARCHAR, parent_run_id VARCHAR, code_version VARCHAR, data_version VARCHAR,
-        status VARCHAR NOT NULL, error VARCHAR,
+        pretrain_dataset VARCHAR, status VARCHAR NOT NULL, error VARCHAR,
         started_at TIMESTAMP, finished_at TIMESTAMP, wall_s DOUBLE, peak_mem_mb DOUBLE, device VARCHAR,
         spec_json VARCHAR NOT NULL""",
     "params": "run_id VARCHAR NOT NULL, kind VARCHAR NOT NULL, name VARCHAR NOT NULL, value VARCHAR",
@@ -24,22 +24,23 @@ TABLES = {
 }
 
 # Columns added since the first release: added in place to an older database.
-ADDED_COLUMNS = {"runs": ("config_id VARCHAR", "code_version VARCHAR", "data_version VARCHAR")}
+ADDED_COLUMNS = {"runs": ("config_id VARCHAR", "code_version VARCHAR", "data_version VARCHAR",
+                         "pretrain_dataset VARCHAR")}
 
 RUN_TABLES = ("runs", "params", "metrics", "curves", "environment", "artifacts")
 
 VIEWS = {
     # One row per (finished run, metric): the table most queries start from.
     "run_metrics": """
-        SELECT r.run_id, r.config_id, r.kind, r.study, r.dataset, r.dataset_used, r.method, r.protocol,
-               r.fraction, r.seed, r.profile, r.decisions, r.code_version, r.data_version, m.split,
+        SELECT r.run_id, r.config_id, r.kind, r.study, r.dataset, r.dataset_used, r.pretrain_dataset, r.method,
+               r.protocol, r.fraction, r.seed, r.profile, r.decisions, r.code_version, r.data_version, m.split,
                m.name AS metric, m.value
         FROM runs r JOIN metrics m USING (run_id) WHERE r.status = 'ok'""",
     # Mean and spread over the seeds of one config id (same settings, code and data), with the run ids behind
     # every number; the other columns are determined by the config id and shown for reading.
     "metric_summary": """
-        SELECT config_id, study, dataset, dataset_used, method, protocol, fraction, profile, decisions,
-               code_version, data_version, split, metric, count(*) AS n, avg(value) AS mean,
+        SELECT config_id, study, dataset, dataset_used, pretrain_dataset, method, protocol, fraction, profile,
+               decisions, code_version, data_version, split, metric, count(*) AS n, avg(value) AS mean,
                stddev_samp(value) AS std, list(seed ORDER BY seed) AS seeds, list(run_id ORDER BY run_id) AS run_ids
         FROM run_metrics WHERE config_id IS NOT NULL GROUP BY ALL""",
     "reported_vs_reproduced": """

@@ -20,7 +20,7 @@ import duckdb
 
 from medssl_core.errors import StoreError
 from medssl_core.store.records import RunRecord, load_records, save_record
-from medssl_core.store.schema import RUN_TABLES, TABLES, create_statements
+from medssl_core.store.schema import ADDED_COLUMNS, RUN_TABLES, TABLES, create_statements
 
 DEFAULT_DB = Path("results/medssl.duckdb")
 
@@ -38,6 +38,27 @@ def connect(db_path: Path, *, read_only: bool = False, wait_s: float = 0.0) -> d
     db_path = Path(db_path)
     if read_only and not db_path.exists():
         raise StoreError(f"No results database at {db_path}. Run `medssl replicate STUDY` first, or pass --db.")
+    con = _connect(db_path, read_only, wait_s)
+    if read_only and not _schema_is_current(con):  # a database written by an older medssl: upgrade it once
+        con.close()
+        with _connect(db_path, False, wait_s) as writer:
+            for stmt in create_statements():
+                writer.execute(stmt)
+        con = _connect(db_path, True, wait_s)
+    return con
+
+
+def _schema_is_current(con: duckdb.DuckDBPyConnection) -> bool:
+    """Every column added since the first release is there (views are recreated with them)."""
+    for table, columns in ADDED_COLUMNS.items():
+        have = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                                          [table]).fetchall()}
+        if have and not {c.split()[0] for c in columns} <= have:
+            return False
+    return True
+
+
+def _connect(db_path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + wait_s
     delay = 0.05
     while True:
