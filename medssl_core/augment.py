@@ -45,6 +45,9 @@ class AugmentConfig:
     noise_std: float = 0.0
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
+    # a resize without a crop: 'bilinear' (antialiased) or 'nearest' (PIL NEAREST, as the MedMNIST baselines
+    # enlarge 28 px images to 224); crops are always resampled bilinearly
+    resize_mode: str = "bilinear"
 
     @classmethod
     def from_dict(cls, d: dict) -> AugmentConfig:
@@ -256,6 +259,8 @@ class BatchAugment:
                 keep = ~_bernoulli(n, cfg.crop_p, g)
                 boxes[keep] = torch.tensor([0.0, 0.0, height, width], dtype=boxes.dtype)
             x = resized_crop(x, boxes, size)
+        elif (size != height or size != width) and cfg.resize_mode == "nearest":
+            x = F.interpolate(x, size=(size, size), mode="nearest")
         elif size != height or size != width:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         if cfg.hflip > 0:

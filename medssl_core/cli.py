@@ -12,7 +12,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from medssl_core.errors import ConfigError, MedsslError
-from medssl_core.store.labels import CELL_SOURCE_SQL, format_fraction, parse_decisions, variant_label
+from medssl_core.store.labels import CELL_SOURCE_SQL, format_fraction, parse_decisions, secondary_metric, variant_label
 
 
 def _csv_list(text: str | None) -> list[str] | None:
@@ -94,7 +94,7 @@ def cmd_replicate(args) -> int:
     from medssl_core.device import resolve_device
     from medssl_core.execute import execute, pending, reconcile
     from medssl_core.grid import expand
-    from medssl_core.runner import Context
+    from medssl_core.run_context import Context
     from medssl_core.stale import summarise
     from medssl_core.store import ResultsStore
     from medssl_core.study import get_study
@@ -121,6 +121,7 @@ def cmd_replicate(args) -> int:
     recorded = store.recorded(study.name)
     fix = reconcile(plan, recorded, reuse_stale=args.reuse_stale)
     todo = pending(plan, {rid: status for rid, status, _ in recorded}, args.retry_failed)
+    print(f"{study.name} [{profile}]: {study.profile(profile).description}.", file=sys.stderr)
     print(f"{study.name} [{profile}] on {device}: {len(plan.pretrain)} pretraining + {len(plan.evaluate)} "
           f"evaluation runs planned, {len(todo)} to run; database {args.db}", file=sys.stderr)
     if fix.stale:
@@ -160,7 +161,7 @@ def cmd_replicate(args) -> int:
 def print_summary(store, study, profile: str, run_ids: list[str]) -> None:
     """Test metrics of this plan's runs, one line per config id (never pooling settings)."""
 
-    metrics = [study.main_metric] + [m for m in ("auc",) if m != study.main_metric]
+    metrics = [study.main_metric, secondary_metric(study.main_metric)]
     with store.reader() as con:
         rows = con.execute(
             f"""SELECT {CELL_SOURCE_SQL} AS used, method, protocol, fraction, decisions, metric, count(*),

@@ -28,8 +28,8 @@ class Backbone(Strict):
     init: Literal["random", "imagenet"] = "random"
 
 
-class Augment(Strict):
-    """The fields of augment.AugmentConfig but the output size (the run's image_size)."""
+class AugmentOps(Strict):
+    """The operations of augment.AugmentConfig (no output size: the run's image_size; no normalisation)."""
 
     crop_scale: tuple[float, float] | None = None
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -48,13 +48,22 @@ class Augment(Strict):
     solarize_threshold: float = 0.5
     noise_p: float = 0.0
     noise_std: float = 0.0
+    resize_mode: Literal["bilinear", "nearest"] = "bilinear"  # a resize without a crop (augment.AugmentConfig)
+
+
+class Augment(AugmentOps):
+    """A pretraining's augmentation: its operations and the normalisation after them."""
+
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
 
 
 class Normalize(Strict):
+    """An evaluation's input: the resize to image_size (when the source differs) and the normalisation."""
+
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    resize_mode: Literal["bilinear", "nearest"] = "bilinear"
 
 
 class Optimizer(Strict):
@@ -68,11 +77,16 @@ class Optimizer(Strict):
 
 
 class Schedule(Strict):
-    name: Literal["none", "step", "cosine", "warmup_cosine"] = "none"
+    name: Literal["none", "step", "multistep", "cosine", "warmup_cosine", "onecycle"] = "none"
     step_size: int = 1
     gamma: float = 0.1
     start_epoch: int = -1  # step: the scheduler steps only after 0-based epochs > start_epoch
     warmup_epochs: int = 0
+    milestones: tuple[int, ...] = ()  # multistep: lr x gamma from each of these (0-based) epochs on
+    # onecycle (torch's OneCycleLR, per step, cosine): the optimiser's lr is the peak
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
 
 
 class Split(Strict):
@@ -117,6 +131,9 @@ class Train(Strict):
     knn_k: int = 200
     knn_metric: Literal["euclidean", "cosine"] = "euclidean"
     monitor_every: int = 1  # epochs between kNN evaluations on val (0: never)
+    # training images in the monitor's kNN bank (a fixed random subset; None: all): where extracting the whole
+    # training set at every monitored epoch would cost more than the epoch itself (NIH, CheXpert)
+    monitor_bank: int | None = Field(default=None, ge=1)
 
 
 class SSLMethod(Strict):
@@ -190,6 +207,7 @@ class Head(Strict):
     type: Literal["linear", "mlp"] = "linear"
     hidden: tuple[int, ...] = (512,)
     activation: Literal["relu", "leaky_relu", "gelu"] = "relu"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # before the last linear layer (ChestX: Dropout 0.5)
 
 
 class FitLoss(Strict):
@@ -214,7 +232,7 @@ class FitLoss(Strict):
         return v
 
 
-_MULTI_LABEL_SELECT = ("auc", "f1")  # what multi-label metrics offer; accuracy is no headline there
+_MULTI_LABEL_SELECT = ("auc", "f1", "loss")  # what multi-label metrics offer; accuracy is no headline there
 
 
 class Fit(Strict):
@@ -224,8 +242,13 @@ class Fit(Strict):
     schedule: Schedule = Schedule()
     reload_best_each_epoch: bool = False  # SmallDataSSL: every epoch starts from the best weights so far
     # unset: the task's headline (auc for multi-label, accuracy otherwise), which EvaluateHP writes into the spec
-    select_metric: Literal["accuracy", "auc", "balanced_accuracy", "f1"] | None = None
+    # 'loss': the lowest validation loss (MIMeta's ModelCheckpoint on val_loss)
+    select_metric: Literal["accuracy", "auc", "balanced_accuracy", "f1", "loss"] | None = None
     loss: FitLoss = FitLoss()
+    augment: AugmentOps | None = None  # train-time augmentation of the training images; None: none
+    freeze_backbone_epochs: int = Field(default=0, ge=0)  # a trained backbone stays frozen for these first epochs
+    early_stopping: int | None = Field(default=None, ge=1)  # stop after this many epochs without a better val
+    save_weights: bool = False  # keep the selected model (backbone + head) as the run's artifact 'finetuned.pt'
 
 
 class FitProtocol(Strict):
@@ -234,6 +257,16 @@ class FitProtocol(Strict):
     train_backbone: bool = False
     backbone_bn_train: bool = False  # frozen backbone's BatchNorm in train mode (SmallDataSSL's linear.py)
     fit: Fit
+
+    @model_validator(mode="after")
+    def _freezing_needs_training(self):
+        if self.fit.freeze_backbone_epochs and not self.train_backbone:
+            raise ValueError("fit.freeze_backbone_epochs unfreezes the backbone after that many epochs, but "
+                             "train_backbone is false: set train_backbone: true, or drop freeze_backbone_epochs.")
+        if self.fit.freeze_backbone_epochs >= self.fit.epochs:
+            raise ValueError(f"fit.freeze_backbone_epochs ({self.fit.freeze_backbone_epochs}) must be below "
+                             f"fit.epochs ({self.fit.epochs}), or the backbone never trains.")
+        return self
 
 
 class EvaluateHP(Data):

@@ -42,6 +42,11 @@ class Classifier(nn.Module):
             self.backbone.train(mode and self.backbone_bn_train)
         return self
 
+    def freeze_backbone(self, frozen: bool) -> None:
+        """Freeze (no gradient, BatchNorm as for a frozen backbone) or unfreeze a backbone that trains."""
+        self.train_backbone = not frozen
+        self.backbone.requires_grad_(not frozen)
+
     def forward(self, x: Tensor) -> Tensor:
         if self.backbone is not None:
             with torch.set_grad_enabled(self.train_backbone and torch.is_grad_enabled()):
@@ -134,22 +139,29 @@ def fit_loss(task: str, cfg: FitLoss) -> Callable[[Tensor, Tensor], Tensor]:
 
 
 @torch.no_grad()
-def predict(model: Classifier, inputs: Tensor, prepare, task: str, device, bf16: bool, batch: int = 512):
+def predict_logits(model: Classifier, inputs: Tensor, prepare, device, bf16: bool, batch: int = 512) -> Tensor:
     model.eval()
     out = []
     for i in range(0, inputs.shape[0], batch):
         with autocast(device, bf16):
             out.append(model(prepare(inputs[i:i + batch])).float())
-    return _scores(task, torch.cat(out))
+    return torch.cat(out)
+
+
+def predict(model: Classifier, inputs: Tensor, prepare, task: str, device, bf16: bool) -> np.ndarray:
+    return _scores(task, predict_logits(model, inputs, prepare, device, bf16))
 
 
 def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], task: str, cfg: FitConfig, *,
                    prepare, seed: int, device: torch.device, bf16: bool = False, progress: bool = False,
-                   desc: str = "fit") -> FitResult:
-    """Train on data['train'], select the epoch with the best validation ``select_metric``, score every split.
+                   desc: str = "fit", augment_train=None) -> FitResult:
+    """Train on data['train'], select the epoch with the best validation ``select_metric`` (the lowest loss
+    for 'loss'), score every split with the selected weights.
 
     ``data``: split -> (inputs, labels) on ``device``; inputs are features or uint8 images that ``prepare``
-    turns into model input.
+    turns into model input, and ``augment_train`` (if given) into augmented model input for training.
+    ``cfg.freeze_backbone_epochs``: a trained backbone is frozen for those first epochs; ``cfg.early_stopping``:
+    training stops after that many epochs without a better validation value.
     """
     model.to(device)
     head_lr = cfg.optimizer.head_lr or cfg.optimizer.lr
@@ -164,12 +176,17 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
     # full batches only (BatchNorm in the heads), except for tiny label fractions where a partial batch is all
     steps = max(1, n // cfg.batch_size if n >= 2 * cfg.batch_size else -(-n // cfg.batch_size))
     best, best_state, best_epoch, curves = -float("inf"), copy.deepcopy(model.state_dict()), 0, []
-    y_val_np = data["val"][1].cpu().numpy()
+    y_val = data["val"][1]
+    y_val_np = y_val.cpu().numpy()
     select_metric = cfg.select_metric or headline_metric(task)
     loss_fn = fit_loss(task, cfg.loss)
+    train_input = augment_train or prepare
+    since_best = 0
     for epoch in range(cfg.epochs):
         if cfg.reload_best_each_epoch and epoch > 0:
             model.load_state_dict(best_state)
+        if cfg.freeze_backbone_epochs and epoch in (0, cfg.freeze_backbone_epochs):
+            model.freeze_backbone(epoch < cfg.freeze_backbone_epochs)
         g = torch.Generator().manual_seed(seed * 7_919 + epoch)
         order = torch.randperm(n, generator=g).to(device)
         model.train()
@@ -180,20 +197,29 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
             if idx.numel() < 2:
                 continue  # BatchNorm in the head needs two samples
             with autocast(device, bf16):
-                logits = model(prepare(x_train[idx]))
+                logits = model(train_input(x_train[idx]))
             loss = loss_fn(logits, y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.detach()
-        val_scores = predict(model, data["val"][0], prepare, task, device, bf16)
-        val = _selection_value(classification_metrics(task, y_val_np, val_scores), select_metric)
+        val_logits = predict_logits(model, data["val"][0], prepare, device, bf16)
+        val_loss = float(loss_fn(val_logits, y_val.to(val_logits.device)))
         curves += [{"step": epoch + 1, "name": "train_loss", "value": total.item() / steps},
-                   {"step": epoch + 1, "name": f"val_{select_metric}", "value": val}]
+                   {"step": epoch + 1, "name": "val_loss", "value": val_loss}]
+        if select_metric == "loss":
+            val = -val_loss  # higher is better below
+        else:
+            val = _selection_value(classification_metrics(task, y_val_np, _scores(task, val_logits)), select_metric)
+            curves.append({"step": epoch + 1, "name": f"val_{select_metric}", "value": val})
         # >=, as SmallDataSSL selects; a NaN (e.g. no label with both classes in val) never beats a number, and
         # with no number at all the last epoch is kept rather than the untrained weights
         if val >= best or (math.isnan(val) and best == -float("inf")):
-            best, best_state, best_epoch = val, copy.deepcopy(model.state_dict()), epoch + 1
+            best, best_state, best_epoch, since_best = val, copy.deepcopy(model.state_dict()), epoch + 1, 0
+        else:
+            since_best += 1
+            if cfg.early_stopping is not None and since_best >= cfg.early_stopping:
+                break
     model.load_state_dict(best_state)
     scores = {split: predict(model, x, prepare, task, device, bf16) for split, (x, _) in data.items()}
     thresholds = choose_thresholds(task, y_val_np, scores["val"])

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from medssl_core.grid import Plan
-from medssl_core.runner import Context, execute_spec, failed_record
+from medssl_core.run_context import Context
+from medssl_core.run_record import failed_record
+from medssl_core.runner import execute_spec
 from medssl_core.runspec import RunSpec
 from medssl_core.stale import differences, parse_spec
 from medssl_core.store import ResultsStore, RunRecord

@@ -93,6 +93,7 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
     for name in protocol_names:
         study.protocol(name)
     evaluated = [d for d in study.datasets if d.evaluated]
+    datasets = datasets if datasets is not None else profile.datasets
     if datasets is not None:
         unknown = set(datasets) - {d.key for d in evaluated}
         if unknown:
@@ -169,15 +170,22 @@ def _target(study: Study, profile: Profile, ds: StudyDataset, source: str, bf16:
 def _expand_pair(plan, seen, study: Study, profile: Profile, target: _Target, pre_target: _Target, method_names,
                  protocol_names, runs, extra: dict) -> None:
     """Runs evaluated on ``target`` whose encoders were pretrained on ``pre_target`` (the same one in-domain)."""
-    arch = target.base["backbone"]["arch"]
     for method_name in method_names:
         method = study.method(method_name)
         if method.pretrain is None and pre_target is not target:
             continue  # nothing pretrained: only the in-domain pairing has its runs
+        init = deep_merge({"backbone": {"init": method.init}}, method.hparams)
+        arch = deep_merge(target.base, init)["backbone"]["arch"]
         if method.init == "imagenet" and imagenet_weights_path(arch) is None:
             plan.skipped.append((f"{target.ds.key}/{method.name}", imagenet_missing_message(arch)))
             continue
-        init = {"backbone": {"init": method.init}}
+        for t in {id(target): target, id(pre_target): pre_target}.values():
+            read = t.base.get("source_size") or t.base["image_size"]
+            merged = deep_merge(t.base, init)
+            if (merged.get("source_size") or merged["image_size"]) != read:
+                raise ConfigError(f"{study.name} method {method.name!r}: its hparams change the size of the files "
+                                  f"read from {t.source} ({read} px): a method may resize its input (image_size, "
+                                  "with source_size set to the file's size) but not read other files.")
         builder = _Builder(study, profile, target, method, extra)
         pre_builder = builder if pre_target is target else _Builder(study, profile, pre_target, method, extra)
         for seed, choice in runs:
@@ -243,7 +251,7 @@ class _Builder:
                   "backbone", "amp", "deterministic")
         hp = deep_merge(self.study.evaluate_defaults, {
             **{k: base[k] for k in shared if k in base},
-            "augment": {k: base["augment"][k] for k in ("mean", "std") if k in base["augment"]},
+            "augment": {k: base["augment"][k] for k in ("mean", "std", "resize_mode") if k in base["augment"]},
             "protocol": protocol.hparams})
         for update in (self.profile.overrides.get("evaluate", {}),
                        self.profile.overrides.get("protocols", {}).get(protocol.name, {}),
@@ -252,12 +260,15 @@ class _Builder:
         hp["split"] = {**hp["split"], "script": protocol.script or protocol.name}
         hp = self._finish(config.EvaluateHP, hp, decisions, ("data", "evaluate"),
                           self._where(f"evaluation {protocol.name!r}"))
+        where = self._where(f"evaluation {protocol.name!r}")
+        fractions = self.target.ds.fractions or self.profile.fractions
         if pre is not None:
-            check_transferable(pre, hp, self._where(f"evaluation {protocol.name!r}"))
+            check_transferable(pre, hp, where)
+            check_label_use(pre, hp, fractions, where)
         return [RunSpec(self.study.name, "evaluate", self.target.ds.key, self.target.source, self.method.name, seed,
                         self.profile.name, hp, decisions, protocol.name, fraction, pre,
                         code=code_fingerprint("evaluate"), data=self.target.data)
-                for fraction in self.profile.fractions]
+                for fraction in fractions]
 
 
 def check_transferable(pre: RunSpec, hp: dict, where: str) -> None:
@@ -272,3 +283,13 @@ def check_transferable(pre: RunSpec, hp: dict, where: str) -> None:
         raise ConfigError(f"{where}: the encoder pretrained on {pre.dataset} does not fit this evaluation's "
                           f"backbone ({'; '.join(differences)}); declare the same backbone and channel_mode "
                           "for both datasets.")
+
+
+def check_label_use(pre: RunSpec, hp: dict, fractions, where: str) -> None:
+    """The 'best' encoder is chosen by the pretraining's kNN monitor, which reads the training split's labels:
+    an evaluation with fewer labels than that must not use it."""
+    if hp["checkpoint"] == "best" and pre.hparams["train"]["monitor_every"] and min(fractions) < 1.0:
+        raise ConfigError(f"{where}: checkpoint 'best' is selected by the pretraining's kNN monitor with every "
+                          f"training label, which an evaluation with {min(fractions):g} of the labels may not use. "
+                          "Set the protocol's (or evaluate_defaults') checkpoint to 'last', or the pretraining's "
+                          "train.monitor_every to 0.")

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent
 
 _SHARED = ("data/dataset.py", "data/sources.py", "data/splits.py", "data/split_schemes.py", "data/chest.py",
            "batch.py", "augment.py", "models.py", "cpu_conv.py", "features.py", "labels.py", "optim.py", "seeding.py",
-           "device.py", "runner.py")
+           "device.py", "run_inputs.py", "runner.py")
 NUMERIC: dict[str, tuple[str, ...]] = {
     "pretrain": (*_SHARED, "losses.py", "methods/__init__.py", "methods/base.py", "methods/builtin.py", "train.py",
                  "run_pretrain.py"),
@@ -28,6 +28,7 @@ NUMERIC: dict[str, tuple[str, ...]] = {
 # Modules whose changes cannot change a number already computed: their effect on a run, if any, is written
 # into its spec (config, grid, study, registry, pipelines) or they only move, store or show results.
 NOT_NUMERIC = ("__init__.py", "atomic.py", "augment_show.py", "cli.py", "config.py", "errors.py", "execute.py",
+               "run_context.py", "run_record.py",
                "grid.py", "identity.py", "paper.py", "pipelines.py", "provenance.py", "runspec.py", "selection.py",
                "stale.py", "study.py",
                "torchvision_compat.py", "data/__init__.py", "data/download.py", "data/locate.py",

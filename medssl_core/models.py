@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import torch
@@ -22,7 +23,19 @@ IMAGENET_FILES = {
 }
 
 
+def _hf_hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+
+
 def imagenet_weights_path(arch: str) -> Path | None:
+    """The local ImageNet weights of ``arch``: torchvision's file in the torch hub cache, or for ViT-S timm's
+    in the Hugging Face hub cache (where `timm.create_model(..., pretrained=True)` leaves them)."""
+    if arch == "vit_small":
+        snapshots = _hf_hub_cache() / f"models--{VIT_SMALL_IMAGENET.replace('/', '--')}" / "snapshots"
+        found = sorted(snapshots.glob("*/model.safetensors")) if snapshots.is_dir() else []
+        return found[-1] if found else None
     if arch not in IMAGENET_FILES:
         return None
     path = Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILES[arch]
@@ -30,6 +43,12 @@ def imagenet_weights_path(arch: str) -> Path | None:
 
 
 def imagenet_missing_message(arch: str) -> str:
+    if arch == "vit_small":
+        return (f"ImageNet weights for vit_small are not present locally: expected "
+                f"{_hf_hub_cache()}/models--{VIT_SMALL_IMAGENET.replace('/', '--')}/snapshots/<rev>/model.safetensors."
+                " medssl never downloads them itself; on a machine with internet run `python -c \"import timm; "
+                f"timm.create_model('{VIT_SMALL_IMAGENET.split('/')[1]}', pretrained=True)\"` once (or copy the "
+                "hub cache folder there).")
     if arch not in IMAGENET_FILES:
         return f"No ImageNet weights are registered for {arch}."
     return (f"ImageNet weights for {arch} are not present locally: expected "
@@ -56,19 +75,49 @@ def _adapt_first_conv(conv: nn.Conv2d, in_channels: int, **overrides) -> nn.Conv
     return new
 
 
-class ViTSmall(nn.Module):
-    """ViT-Small/16 (width 384, depth 12, heads 6) from torchvision's VisionTransformer; CLS token output."""
+VIT_SMALL = "vit_small_patch16_224"
+VIT_SMALL_IMAGENET = "timm/vit_small_patch16_224.augreg_in21k_ft_in1k"  # timm's default ImageNet weights
 
-    def __init__(self, image_size: int = 224, in_channels: int = 3):
+
+class ViTSmall(nn.Module):
+    """ViT-Small/16 (width 384, depth 12, heads 6) as timm builds it, as MedSGSSL does (timm, not torchvision:
+    torchvision has no ViT-S and no ImageNet weights for it). ``forward`` gives the CLS token after the final
+    norm; ``tokens`` the CLS and patch tokens; ``attention_maps`` every block's attention probabilities."""
+
+    def __init__(self, image_size: int = 224, in_channels: int = 3, weights: Path | None = None):
         super().__init__()
-        self.vit = tvm.VisionTransformer(image_size=image_size, patch_size=16, num_layers=12, num_heads=6,
-                                         hidden_dim=384, mlp_dim=1536)
-        if in_channels != 3:
-            self.vit.conv_proj = _adapt_first_conv(self.vit.conv_proj, in_channels)
-        self.vit.heads = nn.Identity()
+        import timm  # imported after medssl's torchvision shim (torchvision_compat), which timm needs
+
+        overlay = {"pretrained_cfg_overlay": {"file": str(weights)}} if weights is not None else {}
+        # timm adapts the ImageNet patch embedding to in_channels (RGB summed for 1 channel, as _adapt_first_conv)
+        # and resamples the position embedding to image_size
+        self.vit = timm.create_model(VIT_SMALL, pretrained=weights is not None, num_classes=0, img_size=image_size,
+                                     in_chans=in_channels, **overlay)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit(x)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1 + patches, 384): the CLS token then the patch tokens, after the final norm."""
+        return self.vit.forward_features(x)
+
+    def attention_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The tokens and, per block, its attention probabilities (N, heads, 1 + patches, 1 + patches): row 0 is
+        the CLS token's attention. Computed on the unfused path, whose probabilities the hooks see."""
+        maps: list[torch.Tensor] = []
+        attns = [block.attn for block in self.vit.blocks]
+        fused = [a.fused_attn for a in attns]
+        hooks = [a.attn_drop.register_forward_hook(lambda m, i, o: maps.append(i[0])) for a in attns]
+        try:
+            for a in attns:
+                a.fused_attn = False
+            tokens = self.tokens(x)
+        finally:
+            for a, f in zip(attns, fused, strict=True):
+                a.fused_attn = f
+            for h in hooks:
+                h.remove()
+        return tokens, maps
 
 
 def build_backbone(arch: str, in_channels: int = 3, *, small_stem: bool = False, init: str = "random",
@@ -83,9 +132,12 @@ def build_backbone(arch: str, in_channels: int = 3, *, small_stem: bool = False,
     if init not in ("random", "imagenet"):
         raise ConfigError(f"init must be 'random' or 'imagenet', not {init!r}")
     if arch == "vit_small":
+        weights = None
         if init == "imagenet":
-            raise ConfigError("ImageNet weights for ViT-Small are not shipped by torchvision; use init='random'.")
-        return ViTSmall(image_size, in_channels)
+            weights = imagenet_weights_path(arch)
+            if weights is None:
+                raise ConfigError(imagenet_missing_message(arch))
+        return ViTSmall(image_size, in_channels, weights)
     if arch.startswith("resnet"):
         model = getattr(tvm, arch)(zero_init_residual=zero_init_residual and init == "random")
     else:
@@ -128,11 +180,16 @@ def mlp(dims: list[int], *, hidden_bn: bool = True, last_bn: bool = False, last_
 
 
 def build_head(spec: dict, in_dim: int, n_out: int) -> nn.Module:
-    """Downstream heads: {'type': 'linear'} or {'type': 'mlp', 'hidden': [512], 'activation': 'leaky_relu'}."""
-    kind = spec.get("type", "linear")
+    """Downstream heads: {'type': 'linear'} or {'type': 'mlp', 'hidden': [512], 'activation': 'leaky_relu'};
+    'dropout': p > 0 puts a Dropout before the last linear layer."""
+    kind, dropout = spec.get("type", "linear"), spec.get("dropout", 0.0)
     if kind == "linear":
-        return nn.Linear(in_dim, n_out)
-    if kind == "mlp":
+        head = nn.Sequential(nn.Linear(in_dim, n_out))
+    elif kind == "mlp":
         act = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}[spec.get("activation", "relu")]
-        return mlp([in_dim, *spec.get("hidden", [512]), n_out], activation=act)
-    raise ConfigError(f"Unknown head type {kind!r}; use 'linear' or 'mlp'.")
+        head = mlp([in_dim, *spec.get("hidden", [512]), n_out], activation=act)
+    else:
+        raise ConfigError(f"Unknown head type {kind!r}; use 'linear' or 'mlp'.")
+    if dropout:
+        head.insert(len(head) - 1, nn.Dropout(dropout))
+    return head if len(head) > 1 else head[0]

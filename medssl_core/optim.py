@@ -61,11 +61,27 @@ def lr_factor(cfg: Schedule | dict, epoch: int, step_in_epoch: int, steps_per_ep
         return 1.0
     if cfg.name == "step":
         return cfg.gamma ** (max(0, epoch - cfg.start_epoch - 1) // cfg.step_size)
+    if cfg.name == "multistep":  # MultiStepLR stepped after each epoch (the MedMNIST baselines: 50 and 75 of 100)
+        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    if cfg.name == "onecycle":
+        return _one_cycle(cfg, epoch * steps_per_epoch + step_in_epoch, epochs * steps_per_epoch)
     warm = cfg.warmup_epochs if cfg.name == "warmup_cosine" else 0
     if t < warm:
         return (t + 1 / max(1, steps_per_epoch)) / warm
     span = max(1e-9, epochs - warm)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (t - warm) / span)))
+
+
+def _one_cycle(cfg: Schedule, t: int, total: int) -> float:
+    """torch's OneCycleLR (two phases, cosine) at step t, as a fraction of the peak lr."""
+    initial = 1 / cfg.div_factor
+    low = initial / cfg.final_div_factor
+    end_up = float(cfg.pct_start * total) - 1
+    if t <= end_up:
+        start, end, pct = initial, 1.0, t / end_up
+    else:
+        start, end, pct = 1.0, low, (t - end_up) / (total - 1 - end_up)
+    return end + (start - end) / 2 * (math.cos(math.pi * pct) + 1)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -16,11 +15,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tabulate import tabulate
 
-from medssl_core.errors import DataError, StoreError
+from medssl_core.errors import StoreError
 from medssl_core.runspec import RunSpec
 from medssl_core.selection import select
 from medssl_core.stale import summarise
-from medssl_core.store.labels import CELL_SOURCE_SQL, format_fraction, in_variant, parse_decisions
+from medssl_core.store.labels import (
+    CELL_SOURCE_SQL,
+    format_fraction,
+    in_variant,
+    parse_decisions,
+    secondary_metric,
+    variant_label,
+)
+from medssl_core.store.records import TEST_FEATURES
 from medssl_core.store.store import connect
 from medssl_core.study import AS_PUBLISHED, CORRECTED, Study
 
@@ -71,6 +78,7 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
     gets one row per config id, labelled with it.
     """
     methods, protocols, _ = _titles(study)
+    second = secondary_metric(metric)
     reported = {(r.dataset, r.method, r.protocol, r.metric, r.fraction or 1.0): r for r in study.reported}
     test = [r for r in rows if r["split"] == "test"]
     collapsed = {r["run_id"] for r in test if r["metric"] == "collapsed" and r["value"] == 1}
@@ -79,7 +87,7 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
     for variant in (AS_PUBLISHED, CORRECTED):
         configs: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
         for r in test:
-            if r["metric"] in (metric, "auc") and in_variant(parse_decisions(r["decisions"]), variant):
+            if r["metric"] in (metric, second) and in_variant(parse_decisions(r["decisions"]), variant):
                 key = (r["method"], r["protocol"], r["fraction"] or 1.0, r["profile"], r["dataset"], r["dataset_used"])
                 configs[key][r["config_id"]].append(r)
         if not configs:
@@ -96,7 +104,7 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
         headers = ["method", "protocol", "labels", "profile"]
         for ds, used in datasets:
             name = f"{ds} ({used})" if ds != used else ds
-            headers += [f"{name} {metric}", "AUC", "reported", "Δ"]
+            headers += [f"{name} {metric}", second, "reported", "Δ"]
         table = []
         for method, protocol, fraction, profile, tag in keys:
             title = methods.get(method, method) + (f" [{tag}]" if tag else "")
@@ -104,7 +112,7 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
             for ds, used in datasets:
                 runs = groups.get((method, protocol, fraction, profile, tag, ds, used), [])
                 main = [r for r in runs if r["metric"] == metric]
-                auc = [r["value"] for r in runs if r["metric"] == "auc" and not np.isnan(r["value"])]
+                auc = [r["value"] for r in runs if r["metric"] == second and not np.isnan(r["value"])]
                 mean = None
                 if main:
                     mean, std, n = _stats([r["value"] for r in main])
@@ -168,6 +176,45 @@ def decision_table(study: Study, rows: list[dict], metric: str) -> tuple[list, l
     return headers, table
 
 
+def claim_verdicts(study: Study, rows: list[dict], metric: str) -> tuple[list, list[list]]:
+    """Per comparison, dataset, label fraction and variant where both sides ran: each method against the
+    baseline on the test metric, Welch's t-test over the seeds. 'supported' / 'contradicted' need p < 0.05 (and
+    two seeds a side); anything else is 'inconclusive'."""
+    from scipy import stats
+
+    methods, protocols, _ = _titles(study)
+    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and not r["kept_stale"]]
+    table = []
+    for comparison in study.comparisons:
+        cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for r in test:
+            if r["protocol"] == comparison.protocol and not np.isnan(r["value"]):
+                variant = variant_label(parse_decisions(r["decisions"]))
+                cells[(r["dataset_used"], r["fraction"] or 1.0, variant)][r["method"]].append(r["value"])
+        for (used, fraction, variant), by_method in sorted(cells.items()):
+            base = by_method.get(comparison.baseline)
+            if not base:
+                continue
+            for method in comparison.methods:
+                values = by_method.get(method)
+                if not values:
+                    continue
+                delta = np.mean(values) - np.mean(base)
+                p = float("nan")
+                if len(values) > 1 and len(base) > 1:
+                    p = float(stats.ttest_ind(values, base, equal_var=False).pvalue)
+                verdict = "inconclusive"
+                if p < 0.05:
+                    verdict = "supported" if delta > 0 else "contradicted"
+                table.append([comparison.claim, used, protocols.get(comparison.protocol, comparison.protocol),
+                              format_fraction(fraction), variant, methods.get(method, method),
+                              _fmt(*_stats(values)), _fmt(*_stats(base)), f"{delta * 100:+.2f}",
+                              "-" if np.isnan(p) else f"{p:.3g}", verdict])
+    headers = ["claim", "dataset", "protocol", "labels", "variant", "method", f"{metric} method",
+               f"{metric} baseline", "Δ (pp)", "Welch p", "verdict"]
+    return headers, table
+
+
 def _write_table(out: Path, stem: str, title: str, headers: list, table: list, note: str) -> list[Path]:
     md = out / f"{stem}.md"
     md.write_text(f"# {title}\n\n{note}\n\n" + tabulate(table, headers, tablefmt="github") + "\n")
@@ -223,14 +270,61 @@ def accuracy_figure(study: Study, rows: list[dict], metric: str, out: Path) -> l
     return _save(fig, out, "accuracy")
 
 
+def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Path) -> list[Path]:
+    """Test metric against the label fraction (log axis), one line per method and protocol, the seeds' spread
+    as a band; the corrected variant where it ran, else the as-published one. Only with two or more fractions."""
+    methods, protocols, _ = _titles(study)
+    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and not r["kept_stale"]]
+    if len({r["fraction"] or 1.0 for r in test}) < 2:
+        return []
+    variant = CORRECTED if any(in_variant(parse_decisions(r["decisions"]), CORRECTED) for r in test) \
+        else AS_PUBLISHED
+    test = [r for r in test if in_variant(parse_decisions(r["decisions"]), variant)]
+    datasets = sorted({r["dataset_used"] for r in test})
+    lines = sorted({(r["method"], r["protocol"]) for r in test}, key=lambda k: _order(study, *k))
+    fig, axes = plt.subplots(1, len(datasets), squeeze=False, figsize=(5.5 * len(datasets), 4.2))
+    colors, styles = plt.get_cmap("tab10").colors, ["-", "--", ":", "-."]
+    method_names = list(dict.fromkeys(m for m, _ in lines))
+    proto_names = list(dict.fromkeys(p for _, p in lines))
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        for method, proto in lines:
+            by_fraction = defaultdict(list)
+            for r in test:
+                if (r["dataset_used"], r["method"], r["protocol"]) == (ds, method, proto):
+                    by_fraction[r["fraction"] or 1.0].append(r["value"] * 100)
+            if not by_fraction:
+                continue
+            xs = sorted(by_fraction)
+            mean = np.array([np.mean(by_fraction[x]) for x in xs])
+            std = np.array([np.std(by_fraction[x], ddof=1) if len(by_fraction[x]) > 1 else 0.0 for x in xs])
+            color = colors[method_names.index(method) % 10]
+            ax.plot(xs, mean, styles[proto_names.index(proto) % 4], color=color, marker="o", ms=3,
+                    label=f"{methods.get(method, method)}, {protocols.get(proto, proto)}")
+            ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.15)
+        ax.set_xscale("log")
+        ticks = sorted({r["fraction"] or 1.0 for r in test if r["dataset_used"] == ds})
+        ax.set_xticks(ticks, [format_fraction(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("training labels used")
+        ax.set_ylabel(f"test {metric} (%)")
+        ax.set_title(ds, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"{study.title}: label efficiency ({VARIANT_TITLES[variant]}), mean ± std over seeds", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out, "label_efficiency")
+
+
 def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) -> list[Path]:
     methods, _, _ = _titles(study)
     con = connect(db, read_only=True, wait_s=30)
     try:
         data = con.execute(
-            """SELECT r.run_id, r.dataset_used, r.method, r.decisions, c.step, c.name, c.value FROM runs r
+            """SELECT r.run_id, r.dataset_used, r.method, r.decisions, c.step,
+                      CASE WHEN c.name = 'loss' THEN 'loss' ELSE 'knn' END, c.value FROM runs r
                JOIN curves c USING (run_id) WHERE r.study = ? AND r.kind = 'pretrain' AND r.status = 'ok'
-               AND r.run_id IN (SELECT unnest(?)) AND c.name IN ('loss', 'knn_val_acc') ORDER BY c.step""",
+               AND r.run_id IN (SELECT unnest(?)) AND c.name IN ('loss', 'knn_val_accuracy', 'knn_val_auc')
+               ORDER BY c.step""",
             [study.name, pretrain_ids]).fetchall()
     finally:
         con.close()
@@ -256,7 +350,7 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
             ax = axes[i][k]
             for variant, style in ((AS_PUBLISHED, "-"), (CORRECTED, "--")):
                 label = methods.get(m, m) + (" (corrected)" if variant == CORRECTED else "")
-                for name, target in (("loss", ax), ("knn_val_acc", knn_ax)):
+                for name, target in (("loss", ax), ("knn", knn_ax)):
                     steps, mean, std = series_of(ds, m, name, variant)
                     if steps:
                         target.plot(steps, mean, style, color=colors[k % 10], label=label, marker="o", ms=3)
@@ -265,7 +359,7 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
         axes[i][0].set_ylabel("SSL loss (solid: as published, dashed: corrected)", fontsize=8)
-        knn_ax.set_title(f"{ds}: kNN accuracy on val", fontsize=9)
+        knn_ax.set_title(f"{ds}: kNN on val (accuracy; mean AUC if multi-label)", fontsize=9)
         knn_ax.set_xlabel("epoch")
         knn_ax.grid(alpha=0.3)
         knn_ax.legend(fontsize=6)
@@ -274,72 +368,53 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
     return _save(fig, out, "pretraining_curves")
 
 
-def tsne_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str], *, data_dir=None,
-                max_points: int = 1500) -> list[Path]:
-    """t-SNE of test features of each method's seed-0 as-published encoder (the study's plot.py)."""
-    import torch
+def tsne_figure(study: Study, db: Path, out: Path, eval_ids: list[str], *, max_points: int = 1500) -> list[Path]:
+    """t-SNE (the study's plot.py) of the test features that each method's seed-0 as-published kNN evaluation
+    recorded (artifact TEST_FEATURES, up to 2,000 points): read from the store, no model is run here."""
     from sklearn.manifold import TSNE
-
-    from medssl_core.augment import AugmentConfig, BatchAugment
-    from medssl_core.config import PretrainHP
-    from medssl_core.features import extract_features
-    from medssl_core.runner import Context, images_to_device, run_backbone, split_arrays
-    from medssl_core.runspec import RunSpec
 
     methods, _, _ = _titles(study)
     con = connect(db, read_only=True, wait_s=30)
     try:
         runs = con.execute(
-            """SELECT r.run_id, r.spec_json, a.path, e.data_checksums FROM runs r JOIN artifacts a USING (run_id)
-               LEFT JOIN environment e USING (run_id)
-               WHERE r.study = ? AND r.kind = 'pretrain' AND r.status = 'ok' AND a.name = 'encoder_best.pt'
-               AND r.run_id IN (SELECT unnest(?)) ORDER BY r.seed, r.run_id""", [study.name, pretrain_ids]).fetchall()
+            f"""SELECT r.run_id, {CELL_SOURCE_SQL}, r.method, r.decisions, a.path FROM runs r
+               JOIN artifacts a USING (run_id)
+               WHERE r.study = ? AND r.kind = 'evaluate' AND r.status = 'ok' AND a.name = ?
+               AND r.run_id IN (SELECT unnest(?)) ORDER BY r.seed, r.run_id""",
+            [study.name, TEST_FEATURES, eval_ids]).fetchall()
     finally:
         con.close()
-    chosen: dict[tuple[str, str], tuple[str, RunSpec, str]] = {}
-    recorded_dirs: dict[str, str] = {}  # where each run read its data (provenance), used when no --data-dir
-    for rid, spec_json, path, checksums in runs:
-        spec = RunSpec.from_json(spec_json)
-        key = (spec.dataset_used, spec.method)
-        if key not in chosen and in_variant(spec.decisions, AS_PUBLISHED) and Path(path).is_file():
-            chosen[key] = (rid, spec, path)
-            files = list(json.loads(checksums or "{}"))
-            if files:
-                recorded_dirs[rid] = str(Path(files[0]).parent)
+    chosen: dict[tuple[str, str], tuple[str, str]] = {}
+    for rid, used, method, decisions, path in runs:
+        if (used, method) not in chosen and in_variant(parse_decisions(decisions), AS_PUBLISHED) \
+                and Path(path).is_file():
+            chosen[(used, method)] = (rid, path)
     if not chosen:
         return []
+    order = [m.name for m in study.methods]
     datasets = sorted({k[0] for k in chosen})
     ncols = max(sum(1 for k in chosen if k[0] == ds) for ds in datasets)
     fig, axes = plt.subplots(len(datasets), ncols, squeeze=False, figsize=(3.6 * ncols, 3.4 * len(datasets)))
     for ax in axes.flat:
         ax.axis("off")
-    device = torch.device("cpu")
     for i, ds in enumerate(datasets):
-        keys = [k for k in sorted(chosen, key=lambda k: [m.name for m in study.methods].index(k[1])) if k[0] == ds]
+        keys = sorted((k for k in chosen if k[0] == ds), key=lambda k: order.index(k[1]) if k[1] in order else 99)
         for j, key in enumerate(keys):
-            rid, spec, path = chosen[key]
-            ctx = Context(data_dir or recorded_dirs.get(rid), device, Path(path).parent.parent, Path("."),
-                          allow_download=False, progress=False)
-            hp = PretrainHP.model_validate(spec.hparams)
-            splits, _ = split_arrays(spec, hp, ctx)
-            x, y = splits["test"]
-            if len(x) > max_points:
-                keep = np.random.default_rng(0).permutation(len(x))[:max_points]
-                x, y = x[keep], y[keep]
-            backbone = run_backbone(hp)
-            backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            aug = BatchAugment(AugmentConfig(size=hp.image_size, mean=hp.augment.mean, std=hp.augment.std))
-            f = extract_features(backbone, images_to_device(x, device, hp.input_channels), aug, device=device).numpy()
+            rid, path = chosen[key]
+            with np.load(path) as saved:
+                f, y = saved["features"].astype(np.float32)[:max_points], saved["labels"][:max_points]
             emb = TSNE(2, random_state=42, init="pca", perplexity=min(30, max(5, len(f) // 10))).fit_transform(f)
+            colour = y if y.ndim == 1 else y.argmax(axis=1)  # multi-label: the first positive label
             ax = axes[i][j]
             ax.axis("on")
-            for c in np.unique(y):
-                ax.scatter(emb[y == c, 0], emb[y == c, 1], s=4, alpha=0.7, label=str(c))
+            for c in np.unique(colour):
+                ax.scatter(emb[colour == c, 0], emb[colour == c, 1], s=4, alpha=0.7, label=str(c))
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{ds}: {methods.get(key[1], key[1])}\nrun {rid}", fontsize=9)
         axes[i][0].legend(title="class", fontsize=7, markerscale=3)
-    fig.suptitle(f"{study.title}: t-SNE of test features (seed 0, as published, best kNN checkpoint)", fontsize=11)
+    fig.suptitle(f"{study.title}: t-SNE of test features (seed 0, as published; kNN evaluation's encoder)",
+                 fontsize=11)
     fig.tight_layout()
     return _save(fig, out, "tsne")
 
@@ -371,7 +446,7 @@ def generate(study: Study, db: Path, out: Path, *, data_dir=None, profile: str |
     for name in profiles:
         accepted = {rid: note for rid, note in chosen.accepted.items() if specs[rid].profile == name}
         written += _generate_profile(study, db, out / name, name, accepted,
-                                     {rid: spec.kind for rid, spec in specs.items()}, data_dir=data_dir, tsne=tsne)
+                                     {rid: spec.kind for rid, spec in specs.items()}, tsne=tsne)
     left_out = out / "left_out.csv"
     out.mkdir(parents=True, exist_ok=True)
     with open(left_out, "w", newline="") as f:
@@ -392,7 +467,7 @@ def generate(study: Study, db: Path, out: Path, *, data_dir=None, profile: str |
 
 
 def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted: dict[str, str],
-                      kinds: dict[str, str], *, data_dir, tsne: bool) -> list[Path]:
+                      kinds: dict[str, str], *, tsne: bool) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     rows = load_rows(study, db, accepted)
     metric = study.main_metric
@@ -400,7 +475,8 @@ def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted:
     tables, cells = main_tables(study, rows, metric)
     claims = "\n".join(f"- {c}" for c in study.claims)
     for variant, (headers, table) in tables.items():
-        note = (f"Profile {profile}. Test {metric} (%) and AUC as mean ± sample std over seeds (n = seeds); one "
+        note = (f"Profile {profile}. Test {metric} (%) and {secondary_metric(metric)} as mean ± sample std over "
+                "seeds (n = seeds); one "
                 f"config id per cell. Variant: {VARIANT_TITLES[variant]}. 'reported' is the source's number where "
                 f"one is known ({study.citation}); Δ = reproduced − reported. Columns name the study's dataset "
                 "and, in brackets, the stand-in actually used. The run ids behind every cell are in cells.csv. † "
@@ -413,6 +489,11 @@ def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted:
                                 f"Profile {profile}. Each row compares runs that differ only in the named "
                                 "decision(s) with the as-published runs of the same dataset, method, protocol and "
                                 f"label fraction (test {metric}, %). Δ in percentage points.")
+    headers, table = claim_verdicts(study, rows, metric)
+    if table:
+        written += _write_table(out, "claims", f"{study.title}: the source's claims against the runs", headers, table,
+                                f"Profile {profile}. Test {metric} (%), mean ± sample std over seeds; Welch's t-test "
+                                "over the seeds; a verdict other than 'inconclusive' needs p < 0.05.")
     with open(out / "cells.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["variant", "dataset", "dataset_used", "method", "protocol", "fraction", "profile", "config_id",
@@ -420,13 +501,11 @@ def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted:
         w.writerows(cells)
     written.append(out / "cells.csv")
     written += accuracy_figure(study, rows, metric, out)
+    written += label_efficiency_figure(study, rows, metric, out)
     pretrain_ids = sorted(rid for rid in accepted if kinds[rid] == "pretrain")
     written += curves_figure(study, db, out, pretrain_ids)
     if tsne:
-        try:
-            written += tsne_figure(study, db, out, pretrain_ids, data_dir=data_dir)
-        except DataError as exc:  # the tables and other figures stand without it
-            print(f"t-SNE figure skipped: {exc} Pass --data-dir to point at the data.", file=sys.stderr)
+        written += tsne_figure(study, db, out, sorted(rid for rid in accepted if kinds[rid] == "evaluate"))
     summary = {"study": study.name, "profile": profile, "database": str(db), "claims": list(study.claims),
                "runs": len(accepted), "kept_stale": sorted(r for r, note in accepted.items() if note)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

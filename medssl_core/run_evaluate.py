@@ -15,8 +15,10 @@ from medssl_core.evaluate import Classifier, fit_classifier, knn_evaluate
 from medssl_core.features import extract_features
 from medssl_core.labels import MISSING, MULTI_LABEL
 from medssl_core.models import FEATURE_DIMS, build_head
-from medssl_core.runner import Context, Outcome, images_to_device, run_backbone, split_arrays
-from medssl_core.runspec import RunSpec
+from medssl_core.run_context import Context, Outcome, save_artifact
+from medssl_core.run_inputs import images_to_device, run_backbone, split_arrays, split_seed
+from medssl_core.runspec import RunSpec, canonical_json
+from medssl_core.store.records import FINETUNED, TEST_FEATURES
 
 
 def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
@@ -26,6 +28,7 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
     for split, (_, labels_of_split) in splits.items():
         check_labels(labels_of_split, hp.task, hp.n_classes, f"{spec.dataset_used} {split}")
     x_train, y_train = splits["train"]
+    keep = None  # the labelled subset of the training split
     if spec.fraction is not None and spec.fraction < 1.0:
         keep = label_fraction(y_train, spec.fraction, spec.seed)
         x_train, y_train = x_train[keep], y_train[keep]
@@ -37,23 +40,30 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
                               "replication so that its pretraining runs again.")
         backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     backbone.to(ctx.device, memory_format=torch.channels_last)
-    aug = BatchAugment(AugmentConfig(size=hp.image_size, mean=hp.augment.mean, std=hp.augment.std),
-                       channels_last=True)
+    aug = BatchAugment(AugmentConfig(size=hp.image_size, mean=hp.augment.mean, std=hp.augment.std,
+                                     resize_mode=hp.augment.resize_mode), channels_last=True)
     ch = hp.input_channels
     labels = {"train": y_train, "val": splits["val"][1], "test": splits["test"][1]}
     images = {"train": x_train, "val": splits["val"][0], "test": splits["test"][0]}
     y = {s: torch.from_numpy(v).to(ctx.device) for s, v in labels.items()}
     curves: list = []
+    artifacts: list = []
     if isinstance(proto, KnnProtocol):
-        feats = {s: extract_features(backbone, images_to_device(v, ctx.device, ch), aug, device=ctx.device,
-                                     bf16=bf16) for s, v in images.items()}
+        feats = frozen_features(spec, hp, ctx, backbone, aug, splits, keep, bf16)
         metrics = knn_evaluate(feats["train"], y["train"], {s: (feats[s], y[s]) for s in ("val", "test")}, hp.task,
                                k=proto.k, metric=proto.metric, n_classes=hp.n_classes)
+        artifacts.append(save_artifact(ctx, spec.run_id, TEST_FEATURES, test_features(feats["test"], labels["test"])))
     else:
         head = build_head(proto.head.model_dump(), FEATURE_DIMS[hp.backbone.arch], hp.n_classes)
-        if not proto.train_backbone and not proto.backbone_bn_train:  # frozen features: extract once
-            data = {s: (extract_features(backbone, images_to_device(v, ctx.device, ch), aug, device=ctx.device,
-                                         bf16=bf16), y[s]) for s, v in images.items()}
+        augment_train = None
+        if proto.fit.augment is not None:
+            train_aug = BatchAugment(AugmentConfig(size=hp.image_size, mean=hp.augment.mean, std=hp.augment.std,
+                                                   **proto.fit.augment.model_dump()), channels_last=True)
+            augment_train = functools.partial(train_aug, g=torch.Generator().manual_seed(spec.seed))
+        if not proto.train_backbone and not proto.backbone_bn_train and augment_train is None:
+            # frozen features and no augmentation: extract once
+            feats = frozen_features(spec, hp, ctx, backbone, aug, splits, keep, bf16)
+            data = {s: (feats[s], y[s]) for s in images}
             model, prepare = Classifier(None, head), (lambda t: t)
         else:
             data = {s: (images_to_device(v, ctx.device, ch), y[s]) for s, v in images.items()}
@@ -61,12 +71,49 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
                                backbone_bn_train=proto.backbone_bn_train)
             prepare = functools.partial(aug, g=torch.Generator())
         fit = fit_classifier(model, data, hp.task, proto.fit, prepare=prepare, seed=spec.seed, device=ctx.device,
-                             bf16=bf16, progress=ctx.progress, desc=spec.label())
+                             bf16=bf16, progress=ctx.progress, desc=spec.label(), augment_train=augment_train)
         metrics, curves = fit.metrics, fit.curves
         metrics["val"]["best_epoch"] = float(fit.best_epoch)
+        if proto.fit.save_weights:  # the whole selected model, also where only the head trained
+            weights = {"backbone": backbone.state_dict(), "head": head.state_dict()}
+            artifacts.append(save_artifact(ctx, spec.run_id, FINETUNED, weights))
     rows = [{"split": s, "name": k, "value": float(v)} for s, d in metrics.items() for k, v in d.items()]
     rows.append({"split": "train", "name": "n_labelled", "value": float(len(y_train))})
-    return Outcome(rows, curves, [], files)
+    return Outcome(rows, curves, artifacts, files)
+
+
+MAX_SAVED_FEATURES = 2_000
+_FEATURES: dict[str, dict[str, torch.Tensor]] = {}  # the last encoder's features (one entry: its evaluations follow)
+
+
+def frozen_features(spec: RunSpec, hp: EvaluateHP, ctx: Context, backbone, aug, splits: dict, keep, bf16: bool):
+    """Frozen, eval-mode features of every split (train restricted to ``keep``), extracted once per encoder and
+    data: a pretraining's kNN and probe evaluations share them. Randomly initialised encoders are not shared
+    (their weights are the run's seed's)."""
+    key = None
+    if spec.parent is not None or hp.backbone.init == "imagenet":
+        key = canonical_json([spec.parent, hp.checkpoint, hp.backbone.model_dump(mode="json"), spec.dataset_used,
+                              spec.data, hp.split.model_dump(mode="json"), split_seed(spec, hp), hp.image_size,
+                              hp.source_size, hp.input_channels, hp.augment.model_dump(mode="json"), bf16,
+                              str(ctx.device)])
+    feats = _FEATURES.get(key) if key is not None else None
+    if feats is None:
+        feats = {s: extract_features(backbone, images_to_device(x, ctx.device, hp.input_channels), aug,
+                                     device=ctx.device, bf16=bf16) for s, (x, _) in splits.items()}
+        _FEATURES.clear()
+        if key is not None:
+            _FEATURES[key] = feats
+    if keep is None:
+        return feats
+    return {**feats, "train": feats["train"][torch.from_numpy(keep).to(feats["train"].device)]}
+
+
+def test_features(features: torch.Tensor, labels: np.ndarray) -> dict:
+    """Up to MAX_SAVED_FEATURES test features (float16; a fixed random subset beyond) with their labels."""
+    keep = np.arange(len(labels))
+    if len(keep) > MAX_SAVED_FEATURES:
+        keep = np.sort(np.random.default_rng(0).permutation(len(keep))[:MAX_SAVED_FEATURES])
+    return {"features": features.float().cpu().numpy()[keep].astype(np.float16), "labels": labels[keep]}
 
 
 def check_labels(y: np.ndarray, task: str, n_classes: int, where: str) -> None:

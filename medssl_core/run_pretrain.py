@@ -10,9 +10,12 @@ from medssl_core.batch import Batch
 from medssl_core.config import PretrainHP
 from medssl_core.methods import build_method
 from medssl_core.models import FEATURE_DIMS
-from medssl_core.runner import Context, Outcome, images_to_device, run_backbone, save_artifact, split_arrays
+from medssl_core.run_context import Context, Outcome, save_artifact
+from medssl_core.run_inputs import images_to_device, run_backbone, split_arrays
 from medssl_core.runspec import RunSpec
-from medssl_core.train import pretrain
+from medssl_core.train import monitor_metric, pretrain
+
+CHECKPOINT_EVERY_S = 120.0  # a crash loses at most about this much training; quick epochs skip most writes
 
 
 def run_pretrain(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
@@ -28,19 +31,23 @@ def run_pretrain(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
     ch = hp.input_channels
     train_images = images_to_device(x_train, ctx.device, ch)  # once on the device: monitor and training share it
     pretrain_images = train_images if unlabeled is x_train else images_to_device(unlabeled, ctx.device, ch)
-    monitor = (train_images, torch.from_numpy(y_train),
-               images_to_device(splits["val"][0], ctx.device, ch), torch.from_numpy(splits["val"][1]))
+    bank, bank_y = train_images, torch.from_numpy(y_train)
+    if hp.train.monitor_bank and hp.train.monitor_bank < len(x_train):
+        keep = torch.from_numpy(np.sort(np.random.default_rng(spec.seed).permutation(len(x_train))
+                                        [:hp.train.monitor_bank]))
+        bank, bank_y = train_images[keep.to(ctx.device)], bank_y[keep]
+    monitor = (bank, bank_y, images_to_device(splits["val"][0], ctx.device, ch), torch.from_numpy(splits["val"][1]))
     checkpoint = ctx.checkpoints_dir / spec.run_id / "train.pt"
     result = pretrain(method, Batch(pretrain_images), BatchAugment(aug, channels_last), hp.train, seed=spec.seed,
                       device=ctx.device, bf16=bf16, checkpoint=checkpoint, monitor=monitor,
                       eval_augment=BatchAugment(aug.without_randomness(), channels_last),
-                      progress=ctx.progress, desc=spec.label())
+                      progress=ctx.progress, desc=spec.label(), checkpoint_every_s=CHECKPOINT_EVERY_S)
     artifacts = [save_artifact(ctx, spec.run_id, "encoder_best.pt", result.best_state),
                  save_artifact(ctx, spec.run_id, "encoder_last.pt", result.last_state)]
     metrics = [{"split": "train", "name": "final_loss",
                 "value": next(c["value"] for c in reversed(result.curves) if c["name"] == "loss")},
                {"split": "val", "name": "best_epoch", "value": float(result.best_epoch)}]
     if result.best_knn_val is not None:
-        metrics.append({"split": "val", "name": "knn_accuracy", "value": result.best_knn_val})
+        metrics.append({"split": "val", "name": f"knn_{monitor_metric(y_train)}", "value": result.best_knn_val})
     checkpoint.unlink(missing_ok=True)
     return Outcome(metrics, result.curves, artifacts, files)

@@ -51,6 +51,11 @@ class StudyDataset:
     # in-domain, another's for transfer); None: its own only
     pretrained_on: tuple[str, ...] | None = None
     evaluated: bool = True  # False: a pretraining set only (e.g. several sources merged)
+    fractions: tuple[float, ...] | None = None  # label fractions evaluated on it; None: the profile's
+
+    def __post_init__(self):
+        if self.fractions is not None and not all(0 < f <= 1 for f in self.fractions):
+            raise ConfigError(f"dataset {self.key!r}: label fractions lie in (0, 1], got {list(self.fractions)}")
 
     def pretrainings(self) -> tuple[str, ...]:
         return self.pretrained_on if self.pretrained_on is not None else (self.key,)
@@ -62,6 +67,8 @@ class Method:
     title: str
     pretrain: dict | None  # {'loss', 'loss_kwargs', 'projector', 'projector_last_bn', 'predictor'}; None: none
     init: str = "random"  # backbone initialisation before any pretraining ('random' | 'imagenet')
+    # merged into every run of the method, e.g. its own backbone or input size ({'backbone': {'arch': ...}})
+    hparams: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class Profile:
     fractions: tuple[float, ...] = (1.0,)
     methods: tuple[str, ...] | None = None
     protocols: tuple[str, ...] | None = None
+    datasets: tuple[str, ...] | None = None  # the evaluated datasets it plans; None: all
     needs_gpu: bool = False  # bare `replicate` on a CPU machine does not start this profile
     # side the images are held at when it differs from image_size: crops are cut there, then resized
     source_size: dict[str, int] = field(default_factory=dict)
@@ -114,6 +122,17 @@ class Reported:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """A claim of the source that runs can test: ``methods`` beat ``baseline`` under ``protocol`` on the study's
+    main metric. The paper gives a verdict per dataset, label fraction and variant, with the seeds' spread."""
+
+    claim: str
+    methods: tuple[str, ...]
+    baseline: str
+    protocol: str
+
+
 @dataclass
 class Study:
     name: str
@@ -128,6 +147,7 @@ class Study:
     evaluate_defaults: dict
     reported: tuple[Reported, ...] = ()
     claims: tuple[str, ...] = ()  # qualitative findings the paper states, with source
+    comparisons: tuple[Comparison, ...] = ()  # claims the runs can test (paper: claims.md)
     main_metric: str = "accuracy"
     pretrain_script: str = "pretrain"  # the study's pretraining script (per-script splits)
 
@@ -153,10 +173,14 @@ class Study:
             _known(self.name, f"decision {d.name!r}", "protocol", d.protocols or (), protocols)
         for p in self.protocols:
             _known(self.name, f"protocol {p.name!r}", "method", p.methods or (), methods)
+        for c in self.comparisons:
+            _known(self.name, f"comparison {c.claim[:40]!r}", "method", (*c.methods, c.baseline), methods)
+            _known(self.name, f"comparison {c.claim[:40]!r}", "protocol", (c.protocol,), protocols)
         for prof in self.profiles:
             _known(self.name, f"profile {prof.name!r}", "method", prof.methods or (), methods)
             _known(self.name, f"profile {prof.name!r}", "protocol", prof.protocols or (), protocols)
             _known(self.name, f"profile {prof.name!r}", "decision", prof.moot_decisions, decisions)
+            _known(self.name, f"profile {prof.name!r}", "dataset", prof.datasets or (), keys)
 
     def profile(self, name: str) -> Profile:
         for p in self.profiles:

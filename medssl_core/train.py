@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,11 +50,13 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainConfig, *, seed: int,
              device: torch.device, bf16: bool, checkpoint: Path | None = None,
              monitor: tuple[Tensor, Tensor, Tensor, Tensor] | None = None, eval_augment: BatchAugment | None = None,
-             progress: bool = True, desc: str = "pretrain") -> PretrainResult:
+             progress: bool = True, desc: str = "pretrain", checkpoint_every_s: float = 0.0) -> PretrainResult:
     """Train ``method`` on ``data`` (uint8 images, and masks where present, already on ``device``).
 
     ``monitor`` = (train images, train labels, val images, val labels) for the per-epoch kNN accuracy; the
-    best backbone (val kNN >= best, as SmallDataSSL) is kept besides the last one.
+    best backbone (val kNN >= best, as SmallDataSSL) is kept besides the last one. ``checkpoint`` is written at
+    the end of an epoch once ``checkpoint_every_s`` seconds have passed since the last write (0: every epoch):
+    resuming gives the same numbers either way, and short epochs need not write the whole state each time.
     """
     n = len(data)
     if n < cfg.batch_size:
@@ -71,6 +74,7 @@ def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainCo
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
     method.on_fit_start(steps, cfg.epochs)
+    last_write = time.monotonic()
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         g = epoch_generator(seed, epoch)
         order = torch.randperm(n, generator=g).to(device)
@@ -108,20 +112,26 @@ def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainCo
         if monitor is not None and cfg.monitor_every and ((epoch + 1) % cfg.monitor_every == 0
                                                           or epoch + 1 == cfg.epochs):
             acc = knn_score(method.backbone, monitor, eval_augment, cfg, device, bf16)
-            curves.append({"step": epoch + 1, "name": "knn_val_acc", "value": acc})
+            curves.append({"step": epoch + 1, "name": f"knn_val_{monitor_metric(monitor[3])}", "value": acc})
             best = state["best_knn"]
             if best is None or (not math.isnan(acc) and (math.isnan(best) or acc >= best)):
                 state.update(best_knn=acc, best_epoch=epoch + 1,
                              best_state=copy.deepcopy(method.backbone.state_dict()))
         state["curves"] += curves
         state["epoch"] = epoch
-        if checkpoint is not None:
+        if checkpoint is not None and epoch + 1 < cfg.epochs and time.monotonic() - last_write >= checkpoint_every_s:
+            last_write = time.monotonic()
             with atomic_file(checkpoint) as f:
                 torch.save({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, f)
     last = copy.deepcopy(method.backbone.state_dict())
     return PretrainResult(state["curves"], last, state["best_state"] or last,
                           state["best_epoch"] if state["best_state"] is not None else cfg.epochs,
                           state["best_knn"])
+
+
+def monitor_metric(labels) -> str:
+    """What the kNN monitor scores: 'auc' (mean per label) for multi-label labels (N, L), else 'accuracy'."""
+    return "auc" if labels.ndim == 2 else "accuracy"
 
 
 def knn_score(backbone: nn.Module, monitor, eval_augment, cfg: PretrainConfig, device, bf16) -> float:

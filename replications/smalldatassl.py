@@ -124,7 +124,7 @@ _QUICK_FIT = {"epochs": 2, "batch_size": 256}
 # decision is moot here), and cheap evaluations (no fine-tuning; short heads).
 QUICK = {
     "pretrain": {"backbone": {"arch": "resnet18"},
-                 "train": {"epochs": 4, "batch_size": 128, "monitor_every": 2,
+                 "train": {"epochs": 4, "batch_size": 128, "monitor_every": 2, "monitor_bank": 1024,
                            "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-6}}},
     # the 2048 -> 4096 projectors keep their 2x width over ResNet-18's 512-d features
     "methods": {"vicreg": {"projector": [1024, 1024]}, "barlow": {"projector": [1024, 1024]}},

@@ -169,3 +169,13 @@ def test_photometric_ops_leave_masks_alone_and_images_match_the_maskless_path():
     full = full_aug.view(Batch(images, masks=masks), torch.Generator().manual_seed(3))
     assert torch.equal(plain.mask, full.mask)
     torch.testing.assert_close(full.image, full_aug(images, torch.Generator().manual_seed(3)), rtol=0, atol=0)
+
+
+def test_nearest_resize_enlarges_28_px_as_pil_nearest():
+    """The MedMNIST baselines' Resize(224, NEAREST): every pixel becomes an 8 x 8 block, nothing blended."""
+    x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    out = BatchAugment(AugmentConfig(size=224, mean=(0.0,), std=(1.0,), resize_mode="nearest"))(x, torch.Generator())
+    blocks = x.float().div(255).repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
+    torch.testing.assert_close(out, blocks)
+    smooth = BatchAugment(AugmentConfig(size=224, mean=(0.0,), std=(1.0,)))(x, torch.Generator())
+    assert not torch.allclose(smooth, blocks)

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medssl_core import runner
+from medssl_core import run_inputs
 from medssl_core.cli import main
 from medssl_core.config import Data, Split, parse
 from medssl_core.data import REGISTRY, ArrayDataset, get_dataset, load_dataset
@@ -25,6 +25,7 @@ from medssl_core.data.sources import load_chexpert
 from medssl_core.data.split_schemes import SCHEMES, get_scheme, split_dataset
 from medssl_core.data.splits import label_fraction, patient_split, stratified_split
 from medssl_core.errors import ConfigError, DataError
+from medssl_core.run_context import Context
 from medssl_core.runspec import RunSpec
 
 
@@ -347,13 +348,13 @@ def test_split_arrays_gives_smalldatassl_the_splits_of_before(name, split, seed_
     if split["scheme"] == "stratified":  # Kather's layout: one split 'all' (BreastMNIST's images pooled)
         ds = ArrayDataset(ds.info, 28, {"all": np.concatenate(list(ds.images.values()))},
                           {"all": np.concatenate(list(ds.labels.values()))})
-    monkeypatch.setattr(runner, "_load", lambda *a: ds)
+    monkeypatch.setattr(run_inputs.DATASETS, "get", lambda *a: ds)
     hp = parse(Data, {"image_size": 28, "channels": 1, "n_classes": 2, "task": "binary",
                       "split": {**split, "seed_policy": seed_policy, "script": "linear.py"}}, "test")
     spec = RunSpec("smalldatassl", "evaluate", "d", name, "simclr", 3, "quick", {})
-    ctx = runner.Context(None, torch.device("cpu"), tmp_path, tmp_path)
-    got, _ = runner.split_arrays(spec, hp, ctx)
-    seed = 16 if seed_policy == "fixed" else runner.split_seed(spec, hp)
+    ctx = Context(None, torch.device("cpu"), tmp_path, tmp_path)
+    got, _ = run_inputs.split_arrays(spec, hp, ctx)
+    seed = 16 if seed_policy == "fixed" else run_inputs.split_seed(spec, hp)
     want = _former_split_arrays(split["scheme"], ds.images, ds.labels, split, seed)
     for role in ("train", "val", "test"):
         assert np.array_equal(got[role][0], want[role][0]) and np.array_equal(got[role][1], want[role][1])
@@ -365,8 +366,8 @@ def test_fixed_split_seed_is_declared_in_the_split():
     hp = parse(Data, {"image_size": 28, "channels": 1, "n_classes": 2, "task": "binary",
                       "split": {"scheme": "holdout_val", "val_fraction": 0.1}}, "test")
     spec = RunSpec("s", "pretrain", "d", "breastmnist", "m", 0, "quick", {})
-    assert hp.split.fixed_seed == 16 and runner.split_seed(spec, hp) == 16
-    assert runner.split_seed(spec, hp.model_copy(update={"split": hp.split.model_copy(
+    assert hp.split.fixed_seed == 16 and run_inputs.split_seed(spec, hp) == 16
+    assert run_inputs.split_seed(spec, hp.model_copy(update={"split": hp.split.model_copy(
         update={"fixed_seed": 42})})) == 42
 
 

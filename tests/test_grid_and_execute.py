@@ -10,7 +10,8 @@ import torch
 from medssl_core.cli import main
 from medssl_core.execute import execute
 from medssl_core.grid import expand
-from medssl_core.runner import Context, execute_spec
+from medssl_core.run_context import Context
+from medssl_core.runner import execute_spec
 from medssl_core.runspec import RunSpec
 from medssl_core.store import ResultsStore, run_sql
 from medssl_core.study import get_study

@@ -106,7 +106,7 @@ def test_knn_monitor_keeps_best_and_records_curves():
     cfg = PretrainConfig(epochs=2, batch_size=32, optimizer={"name": "sgd", "lr": 0.01}, knn_k=5)
     r = run(method("simsiam"), cfg, data=Batch(x), monitor=(x, y, x[:16], y[:16]),
             eval_augment=BatchAugment(AugmentConfig()))
-    assert [c["step"] for c in r.curves if c["name"] == "knn_val_acc"] == [1, 2]
+    assert [c["step"] for c in r.curves if c["name"] == "knn_val_accuracy"] == [1, 2]
     assert r.best_epoch in (1, 2) and 0 <= r.best_knn_val <= 1
 
 

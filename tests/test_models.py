@@ -1,4 +1,5 @@
-"""Model-level numerics: the CPU convolution with the unfold weight gradient equals PyTorch's own."""
+"""Model-level numerics: the CPU convolution with the unfold weight gradient equals PyTorch's own; ViT-Small's
+tokens, attention maps and local ImageNet weights."""
 
 import copy
 
@@ -7,7 +8,8 @@ import torch
 from torch import nn
 
 from medssl_core.cpu_conv import FastCPUConv2d, use_fast_cpu_convolutions
-from medssl_core.models import build_backbone
+from medssl_core.errors import ConfigError
+from medssl_core.models import build_backbone, imagenet_weights_path
 
 
 @pytest.mark.parametrize(("size", "kernel", "stride", "padding", "dilation"), [
@@ -45,3 +47,47 @@ def test_resnet_with_fast_convolutions_trains_like_pytorch():
         model(x).square().sum().backward()
     for (name, p), q in zip(fast.named_parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-9, msg=name)
+
+
+# -- ViT-Small (timm) ---------------------------------------------------------------------------------------------
+def test_vit_small_gives_cls_patch_tokens_and_attention_maps():
+    torch.manual_seed(0)
+    vit = build_backbone("vit_small", 2, image_size=32).eval()  # e.g. image + mask
+    x = torch.randn(3, 2, 32, 32)
+    with torch.no_grad():
+        cls, tokens = vit(x), vit.tokens(x)
+        same_tokens, maps = vit.attention_maps(x)
+    assert cls.shape == (3, 384) and tokens.shape == (3, 1 + 4, 384)
+    torch.testing.assert_close(tokens[:, 0], cls)  # the CLS token is the feature
+    torch.testing.assert_close(same_tokens, tokens, rtol=1e-5, atol=1e-5)  # unfused path: the same network
+    assert len(maps) == 12 and maps[0].shape == (3, 6, 5, 5)
+    torch.testing.assert_close(maps[5].sum(-1), torch.ones(3, 6, 5))
+    # block 0's attention output is exactly its probabilities times its values (a wrong map fails here)
+    blk = vit.vit.blocks[0]
+    with torch.no_grad():
+        h = blk.norm1(vit.vit.norm_pre(vit.vit._pos_embed(vit.vit.patch_embed(x))))
+        qkv = blk.attn.qkv(h).reshape(3, 5, 3, 6, 64).permute(2, 0, 3, 1, 4)
+        mixed = (maps[0] @ qkv[2]).transpose(1, 2).reshape(3, 5, 384)
+        torch.testing.assert_close(blk.attn.proj(mixed), blk.attn(h), rtol=1e-5, atol=1e-5)
+    assert all(block.attn.fused_attn == vit.vit.blocks[0].attn.fused_attn for block in vit.vit.blocks)
+
+
+def test_vit_small_imagenet_weights_load_from_the_local_hub_cache(tmp_path, monkeypatch):
+    import timm
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ConfigError, match="never downloads"):
+        build_backbone("vit_small", 3, init="imagenet")
+    torch.manual_seed(1)
+    source = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=1000)  # stands for ImageNet's
+    snapshot = tmp_path / "models--timm--vit_small_patch16_224.augreg_in21k_ft_in1k" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, snapshot / "model.safetensors")
+    assert imagenet_weights_path("vit_small") == snapshot / "model.safetensors"
+    grey = build_backbone("vit_small", 1, init="imagenet")
+    weights = grey.vit.state_dict()
+    torch.testing.assert_close(weights["blocks.7.attn.qkv.weight"], source.state_dict()["blocks.7.attn.qkv.weight"])
+    # one grey channel: the RGB filters summed, exactly as feeding the grey image replicated to RGB
+    torch.testing.assert_close(weights["patch_embed.proj.weight"],
+                               source.state_dict()["patch_embed.proj.weight"].sum(1, keepdim=True))

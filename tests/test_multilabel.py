@@ -189,7 +189,7 @@ def test_fit_end_to_end_selects_and_reports_mean_auc_and_ignores_missing(loss):
     test = result.metrics["test"]
     assert "accuracy" not in test and test["auc"] > 0.7
     assert test["auc"] == pytest.approx(np.mean([test[f"auc_label{j}"] for j in range(N_LABELS)]))
-    assert {c["name"] for c in result.curves} == {"train_loss", "val_auc"}
+    assert {c["name"] for c in result.curves} == {"train_loss", "val_loss", "val_auc"}
     again = _fit(_scramble_unlabelled(data), loss)
     assert again.best_epoch == result.best_epoch and again.curves == result.curves
     assert all(_same(again.metrics[s], result.metrics[s]) for s in data)

@@ -13,7 +13,7 @@ from medssl_core.errors import ConfigError
 from medssl_core.execute import execute
 from medssl_core.grid import expand
 from medssl_core.paper import generate
-from medssl_core.runner import Context
+from medssl_core.run_context import Context
 from medssl_core.store import ResultsStore, run_sql
 from medssl_core.study import deep_merge, get_study
 
@@ -89,7 +89,7 @@ def test_reduced_quick_replication_end_to_end(tmp_path, medmnist_dir):
     used = run_sql(db, "SELECT DISTINCT dataset, dataset_used, profile FROM runs")[1]
     assert used == [("kermany_cxr", "pneumoniamnist", "ci")]
     curves = run_sql(db, "SELECT count(*) FROM curves c JOIN runs r USING (run_id) WHERE r.kind = 'pretrain' "
-                         "AND c.name = 'knn_val_acc'")[1][0][0]
+                         "AND c.name = 'knn_val_accuracy'")[1][0][0]
     assert curves == 4 * 2
     decisions = run_sql(db, "SELECT DISTINCT name FROM params WHERE kind = 'decision' ORDER BY 1")[1]
     assert [d for (d,) in decisions] == ["crop_scale", "grey_input", "knn_checkpoint", "mlp_head_lr",

@@ -49,6 +49,27 @@ def test_schedules():
     assert lr_factor(warm, 0, 0, 10, 10) == pytest.approx(0.05) and lr_factor(warm, 2, 0, 10, 10) == pytest.approx(1)
 
 
+@pytest.mark.parametrize(("name", "kwargs", "torch_scheduler"), [
+    ("multistep", {"milestones": (5, 8), "gamma": 0.1},
+     lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[5, 8], gamma=0.1)),  # stepped per epoch
+    ("onecycle", {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4},
+     lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10 * 7)),  # stepped per step
+])
+def test_schedules_match_torch(name, kwargs, torch_scheduler):
+    """Every lr the schedule gives equals torch's scheduler's, step by step (10 epochs of 7 steps)."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = torch_scheduler(opt)
+    for epoch in range(10):
+        for step in range(7):
+            ours = 0.1 * lr_factor({"name": name, **kwargs}, epoch, step, 7, 10)
+            assert ours == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9, abs=1e-15), (epoch, step)
+            opt.step()
+            if name == "onecycle":
+                sched.step()
+        if name != "onecycle":
+            sched.step()
+
+
 @pytest.mark.parametrize("arch,channels,small", [("resnet18", 1, True), ("resnet50", 2, False),
                                                   ("mobilenet_v2", 3, False), ("resnet18", 3, False)])
 def test_backbones_any_channels(arch, channels, small):

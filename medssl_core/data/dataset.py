@@ -123,6 +123,9 @@ def load_medmnist(flag: str, size: int, data_dir=None, *, allow_download: bool =
 
 
 def missing_message(info: DatasetInfo, data_dir=None, size: int | None = None) -> str:
+    if info.kind == "merged":
+        return " | ".join(missing_message(get_dataset(p), data_dir, size) for p in info.layout["parts"]
+                          if not is_available(p, size, data_dir))
     where = ", ".join(str(d) for d in data_dirs(data_dir))
     what = MEDMNIST[info.name].filename(size or 28) if info.kind == "medmnist" else info.layout.get("root", "")
     return f"Dataset {info.name} ({what}) was not found in: {where}. {info.obtain}"
@@ -130,6 +133,8 @@ def missing_message(info: DatasetInfo, data_dir=None, size: int | None = None) -
 
 def is_available(name: str, size: int | None, data_dir=None) -> bool:
     info = get_dataset(name)
+    if info.kind == "merged":
+        return all(is_available(p, size, data_dir) for p in info.layout["parts"])
     if info.kind == "medmnist":
         return find_medmnist(name, size or 28, data_dir) is not None
     return sources.find_root(info, data_dir) is not None
@@ -138,6 +143,9 @@ def is_available(name: str, size: int | None, data_dir=None) -> bool:
 def load_dataset(name: str, size: int | None = None, data_dir=None, *, allow_download: bool = True) -> ArrayDataset:
     """Load a registered dataset. ``size`` is the MedMNIST size, or the side images are resized to."""
     info = get_dataset(name)
+    if info.kind == "merged":
+        return merge_datasets(info, [load_dataset(p, size, data_dir, allow_download=allow_download)
+                                     for p in info.layout["parts"]])
     if info.kind == "medmnist":
         return load_medmnist(name, size or 28, data_dir, allow_download=allow_download)
     root = sources.find_root(info, data_dir)
@@ -155,6 +163,9 @@ def data_version(name: str, size: int | None, data_dir=None, *, allow_download: 
     still to be downloaded, which the download verifies), a digest of every file's MD5 for original sources.
     None when the data is absent. Checksums are cached by path, size and modification time."""
     info = get_dataset(name)
+    if info.kind == "merged":
+        versions = [data_version(p, size, data_dir, allow_download=allow_download) for p in info.layout["parts"]]
+        return None if None in versions else hashlib.md5(" ".join(versions).encode()).hexdigest()
     if info.kind == "medmnist":
         path = find_medmnist(name, size or 28, data_dir)
         if path is not None:
@@ -167,3 +178,29 @@ def data_version(name: str, size: int | None, data_dir=None, *, allow_download: 
     sums = cached_md5s(files)
     lines = "".join(f"{p.relative_to(root)} {sums[p.resolve()]}\n" for p in files)
     return hashlib.md5(lines.encode()).hexdigest()
+
+
+def merge_datasets(info: DatasetInfo, parts: list[ArrayDataset]) -> ArrayDataset:
+    """Concatenate ``parts`` split by split, in the order named. Patient ids are prefixed with their dataset's
+    name (two sources never share a patient by accident) and source indices are offset past the previous
+    part's, so that both stay unique in the merged set."""
+    splits = [tuple(p.labels) for p in parts]
+    if len(set(splits)) != 1:
+        raise DataError(f"{info.name}: the merged datasets have different splits "
+                        f"({', '.join(f'{p.name}: {list(s)}' for p, s in zip(parts, splits, strict=True))}).")
+    out = ArrayDataset(info, parts[0].size, {}, {}, files={k: v for p in parts for k, v in p.files.items()})
+    offsets = np.cumsum([0] + [1 + max((int(a.max()) for a in p.source_index.values() if a.size), default=-1)
+                               for p in parts[:-1]])
+    for split in splits[0]:
+        out.images[split] = np.concatenate([p.images[split] for p in parts])
+        out.labels[split] = np.concatenate([p.labels[split] for p in parts])
+        if all(split in p.patient_ids for p in parts):
+            out.patient_ids[split] = np.concatenate([np.char.add(f"{p.name}:", p.patient_ids[split].astype(str))
+                                                     for p in parts])
+        if all(split in p.source_index for p in parts):
+            out.source_index[split] = np.concatenate([o + p.source_index[split]
+                                                      for o, p in zip(offsets, parts, strict=True)])
+        for attr in ("views", "label_codes"):
+            if all(split in getattr(p, attr) for p in parts):
+                getattr(out, attr)[split] = np.concatenate([getattr(p, attr)[split] for p in parts])
+    return out

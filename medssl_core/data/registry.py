@@ -11,7 +11,8 @@ from medssl_core.data.medmnist_info import MEDMNIST, MedMNISTInfo
 from medssl_core.errors import DataError
 
 Task = Literal["binary", "multi-class", "multi-label", "ordinal"]
-SourceKind = Literal["medmnist", "folders", "nih_csv", "chexpert_csv", "mimeta"]
+SourceKind = Literal["medmnist", "folders", "nih_csv", "chexpert_csv", "mimeta", "merged"]
+MERGE = "+"  # "a+b+c": the registered datasets a, b and c as one (e.g. MIMeta's three organ views)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,8 @@ REGISTRY: dict[str, DatasetInfo] = {
 
 
 def get_dataset(name: str) -> DatasetInfo:
+    if MERGE in name:
+        return merged_dataset(tuple(name.split(MERGE)))
     try:
         return REGISTRY[name]
     except KeyError:
@@ -178,3 +181,25 @@ def get_dataset(name: str) -> DatasetInfo:
         raise DataError(
             f"Unknown dataset {name!r}.{hint} `medssl data list` shows the {len(REGISTRY)} known datasets."
         ) from None
+
+
+def merged_dataset(parts: tuple[str, ...]) -> DatasetInfo:
+    """Several registered datasets read as one, split by split (a pretraining on sources merged). They must
+    label the same classes with the same task and channels, so that one label space describes them all."""
+    infos = [get_dataset(p) for p in parts]
+    if len(set(parts)) != len(parts) or len(parts) < 2:
+        raise DataError(f"a merged dataset names two or more different datasets, not {MERGE.join(parts)!r}")
+    first = infos[0]
+    for info in infos[1:]:
+        if (info.task, info.classes, info.channels) != (first.task, first.classes, first.channels):
+            raise DataError(f"{info.name} cannot be merged with {first.name}: task, classes and channels must "
+                            f"agree ({info.task}, {info.n_classes} classes, {info.channels} channels vs "
+                            f"{first.task}, {first.n_classes}, {first.channels}).")
+    if len({i.kind == "medmnist" for i in infos}) > 1:
+        raise DataError(f"{MERGE.join(parts)!r} mixes MedMNIST files with original sources; merge like with like.")
+    return DatasetInfo(
+        name=MERGE.join(parts), task=first.task, classes=first.classes, channels=first.channels,
+        licence="; ".join(dict.fromkeys(i.licence for i in infos)), source=" + ".join(i.source for i in infos),
+        kind="merged", layout={"parts": parts}, has_patient_ids=all(i.has_patient_ids for i in infos),
+        official_splits=all(i.official_splits for i in infos), sizes=first.sizes if first.kind == "medmnist" else (),
+        obtain=" ".join(i.obtain for i in infos))

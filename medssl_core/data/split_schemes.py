@@ -2,7 +2,7 @@
 
 A scheme is a function ``(dataset, split, seed) -> SplitIndices``: ``dataset`` the loaded ``ArrayDataset``
 (labels, patient ids, views; images are not read), ``split`` the typed ``config.Split`` that names the scheme
-and its fields, ``seed`` the split seed of the run (``runner.split_seed``). Indices address the dataset's
+and its fields, ``seed`` the split seed of the run (``run_inputs.split_seed``). Indices address the dataset's
 *pool*: all its source splits (e.g. ``train``/``val``/``test``, NIH's ``train_val``/``test``, CheXpert's
 ``train``/``valid``, ``all``) laid end to end, in the source's own image order where it numbers its images
 (CSV row, MedIMeta image number), after the declared view filter and with labels under the declared

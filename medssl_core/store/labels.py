@@ -31,3 +31,8 @@ def variant_label(decisions: dict[str, str]) -> str:
 def format_fraction(fraction: float | None) -> str:
     """Label fractions exactly: 0.5 %, 1 %, 12.5 %, 100 %."""
     return f"{(1.0 if fraction is None else fraction) * 100:g} %"
+
+
+def secondary_metric(metric: str) -> str:
+    """Shown beside the main metric: AUC (accuracy alone hides a collapsed probe), or accuracy beside AUC."""
+    return "accuracy" if metric == "auc" else "auc"

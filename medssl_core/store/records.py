@@ -9,6 +9,10 @@ from typing import Any
 
 from medssl_core.atomic import write_atomic
 
+# Artifacts that later steps read by name (the paper, Grad-CAM): where a run keeps them is in its record.
+TEST_FEATURES = "test_features.npz"  # a kNN evaluation's test features and labels (t-SNE)
+FINETUNED = "finetuned.pt"  # a fitted evaluation's selected model {'backbone', 'head'} (fit.save_weights)
+
 
 @dataclass
 class RunRecord:

@@ -1,0 +1,89 @@
+"""What a run reads and starts from: its dataset (decoded once per process, within a byte budget), its
+train/val/test split, its images on the device and its backbone."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from medssl_core.config import Data
+from medssl_core.data import load_dataset
+from medssl_core.data.dataset import ArrayDataset
+from medssl_core.data.split_schemes import split_dataset
+from medssl_core.models import build_backbone
+from medssl_core.run_context import Context
+from medssl_core.runspec import RunSpec
+
+
+def _default_budget() -> int:
+    """MEDSSL_DATA_CACHE_GB, else a quarter of the machine's memory."""
+    if os.environ.get("MEDSSL_DATA_CACHE_GB"):
+        return int(float(os.environ["MEDSSL_DATA_CACHE_GB"]) * 2**30)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+class DatasetCache:
+    """Decoded datasets by (name, size, data dir, data version): a file replaced under the same name is a new
+    version and is loaded (and verified) again. The least recently used are dropped once the images held pass
+    ``max_bytes``; the one just loaded is always kept."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, ArrayDataset] = OrderedDict()
+
+    def get(self, name: str, size: int, data_dir: str | None, allow_download: bool, version: str | None):
+        key = (name, size, data_dir, version)
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        ds = load_dataset(name, size, data_dir, allow_download=allow_download)
+        self._items[key] = ds
+        while len(self._items) > 1 and self.held_bytes() > self.max_bytes:
+            self._items.popitem(last=False)
+        return ds
+
+    def held_bytes(self) -> int:
+        return sum(a.nbytes for ds in self._items.values() for a in ds.images.values())
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+DATASETS = DatasetCache(_default_budget())
+
+
+def split_seed(spec: RunSpec, hp: Data) -> int:
+    policy = hp.split.seed_policy
+    if policy == "fixed":
+        return hp.split.fixed_seed
+    if policy == "per_run":
+        return spec.seed + 1_000
+    # per_script: each script of the study's code shuffles on its own (unseeded in the original)
+    return int(hashlib.sha256(f"{spec.seed}|{hp.split.script}".encode()).hexdigest()[:8], 16)
+
+
+def split_arrays(spec: RunSpec, hp: Data, ctx: Context):
+    """train/val/test (images, labels) as numpy, as the spec's split scheme (data.split_schemes) assigns them,
+    and the files read (path -> checksum)."""
+    ds = DATASETS.get(spec.dataset_used, hp.source_size or hp.image_size, ctx.data_dir, ctx.allow_download,
+                      spec.data)
+    parts = split_dataset(ds, hp.split, split_seed(spec, hp))
+    return {role: (part.images, part.labels) for role, part in parts.items()}, ds.files
+
+
+def images_to_device(x: np.ndarray, device: torch.device, channels: int | None = None) -> torch.Tensor:
+    """uint8 (N, H, W, C) numpy -> uint8 (N, C, H, W) tensor on ``device``; grey replicated to ``channels``."""
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+    if channels is not None and channels != t.shape[1]:
+        t = t.expand(-1, channels, -1, -1).contiguous()
+    return t
+
+
+def run_backbone(hp: Data) -> torch.nn.Module:
+    """The backbone a run's configuration describes (random or ImageNet init; weights loaded by the caller)."""
+    b = hp.backbone
+    return build_backbone(b.arch, hp.input_channels, small_stem=b.small_stem, init=b.init, image_size=hp.image_size)
