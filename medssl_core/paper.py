@@ -84,7 +84,7 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
     collapsed = {r["run_id"] for r in test if r["metric"] == "collapsed" and r["value"] == 1}
     datasets = sorted({(r["dataset"], r["dataset_used"]) for r in test})
     tables, cells = {}, []
-    for variant in (AS_PUBLISHED, CORRECTED):
+    for variant in (AS_PUBLISHED, CORRECTED) if study.decisions else (AS_PUBLISHED,):  # no decisions: one table
         configs: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
         for r in test:
             if r["metric"] in (metric, second) and in_variant(parse_decisions(r["decisions"]), variant):
@@ -277,8 +277,8 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
     test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and not r["kept_stale"]]
     if len({r["fraction"] or 1.0 for r in test}) < 2:
         return []
-    variant = CORRECTED if any(in_variant(parse_decisions(r["decisions"]), CORRECTED) for r in test) \
-        else AS_PUBLISHED
+    variant = CORRECTED if study.decisions and any(in_variant(parse_decisions(r["decisions"]), CORRECTED)
+                                                   for r in test) else AS_PUBLISHED
     test = [r for r in test if in_variant(parse_decisions(r["decisions"]), variant)]
     datasets = sorted({r["dataset_used"] for r in test})
     lines = sorted({(r["method"], r["protocol"]) for r in test}, key=lambda k: _order(study, *k))
@@ -309,9 +309,12 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
         ax.set_ylabel(f"test {metric} (%)")
         ax.set_title(ds, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"{study.title}: label efficiency ({VARIANT_TITLES[variant]}), mean ± std over seeds", fontsize=11)
-    fig.tight_layout()
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    rows = -(-len(labels) // 2)
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    which = f" ({VARIANT_TITLES[variant]})" if study.decisions else ""
+    fig.suptitle(f"{study.title}: label efficiency{which}, mean ± std over seeds", fontsize=11)
+    fig.tight_layout(rect=(0, min(0.5, 0.045 * rows + 0.02), 1, 1))
     return _save(fig, out, "label_efficiency")
 
 

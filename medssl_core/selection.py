@@ -18,12 +18,15 @@ class Selection:
 
 
 def declared_settings(study: Study, profile: str) -> set[str]:
-    """Settings ids of every run the study declares under a profile: every source (stand-ins too), variant and
-    precision, whatever data is present here."""
+    """Settings ids of every run the study declares under a profile: every evaluated dataset, method and
+    protocol (also those the profile leaves out by default but `--datasets` / `--methods` may ask for), every
+    source (stand-ins too), variant and precision, whatever data is present here."""
     ids = set()
+    everything = {"datasets": [d.key for d in study.datasets if d.evaluated],
+                  "methods": [m.name for m in study.methods], "protocols": [p.name for p in study.protocols]}
     for amp in ("off", "bf16"):
         plan = expand(study, profile, variant_names=ALL_VARIANTS, every_source=True, fingerprint_data=False,
-                      overrides={"pretrain": {"amp": amp}, "evaluate": {"amp": amp}})
+                      overrides={"pretrain": {"amp": amp}, "evaluate": {"amp": amp}}, **everything)
         ids |= {s.settings_id for s in plan.specs}
     return ids
 
