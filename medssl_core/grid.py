@@ -175,13 +175,13 @@ def _expand_pair(plan, seen, study: Study, profile: Profile, target: _Target, pr
         if method.pretrain is None and pre_target is not target:
             continue  # nothing pretrained: only the in-domain pairing has its runs
         init = deep_merge({"backbone": {"init": method.init}}, method.hparams)
-        arch = deep_merge(target.base, init)["backbone"]["arch"]
+        base, pre_base = deep_merge(target.base, init), deep_merge(pre_target.base, init)
+        arch = base["backbone"]["arch"]
         if method.init == "imagenet" and imagenet_weights_path(arch) is None:
             plan.skipped.append((f"{target.ds.key}/{method.name}", imagenet_missing_message(arch)))
             continue
-        for t in {id(target): target, id(pre_target): pre_target}.values():
+        for t, merged in ((target, base), (pre_target, pre_base)):
             read = t.base.get("source_size") or t.base["image_size"]
-            merged = deep_merge(t.base, init)
             if (merged.get("source_size") or merged["image_size"]) != read:
                 raise ConfigError(f"{study.name} method {method.name!r}: its hparams change the size of the files "
                                   f"read from {t.source} ({read} px): a method may resize its input (image_size, "
@@ -189,14 +189,14 @@ def _expand_pair(plan, seen, study: Study, profile: Profile, target: _Target, pr
         builder = _Builder(study, profile, target, method, extra)
         pre_builder = builder if pre_target is target else _Builder(study, profile, pre_target, method, extra)
         for seed, choice in runs:
-            pre = pre_builder.pretrain(deep_merge(pre_target.base, init), seed, choice)
+            pre = pre_builder.pretrain(pre_base, seed, choice)
             if pre is not None and pre.run_id not in seen:
                 seen.add(pre.run_id)
                 plan.specs.append(pre)
             for protocol_name in protocol_names:
                 protocol = study.protocol(protocol_name)
                 if protocol.methods is None or method.name in protocol.methods:
-                    for spec in builder.evaluate(deep_merge(target.base, init), protocol, pre, seed, choice):
+                    for spec in builder.evaluate(base, protocol, pre, seed, choice):
                         if spec.run_id not in seen:
                             seen.add(spec.run_id)
                             plan.specs.append(spec)
@@ -258,9 +258,8 @@ class _Builder:
                        self.extra.get("evaluate", {})):
             hp = deep_merge(hp, update)
         hp["split"] = {**hp["split"], "script": protocol.script or protocol.name}
-        hp = self._finish(config.EvaluateHP, hp, decisions, ("data", "evaluate"),
-                          self._where(f"evaluation {protocol.name!r}"))
         where = self._where(f"evaluation {protocol.name!r}")
+        hp = self._finish(config.EvaluateHP, hp, decisions, ("data", "evaluate"), where)
         fractions = self.target.ds.fractions or self.profile.fractions
         if pre is not None:
             check_transferable(pre, hp, where)

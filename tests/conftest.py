@@ -36,3 +36,23 @@ def env_for_subprocess(tmp_path: Path) -> dict:
     env.update(HOME=str(tmp_path / "home"), MEDSSL_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="2")
     env.pop("MEDSSL_DATA", None)
     return env
+
+
+def cpu_store(tmp_path: Path, data_dir: Path | None, name: str = "r.duckdb"):
+    """A results store under ``tmp_path`` and a quiet CPU context that reads ``data_dir``."""
+    from medssl_core.run_context import Context
+    from medssl_core.store import ResultsStore
+
+    store = ResultsStore(tmp_path / name)
+    ctx = Context(str(data_dir) if data_dir is not None else None, torch.device("cpu"), store.artifacts_dir,
+                  store.checkpoints_dir, progress=False)
+    return store, ctx
+
+
+def execute_cleanly(plan, store, ctx):
+    """Execute a plan; fail with every failed run's error if any failed."""
+    from medssl_core.execute import execute
+
+    summary = execute(plan, store, ctx, progress=False)
+    assert not summary.failed, [r.run["error"] for r in summary.failed]
+    return summary

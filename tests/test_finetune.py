@@ -14,13 +14,12 @@ from medssl_core import config, run_inputs, train
 from medssl_core.augment import AugmentConfig, BatchAugment
 from medssl_core.errors import ConfigError
 from medssl_core.evaluate import Classifier, fit_classifier, predict
-from medssl_core.execute import execute
 from medssl_core.grid import expand
 from medssl_core.models import build_head
-from medssl_core.run_context import Context
 from medssl_core.run_inputs import DatasetCache
-from medssl_core.store import ResultsStore, run_sql
+from medssl_core.store import run_sql
 from medssl_core.study import Protocol, get_study
+from tests.conftest import cpu_store, execute_cleanly
 
 DEMO = get_study("demo")
 
@@ -116,10 +115,8 @@ def test_fine_tuning_features_end_to_end_and_recorded_features(tmp_path, medmnis
     study = replace(DEMO, protocols=(*DEMO.protocols, finetune))
     plan = expand(study, "quick", data_dir=medmnist_dir, seeds=[0], methods=["simclr"],
                   protocols=["knn", "finetune"], overrides={"pretrain": {"train": {"epochs": 1}}})
-    store = ResultsStore(tmp_path / "r.duckdb")
-    ctx = Context(str(medmnist_dir), torch.device("cpu"), store.artifacts_dir, store.checkpoints_dir, progress=False)
-    summary = execute(plan, store, ctx, progress=False)
-    assert not summary.failed, [r.run["error"] for r in summary.failed]
+    store, ctx = cpu_store(tmp_path, medmnist_dir)
+    execute_cleanly(plan, store, ctx)
     artifacts = dict(run_sql(store.db_path, "SELECT r.protocol || '/' || a.name, a.path FROM artifacts a "
                                             "JOIN runs r USING (run_id) WHERE r.kind = 'evaluate'")[1])
     assert set(artifacts) == {"knn/test_features.npz", "finetune/finetuned.pt"}
@@ -173,9 +170,8 @@ def test_monitor_bank_caps_the_knn_bank(monkeypatch, tmp_path, medmnist_dir):
     monkeypatch.setattr(train, "knn_score", spy)
     plan = expand(DEMO, "quick", data_dir=medmnist_dir, seeds=[0], methods=["simclr"], protocols=["knn"],
                   overrides={"pretrain": {"train": {"epochs": 1, "monitor_bank": 100}}})
-    store = ResultsStore(tmp_path / "r.duckdb")
-    ctx = Context(str(medmnist_dir), torch.device("cpu"), store.artifacts_dir, store.checkpoints_dir, progress=False)
-    execute(replace(plan, specs=plan.pretrain), store, ctx, progress=False)
+    store, ctx = cpu_store(tmp_path, medmnist_dir)
+    execute_cleanly(replace(plan, specs=plan.pretrain), store, ctx)
     assert banks == [100]
     names = run_sql(store.db_path, "SELECT DISTINCT name FROM curves WHERE name LIKE 'knn%'")[1]
     assert names == [("knn_val_accuracy",)]
@@ -188,10 +184,9 @@ def test_evaluations_of_one_encoder_extract_its_features_once(monkeypatch, tmp_p
     real = run_evaluate.extract_features
     monkeypatch.setattr(run_evaluate, "extract_features", lambda *a, **k: calls.append(1) or real(*a, **k))
     plan = expand(DEMO, "quick", data_dir=medmnist_dir, seeds=[0], overrides={"pretrain": {"train": {"epochs": 1}}})
-    store = ResultsStore(tmp_path / "r.duckdb")
-    ctx = Context(str(medmnist_dir), torch.device("cpu"), store.artifacts_dir, store.checkpoints_dir, progress=False)
-    summary = execute(plan, store, ctx, progress=False)
-    assert not summary.failed and sorted((s.method, s.protocol) for s in plan.evaluate) == [
+    store, ctx = cpu_store(tmp_path, medmnist_dir)
+    execute_cleanly(plan, store, ctx)
+    assert sorted((s.method, s.protocol) for s in plan.evaluate) == [
         ("random_init", "knn"), ("random_init", "linear"), ("simclr", "knn"), ("simclr", "linear")]
     # SimCLR's kNN and probe share one extraction of 3 splits; each random-init run extracts its own
     assert len(calls) == 3 + 2 * 3

@@ -5,17 +5,14 @@ import subprocess
 import sys
 import time
 
-import torch
-
 from medssl_core.cli import main
 from medssl_core.execute import execute
 from medssl_core.grid import expand
-from medssl_core.run_context import Context
 from medssl_core.runner import execute_spec
 from medssl_core.runspec import RunSpec
-from medssl_core.store import ResultsStore, run_sql
+from medssl_core.store import run_sql
 from medssl_core.study import get_study
-from tests.conftest import ROOT, env_for_subprocess
+from tests.conftest import ROOT, cpu_store, env_for_subprocess
 
 
 def test_run_id_is_canonical_and_stable():
@@ -63,8 +60,7 @@ def test_missing_dataset_is_skipped_with_instructions(tmp_path):
 
 def test_failed_run_is_recorded_and_the_grid_goes_on_then_retry(tmp_path, medmnist_dir):
     plan = expand(get_study("demo"), "quick", data_dir=medmnist_dir, seeds=[0], methods=["random_init"])
-    store = ResultsStore(tmp_path / "r.duckdb")
-    ctx = Context(str(medmnist_dir), torch.device("cpu"), store.artifacts_dir, store.checkpoints_dir, progress=False)
+    store, ctx = cpu_store(tmp_path, medmnist_dir)
     calls = []
 
     def flaky(spec, ctx):

@@ -6,14 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-import torch
 
-from medssl_core.execute import execute
 from medssl_core.grid import expand
 from medssl_core.paper import generate
-from medssl_core.run_context import Context
-from medssl_core.store import ResultsStore, run_sql
+from medssl_core.store import run_sql
 from medssl_core.study import deep_merge, get_study
+from tests.conftest import cpu_store, execute_cleanly
 
 STUDY = get_study("medmnist_ssl")
 
@@ -57,10 +55,8 @@ def test_reduced_quick_replication_end_to_end(tmp_path, medmnist_dir):
                  methods=("simclr", "random_init"), protocols=("finetune", "knn"), overrides=overrides)
     study = replace(STUDY, profiles=(*STUDY.profiles, ci))
     plan = expand(study, "ci", data_dir=medmnist_dir)
-    store = ResultsStore(tmp_path / "r.duckdb")
-    ctx = Context(str(medmnist_dir), torch.device("cpu"), store.artifacts_dir, store.checkpoints_dir, progress=False)
-    summary = execute(plan, store, ctx, progress=False)
-    assert not summary.failed, [r.run["error"] for r in summary.failed]
+    store, ctx = cpu_store(tmp_path, medmnist_dir)
+    execute_cleanly(plan, store, ctx)
     n = run_sql(store.db_path, "SELECT fraction, min(value), max(value) FROM run_metrics WHERE split = 'train' "
                                "AND metric = 'n_labelled' GROUP BY 1 ORDER BY 1")[1]
     assert n == [(0.1, 55.0, 55.0), (1.0, 546.0, 546.0)]  # 10 % per class, rounded half up

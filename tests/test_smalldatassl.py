@@ -13,9 +13,9 @@ from medssl_core.errors import ConfigError
 from medssl_core.execute import execute
 from medssl_core.grid import expand
 from medssl_core.paper import generate
-from medssl_core.run_context import Context
-from medssl_core.store import ResultsStore, run_sql
+from medssl_core.store import run_sql
 from medssl_core.study import deep_merge, get_study
+from tests.conftest import cpu_store, execute_cleanly
 
 STUDY = get_study("smalldatassl")
 
@@ -76,11 +76,8 @@ def test_reduced_quick_replication_end_to_end(tmp_path, medmnist_dir):
     study = reduced_study()
     plan = expand(study, "ci", data_dir=medmnist_dir)
     assert len(plan.pretrain) == 4 and plan.stand_ins == {"kermany_cxr": "pneumoniamnist"}
-    store = ResultsStore(tmp_path / "medssl.duckdb")
-    ctx = Context(str(medmnist_dir), __import__("torch").device("cpu"), store.artifacts_dir, store.checkpoints_dir,
-                  progress=False)
-    summary = execute(plan, store, ctx, progress=False)
-    assert not summary.failed, [r.run["error"] for r in summary.failed]
+    store, ctx = cpu_store(tmp_path, medmnist_dir, "medssl.duckdb")
+    execute_cleanly(plan, store, ctx)
     assert execute(plan, store, ctx, progress=False).ran == 0  # a second call does no training
 
     db = store.db_path

@@ -6,16 +6,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from medssl_core.data import get_dataset, load_dataset
 from medssl_core.errors import ConfigError, DataError
-from medssl_core.execute import execute
 from medssl_core.grid import expand
 from medssl_core.paper import generate
-from medssl_core.runner import Context
-from medssl_core.store import ResultsStore, run_sql
+from medssl_core.store import run_sql
 from medssl_core.study import StudyDataset, get_study
+from tests.conftest import cpu_store, execute_cleanly
 from tests.test_data import _write_png
 
 DEMO = get_study("demo")
@@ -69,10 +67,8 @@ def test_transfer_declarations_are_checked(medmnist_dir):
 def test_transfer_runs_and_the_tables_show_transfer_cells(tmp_path, medmnist_dir):
     study = transfer_study()
     plan = expand(study, "t", data_dir=medmnist_dir, methods=["simclr"], protocols=["knn"])
-    store = ResultsStore(tmp_path / "r.duckdb")
-    ctx = Context(str(medmnist_dir), torch.device("cpu"), store.artifacts_dir, store.checkpoints_dir, progress=False)
-    summary = execute(plan, store, ctx, progress=False)
-    assert not summary.failed, [r.run["error"] for r in summary.failed]
+    store, ctx = cpu_store(tmp_path, medmnist_dir)
+    execute_cleanly(plan, store, ctx)
     rows = run_sql(store.db_path, "SELECT dataset, pretrain_dataset, count(*) FROM runs WHERE kind = 'evaluate' "
                                   "GROUP BY ALL ORDER BY ALL")[1]
     assert rows == [("breast", "breast", 1), ("breast", "pneumonia", 1), ("pneumonia", "breast", 1),
