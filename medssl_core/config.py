@@ -4,6 +4,11 @@ pydantic (v2) rather than hand-validated dataclasses: it gives nested models tha
 (`extra="forbid"`), type checks with the exact path of the bad key, discriminated unions for the protocol
 kinds, and a `model_dump` that writes every default explicitly, so a run's spec states each value it used
 and a changed default changes the spec (and the config id) instead of the numbers silently.
+
+One exception keeps recorded runs comparable as the engine grows: an option added after runs were recorded
+is declared with ``added(...)``, whose value must be the behaviour from before the option existed. A spec
+states it only when a run sets it to something else (``spec_form``), so adding an option for a new study
+leaves every recorded run's settings id as it was (tests/test_trust.py pins each such value).
 """
 
 from __future__ import annotations
@@ -20,6 +25,27 @@ from medssl_core.labels import MULTI_LABEL, default_fit_loss, headline_metric
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def added(absent, **kwargs):
+    """A field added after runs were recorded; ``absent`` (also its default) is what runs did before it."""
+    return Field(default=absent, json_schema_extra={"absent": absent}, **kwargs)
+
+
+def spec_form(model: BaseModel) -> dict:
+    """``model`` written out in full, less each ``added`` field that holds its ``absent`` value."""
+    out = model.model_dump(mode="json")
+    _drop_absent(model, out)
+    return out
+
+
+def _drop_absent(model: BaseModel, out: dict) -> None:
+    for name, info in type(model).model_fields.items():
+        value, extra = getattr(model, name), info.json_schema_extra
+        if isinstance(extra, dict) and "absent" in extra and value == extra["absent"]:
+            del out[name]
+        elif isinstance(value, BaseModel):
+            _drop_absent(value, out[name])
 
 
 class Backbone(Strict):
@@ -110,6 +136,9 @@ class Split(Strict):
     seed_policy: Literal["fixed", "per_run", "per_script"] = "fixed"
     fixed_seed: int = 16  # the seed of the fixed policy (SmallDataSSL's train_test_split(random_state=16))
     script: str = "pretrain"  # which script of the study's code a run stands for (per_script)
+    per_part: bool = added(False)  # a merged dataset split one dataset at a time (data.split_schemes)
+    # a run's labelled fraction of train: stratified per class, or MIMeta's random_split(train, [f, 1 - f])
+    label_fraction: Literal["stratified", "random_split"] = added("stratified")
 
     @model_validator(mode="after")
     def _scheme_and_its_fields(self):
@@ -167,8 +196,9 @@ class SSLMethod(Strict):
 
 
 def input_channels(hp: dict) -> int:
-    """Channels the backbone sees: 3 under channel_mode 'rgb' (grey replicated, as `.convert('RGB')`)."""
-    return 3 if hp["channel_mode"] == "rgb" else hp["channels"]
+    """Channels the backbone sees: 3 under channel_mode 'rgb' (grey replicated, as `.convert('RGB')`) and
+    'grey' (colour made grey, then replicated, as `Grayscale(num_output_channels=3)`)."""
+    return 3 if hp["channel_mode"] in ("rgb", "grey") else hp["channels"]
 
 
 class Data(Strict):
@@ -177,7 +207,11 @@ class Data(Strict):
     image_size: int = Field(ge=8)
     source_size: int | None = None  # side the images are held at; crops are cut here, then resized
     channels: int  # channels of the data as stored
-    channel_mode: Literal["native", "rgb"] = "native"  # rgb: grey replicated to 3 channels (`.convert('RGB')`)
+    # rgb: grey replicated to 3 channels (`.convert('RGB')`); grey: colour to PIL's luma, then replicated to 3
+    # (`Grayscale(num_output_channels=3)`; MIMeta's CRC as committed)
+    channel_mode: Literal["native", "rgb", "grey"] = "native"
+    # labels renumbered, new = label_order[old]: a stand-in's classes in the order of the data it stands in for
+    label_order: tuple[int, ...] | None = added(None)
     n_classes: int
     task: Literal["binary", "multi-class", "multi-label", "ordinal"]
     split: Split
@@ -187,6 +221,14 @@ class Data(Strict):
     @property
     def input_channels(self) -> int:
         return input_channels({"channel_mode": self.channel_mode, "channels": self.channels})
+
+    @model_validator(mode="after")
+    def _label_order_is_a_permutation(self):
+        if self.label_order is not None and (self.task == MULTI_LABEL
+                                             or sorted(self.label_order) != list(range(self.n_classes))):
+            raise ValueError(f"label_order {list(self.label_order)} must renumber the {self.n_classes} classes of a "
+                             "single-label task: a permutation of 0..n_classes-1")
+        return self
 
 
 class PretrainHP(Data):
@@ -221,6 +263,8 @@ class FitLoss(Strict):
     focal_gamma: float = Field(default=2.0, ge=0.0)  # focal only (Lin et al. 2017's default)
     # focal only: Lin et al.'s alpha_t, alpha for positives and 1 - alpha for negatives; None weighs all alike
     focal_alpha: float | None = None
+    # ce only: the head ends in a softmax and the cross-entropy softmaxes its output again (MIMeta's readout)
+    double_softmax: bool = added(False)
 
     @field_validator("focal_alpha")
     @classmethod
@@ -318,12 +362,14 @@ def _check_fit_for_task(fit: Fit, task: str, n_classes: int) -> None:
                          f"{n_classes}-class task does not have: leave it null, or use a binary or multi-label task.")
 
 
-def validate(model: type[Strict], hp: dict, where: str) -> dict:
-    """Validate ``hp`` and return it with every default written out; a ConfigError names each bad key."""
+def validate(model: type[Strict], hp: dict, where: str, *, for_spec: bool = False) -> dict:
+    """Validate ``hp`` and return it with every default written out (``for_spec``: in its spec form); a
+    ConfigError names each bad key."""
     try:
-        return model.model_validate(hp).model_dump(mode="json")
+        parsed = model.model_validate(hp)
     except ValidationError as exc:
         raise ConfigError(f"{where}: invalid configuration\n" + _explain(model, exc)) from None
+    return spec_form(parsed) if for_spec else parsed.model_dump(mode="json")
 
 
 def parse(model: type[Strict], value, where: str):

@@ -58,7 +58,9 @@ def resolve_source(ds: StudyDataset, image_size: dict[str, int], data_dir, allow
             return name
     if allow_download:
         for name in ds.sources:
-            if get_dataset(name).kind == "medmnist" and name in image_size:
+            info = get_dataset(name)
+            parts = info.layout["parts"] if info.kind == "merged" else (name,)
+            if all(get_dataset(p).kind == "medmnist" for p in parts) and name in image_size:
                 return name
     return None
 
@@ -128,11 +130,14 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
         for target in targets.get(ds.key, []):
             for pre_key in ds.pretrainings():
                 pre_targets = [target] if pre_key == ds.key else targets.get(pre_key, [])
+                names = method_names
                 if not pre_targets:
                     plan.skipped.append((f"dataset {ds.key} pretrained on {pre_key}",
                                          f"the data of {pre_key} is missing (see above)"))
+                    # what needs no pretraining still runs (deduplicated against the other pairings)
+                    pre_targets, names = [target], [m for m in method_names if study.method(m).pretrain is None]
                 for pre_target in pre_targets:
-                    _expand_pair(plan, seen, study, profile, target, pre_target, method_names, protocol_names,
+                    _expand_pair(plan, seen, study, profile, target, pre_target, names, protocol_names,
                                  runs, overrides or {})
     return plan
 
@@ -159,6 +164,9 @@ def _target(study: Study, profile: Profile, ds: StudyDataset, source: str, bf16:
     common = deep_merge(ds.hparams, {
         "image_size": size, "source_size": source_size, "split": {"scheme": "official"} if official else ds.split,
         "channels": info.channels, "n_classes": info.n_classes, "task": info.task})
+    order = ds.label_order(source, info.classes)
+    if order is not None:
+        common["label_order"] = list(order)
     if info.lateral_classes:  # left/right organ classes: a horizontal flip would change the label
         common = deep_merge(common, {"augment": {"hflip": 0.0}})
     base = deep_merge(deep_merge(study.pretrain_defaults, profile.overrides.get("pretrain", {})), common)
@@ -172,8 +180,10 @@ def _expand_pair(plan, seen, study: Study, profile: Profile, target: _Target, pr
     """Runs evaluated on ``target`` whose encoders were pretrained on ``pre_target`` (the same one in-domain)."""
     for method_name in method_names:
         method = study.method(method_name)
-        if method.pretrain is None and pre_target is not target:
-            continue  # nothing pretrained: only the in-domain pairing has its runs
+        if method.pretrain is None and pre_target is not target and target.ds.key in target.ds.pretrainings():
+            continue  # nothing pretrained: one pairing has its runs (the in-domain one; else any, deduplicated)
+        if target.ds.methods is not None and method_name not in target.ds.methods:
+            continue
         init = deep_merge({"backbone": {"init": method.init}}, method.hparams)
         base, pre_base = deep_merge(target.base, init), deep_merge(pre_target.base, init)
         arch = base["backbone"]["arch"]
@@ -211,7 +221,8 @@ class _Builder:
     extra: dict
 
     def _applies(self, d: Decision, protocol: str | None) -> bool:
-        return d.name not in self.profile.moot_decisions and d.applies(self.method.name, protocol, self.target.official)
+        return d.name not in self.profile.moot_decisions and d.applies(
+            self.method.name, protocol, self.target.official, self.target.ds.key)
 
     def _decisions(self, choice: dict, protocol=None) -> dict[str, str]:
         out = {d.name: choice[d.name] for d in self.study.decisions
@@ -230,7 +241,8 @@ class _Builder:
         for d in self.study.decisions:
             if d.name in decisions and d.stage in stages:
                 config.set_path(hp, d.param, d.value(decisions[d.name]), f"{where}, decision {d.name!r}")
-        return config.validate(model, hp, where)
+                hp = config.validate(model, hp, where)  # the defaults of a part the decision replaced whole
+        return config.validate(model, hp, where, for_spec=True)
 
     def pretrain(self, base: dict, seed: int, choice: dict) -> RunSpec | None:
         if self.method.pretrain is None:
@@ -243,12 +255,13 @@ class _Builder:
         hp["split"] = {**hp["split"], "script": self.study.pretrain_script}
         hp = self._finish(config.PretrainHP, hp, decisions, ("data", "pretrain"), self._where("pretraining"))
         return RunSpec(self.study.name, "pretrain", self.target.ds.key, self.target.source, self.method.name, seed,
-                       self.profile.name, hp, decisions, code=code_fingerprint("pretrain"), data=self.target.data)
+                       self.profile.name, hp, decisions, code=code_fingerprint("pretrain", self.target.source),
+                       data=self.target.data)
 
     def evaluate(self, base: dict, protocol, pre: RunSpec | None, seed: int, choice: dict) -> list[RunSpec]:
         decisions = self._decisions(choice, protocol.name)
-        shared = ("image_size", "source_size", "split", "channels", "channel_mode", "n_classes", "task",
-                  "backbone", "amp", "deterministic")
+        shared = ("image_size", "source_size", "split", "channels", "channel_mode", "label_order", "n_classes",
+                  "task", "backbone", "amp", "deterministic")
         hp = deep_merge(self.study.evaluate_defaults, {
             **{k: base[k] for k in shared if k in base},
             "augment": {k: base["augment"][k] for k in ("mean", "std", "resize_mode") if k in base["augment"]},
@@ -264,9 +277,12 @@ class _Builder:
         if pre is not None:
             check_transferable(pre, hp, where)
             check_label_use(pre, hp, fractions, where)
+            # an evaluation records every decision behind its numbers: its pretraining's too, including those
+            # that concern only the pretraining's dataset (e.g. how merged sources are split)
+            decisions = {**pre.decisions, **decisions}
         return [RunSpec(self.study.name, "evaluate", self.target.ds.key, self.target.source, self.method.name, seed,
                         self.profile.name, hp, decisions, protocol.name, fraction, pre,
-                        code=code_fingerprint("evaluate"), data=self.target.data)
+                        code=code_fingerprint("evaluate", self.target.source), data=self.target.data)
                 for fraction in fractions]
 
 

@@ -3,9 +3,10 @@
 Code: each module that computes numbers is hashed by its syntax tree with docstrings and error messages
 removed, so comments, formatting, docstrings and messages never change a run's identity, while any change to
 a loss, an augmentation op, a split or a training loop does. Which modules count is declared here per run
-kind (a metrics fix re-runs evaluations, not pretrainings), and a test checks that every module of the
-package is classified, so a new one cannot be forgotten. Data: a version per dataset file set (the MD5 of
-each file, cached by size and modification time).
+kind (a metrics fix re-runs evaluations, not pretrainings), a reader of one source's layout counts only for
+the runs that read that source (a new study's reader leaves other studies' runs as they were), and a test
+checks that every module of the package is classified, so a new one cannot be forgotten. Data: a version per
+dataset file set (the MD5 of each file, cached by size and modification time).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ NUMERIC: dict[str, tuple[str, ...]] = {
                  "run_pretrain.py"),
     "evaluate": (*_SHARED, "evaluate.py", "metrics.py", "run_evaluate.py"),
 }
+# Readers of one source layout (registry kind): they count for the runs that read such a source only.
+BY_SOURCE_KIND: dict[str, tuple[str, ...]] = {"mimeta": ("data/medimeta.py",)}
 # Modules whose changes cannot change a number already computed: their effect on a run, if any, is written
 # into its spec (config, grid, study, registry, pipelines) or they only move, store or show results.
 NOT_NUMERIC = ("__init__.py", "atomic.py", "augment_show.py", "cli.py", "config.py", "errors.py", "execute.py",
                "run_context.py", "run_record.py",
-               "grid.py", "identity.py", "paper.py", "pipelines.py", "provenance.py", "runspec.py", "selection.py",
-               "stale.py", "study.py",
+               "grid.py", "identity.py", "paper.py", "paper_classes.py", "paper_output.py", "pipelines.py",
+               "provenance.py", "runspec.py", "selection.py", "stale.py", "study.py",
                "torchvision_compat.py", "data/__init__.py", "data/download.py", "data/locate.py",
                "data/medmnist_info.py", "data/registry.py", "store/__init__.py", "store/labels.py", "store/records.py",
                "store/schema.py", "store/store.py")
@@ -61,16 +64,28 @@ def module_hash(source: str) -> str:
 
 
 @functools.cache
-def code_fingerprint(kind: str) -> dict[str, str]:
-    """module -> hash of its normalised syntax tree, for the modules that compute a run of ``kind``."""
-    return {name: module_hash((PACKAGE / name).read_text()) for name in NUMERIC[kind]}
+def _module_hash(name: str) -> str:
+    return module_hash((PACKAGE / name).read_text())
+
+
+def numeric_modules(kind: str, dataset_used: str) -> tuple[str, ...]:
+    """The modules that compute a run of ``kind`` reading the registered dataset ``dataset_used``."""
+    from medssl_core.data.registry import MERGE, REGISTRY
+
+    kinds = sorted({REGISTRY[p].kind for p in dataset_used.split(MERGE) if p in REGISTRY})
+    return NUMERIC[kind] + tuple(m for k in kinds for m in BY_SOURCE_KIND.get(k, ()))
+
+
+def code_fingerprint(kind: str, dataset_used: str) -> dict[str, str]:
+    """module -> hash of its normalised syntax tree, for the modules that compute such a run."""
+    return {name: _module_hash(name) for name in numeric_modules(kind, dataset_used)}
 
 
 def digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
-def code_changes(recorded: dict[str, str], kind: str) -> list[str]:
+def code_changes(recorded: dict[str, str], kind: str, dataset_used: str) -> list[str]:
     """Modules whose code differs between a recorded fingerprint and the current one."""
-    current = code_fingerprint(kind)
+    current = code_fingerprint(kind, dataset_used)
     return sorted(m for m in set(current) | set(recorded) if current.get(m) != recorded.get(m))

@@ -111,4 +111,8 @@ def _single_label_metrics(task: str, y: np.ndarray, scores: np.ndarray,
         out["precision"] = float(skm.precision_score(y, pred, average="macro", zero_division=0))
         out["recall"] = float(skm.recall_score(y, pred, average="macro", zero_division=0))
     out["collapsed"] = float(len(np.unique(pred)) == 1)
+    # the confusion matrix as counts (true t, predicted p), from which SQL and the paper derive per-class recall
+    counts = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes)
+    out.update({f"confusion_{t}_{q}": float(counts[t * n_classes + q]) for t in range(n_classes)
+                for q in range(n_classes)})
     return out

@@ -13,9 +13,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from tabulate import tabulate
 
 from medssl_core.errors import StoreError
+from medssl_core.paper_classes import confusion_figures, recall_table
+from medssl_core.paper_output import save_figure, write_table
 from medssl_core.runspec import RunSpec
 from medssl_core.selection import select
 from medssl_core.stale import summarise
@@ -215,22 +216,6 @@ def claim_verdicts(study: Study, rows: list[dict], metric: str) -> tuple[list, l
     return headers, table
 
 
-def _write_table(out: Path, stem: str, title: str, headers: list, table: list, note: str) -> list[Path]:
-    md = out / f"{stem}.md"
-    md.write_text(f"# {title}\n\n{note}\n\n" + tabulate(table, headers, tablefmt="github") + "\n")
-    tex = out / f"{stem}.tex"
-    tex.write_text(f"% {title}\n% {note}\n" + tabulate(table, headers, tablefmt="latex_booktabs") + "\n")
-    return [md, tex]
-
-
-def _save(fig, out: Path, stem: str) -> list[Path]:
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    plt.close(fig)
-    return paths
-
-
 def accuracy_figure(study: Study, rows: list[dict], metric: str, out: Path) -> list[Path]:
     methods, protocols, _ = _titles(study)
     test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and (r["fraction"] or 1.0) == 1.0
@@ -267,7 +252,7 @@ def accuracy_figure(study: Study, rows: list[dict], metric: str, out: Path) -> l
     axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.suptitle(f"{study.title}: test {metric}, mean ± std over seeds", fontsize=11)
     fig.tight_layout()
-    return _save(fig, out, "accuracy")
+    return save_figure(fig, out, "accuracy")
 
 
 def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Path) -> list[Path]:
@@ -315,7 +300,7 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
     which = f" ({VARIANT_TITLES[variant]})" if study.decisions else ""
     fig.suptitle(f"{study.title}: label efficiency{which}, mean ± std over seeds", fontsize=11)
     fig.tight_layout(rect=(0, min(0.5, 0.045 * rows + 0.02), 1, 1))
-    return _save(fig, out, "label_efficiency")
+    return save_figure(fig, out, "label_efficiency")
 
 
 def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) -> list[Path]:
@@ -368,7 +353,7 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
         knn_ax.legend(fontsize=6)
     fig.suptitle(f"{study.title}: pretraining curves, mean ± std over seeds", fontsize=11)
     fig.tight_layout()
-    return _save(fig, out, "pretraining_curves")
+    return save_figure(fig, out, "pretraining_curves")
 
 
 def tsne_figure(study: Study, db: Path, out: Path, eval_ids: list[str], *, max_points: int = 1500) -> list[Path]:
@@ -419,7 +404,7 @@ def tsne_figure(study: Study, db: Path, out: Path, eval_ids: list[str], *, max_p
     fig.suptitle(f"{study.title}: t-SNE of test features (seed 0, as published; kNN evaluation's encoder)",
                  fontsize=11)
     fig.tight_layout()
-    return _save(fig, out, "tsne")
+    return save_figure(fig, out, "tsne")
 
 
 def generate(study: Study, db: Path, out: Path, *, data_dir=None, profile: str | None = None,
@@ -485,16 +470,21 @@ def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted:
                 "and, in brackets, the stand-in actually used. The run ids behind every cell are in cells.csv. † "
                 "marks a cell where at least one run predicts a single class on test (collapse: its accuracy is "
                 "the majority-class rate). ‡ marks runs kept although stale (`replicate --reuse-stale`).")
-        written += _write_table(out, f"main_{variant}", f"{study.title}: main results", headers, table, note)
+        written += write_table(out, f"main_{variant}", f"{study.title}: main results", headers, table, note)
     headers, table = decision_table(study, rows, metric)
     if table:
-        written += _write_table(out, "decisions", f"{study.title}: effect of each decision", headers, table,
+        written += write_table(out, "decisions", f"{study.title}: effect of each decision", headers, table,
                                 f"Profile {profile}. Each row compares runs that differ only in the named "
                                 "decision(s) with the as-published runs of the same dataset, method, protocol and "
                                 f"label fraction (test {metric}, %). Δ in percentage points.")
+    headers, table = recall_table(study, rows)
+    if table:
+        written += write_table(out, "per_class_recall", f"{study.title}: per-class recall against the source's",
+                               headers, table, f"Profile {profile}. Test recall per class (%), mean ± sample std "
+                               "over the seeds of one config id, from the runs' confusion matrices.")
     headers, table = claim_verdicts(study, rows, metric)
     if table:
-        written += _write_table(out, "claims", f"{study.title}: the source's claims against the runs", headers, table,
+        written += write_table(out, "claims", f"{study.title}: the source's claims against the runs", headers, table,
                                 f"Profile {profile}. Test {metric} (%), mean ± sample std over seeds; Welch's t-test "
                                 "over the seeds; a verdict other than 'inconclusive' needs p < 0.05.")
     with open(out / "cells.csv", "w", newline="") as f:
@@ -505,6 +495,7 @@ def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted:
     written.append(out / "cells.csv")
     written += accuracy_figure(study, rows, metric, out)
     written += label_efficiency_figure(study, rows, metric, out)
+    written += confusion_figures(study, rows, out)
     pretrain_ids = sorted(rid for rid in accepted if kinds[rid] == "pretrain")
     written += curves_figure(study, db, out, pretrain_ids)
     if tsne:

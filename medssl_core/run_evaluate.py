@@ -9,14 +9,13 @@ import torch
 
 from medssl_core.augment import AugmentConfig, BatchAugment
 from medssl_core.config import EvaluateHP, KnnProtocol, parse
-from medssl_core.data.splits import label_fraction
 from medssl_core.errors import DataError, MedsslError
 from medssl_core.evaluate import Classifier, fit_classifier, knn_evaluate
 from medssl_core.features import extract_features
 from medssl_core.labels import MISSING, MULTI_LABEL
 from medssl_core.models import FEATURE_DIMS, build_head
 from medssl_core.run_context import Context, Outcome, save_artifact
-from medssl_core.run_inputs import images_to_device, run_backbone, split_arrays, split_seed
+from medssl_core.run_inputs import images_to_device, labelled_subset, run_backbone, split_arrays, split_seed
 from medssl_core.runspec import RunSpec, canonical_json
 from medssl_core.store.records import FINETUNED, TEST_FEATURES
 
@@ -30,7 +29,7 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
     x_train, y_train = splits["train"]
     keep = None  # the labelled subset of the training split
     if spec.fraction is not None and spec.fraction < 1.0:
-        keep = label_fraction(y_train, spec.fraction, spec.seed)
+        keep = labelled_subset(spec, hp, ctx, y_train, spec.fraction)
         x_train, y_train = x_train[keep], y_train[keep]
     backbone = run_backbone(hp)
     if spec.parent is not None:

@@ -13,7 +13,7 @@ import torch
 from medssl_core.config import Data
 from medssl_core.data import load_dataset
 from medssl_core.data.dataset import ArrayDataset
-from medssl_core.data.split_schemes import split_dataset
+from medssl_core.data.split_schemes import label_subset, split_dataset
 from medssl_core.models import build_backbone
 from medssl_core.run_context import Context
 from medssl_core.runspec import RunSpec
@@ -66,13 +66,37 @@ def split_seed(spec: RunSpec, hp: Data) -> int:
     return int(hashlib.sha256(f"{spec.seed}|{hp.split.script}".encode()).hexdigest()[:8], 16)
 
 
+def _dataset(spec: RunSpec, hp: Data, ctx: Context) -> ArrayDataset:
+    return DATASETS.get(spec.dataset_used, hp.source_size or hp.image_size, ctx.data_dir, ctx.allow_download,
+                        spec.data)
+
+
 def split_arrays(spec: RunSpec, hp: Data, ctx: Context):
     """train/val/test (images, labels) as numpy, as the spec's split scheme (data.split_schemes) assigns them,
-    and the files read (path -> checksum)."""
-    ds = DATASETS.get(spec.dataset_used, hp.source_size or hp.image_size, ctx.data_dir, ctx.allow_download,
-                      spec.data)
+    with the channels and label order the configuration asks for, and the files read (path -> checksum)."""
+    ds = _dataset(spec, hp, ctx)
     parts = split_dataset(ds, hp.split, split_seed(spec, hp))
-    return {role: (part.images, part.labels) for role, part in parts.items()}, ds.files
+    order = None if hp.label_order is None else np.asarray(hp.label_order)
+    out = {}
+    for role, part in parts.items():
+        images = to_grey(part.images) if hp.channel_mode == "grey" else part.images
+        out[role] = (images, part.labels if order is None else order[part.labels])
+    return out, ds.files
+
+
+def labelled_subset(spec: RunSpec, hp: Data, ctx: Context, train_labels: np.ndarray, fraction: float) -> np.ndarray:
+    """Positions in the train split of the run's labelled ``fraction`` (data.split_schemes.label_subset)."""
+    return label_subset(_dataset(spec, hp, ctx), hp.split, split_seed(spec, hp), train_labels, fraction, spec.seed)
+
+
+def to_grey(x: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> (N, H, W, 1) with PIL's ``convert('L')`` (ITU-R 601-2 luma, integer-rounded as
+    Pillow computes it); grey images pass unchanged."""
+    if x.shape[-1] == 1:
+        return x
+    rgb = x.astype(np.uint32)
+    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return luma.astype(np.uint8)[..., None]
 
 
 def images_to_device(x: np.ndarray, device: torch.device, channels: int | None = None) -> torch.Tensor:

@@ -27,9 +27,12 @@ class Decision:
     methods: tuple[str, ...] | None = None
     protocols: tuple[str, ...] | None = None
     only_derived_splits: bool = False  # moot where the dataset ships official splits
+    datasets: tuple[str, ...] | None = None  # the study's datasets it concerns (e.g. the colour ones); None: all
 
-    def applies(self, method: str, protocol: str | None, official_splits: bool) -> bool:
+    def applies(self, method: str, protocol: str | None, official_splits: bool, dataset: str | None = None) -> bool:
         if self.methods is not None and method not in self.methods:
+            return False
+        if self.datasets is not None and dataset not in self.datasets:
             return False
         if self.stage == "evaluate" and (protocol is None or (self.protocols is not None
                                                                and protocol not in self.protocols)):
@@ -52,10 +55,31 @@ class StudyDataset:
     pretrained_on: tuple[str, ...] | None = None
     evaluated: bool = True  # False: a pretraining set only (e.g. several sources merged)
     fractions: tuple[float, ...] | None = None  # label fractions evaluated on it; None: the profile's
+    # the classes its results name, in this order; a source that orders (or names) them otherwise has its labels
+    # renumbered by name (``class_names``: source -> {its name: the name here}). None: each source's own.
+    classes: tuple[str, ...] | None = None
+    class_names: dict[str, dict[str, str]] = field(default_factory=dict)
+    methods: tuple[str, ...] | None = None  # the methods evaluated on it (a baseline only some datasets have)
 
     def __post_init__(self):
         if self.fractions is not None and not all(0 < f <= 1 for f in self.fractions):
             raise ConfigError(f"dataset {self.key!r}: label fractions lie in (0, 1], got {list(self.fractions)}")
+        unknown = sorted(set(self.class_names) - set(self.sources))
+        if unknown:
+            raise ConfigError(f"dataset {self.key!r}: class_names names {unknown}, which are not among its sources "
+                              f"{list(self.sources)}")
+
+    def label_order(self, source: str, source_classes: tuple[str, ...]) -> tuple[int, ...] | None:
+        """new = order[old] that renumbers ``source``'s classes into ``classes`` by name; None: already so."""
+        if self.classes is None:
+            return None
+        names = [self.class_names.get(source, {}).get(c, c) for c in source_classes]
+        if sorted(names) != sorted(self.classes):
+            raise ConfigError(f"dataset {self.key!r}: the classes of {source} ({names}, after class_names) are not "
+                              f"exactly its classes {list(self.classes)}: map each of {source}'s class names to "
+                              "one of them in class_names.")
+        order = tuple(self.classes.index(n) for n in names)
+        return None if order == tuple(range(len(order))) else order
 
     def pretrainings(self) -> tuple[str, ...]:
         return self.pretrained_on if self.pretrained_on is not None else (self.key,)
@@ -164,6 +188,7 @@ class Study:
         keys = {d.key for d in self.datasets}
         for ds in self.datasets:
             _known(self.name, f"dataset {ds.key!r}", "pretraining dataset", ds.pretrainings(), keys)
+            _known(self.name, f"dataset {ds.key!r}", "method", ds.methods or (), methods)
         if not any(ds.evaluated for ds in self.datasets):
             raise ConfigError(f"study {self.name}: no dataset is evaluated (every one says evaluated=False)")
         for d in self.decisions:
@@ -171,6 +196,7 @@ class Study:
                 raise ConfigError(f"{self.name} decision {d.name!r}: stage must be data, pretrain or evaluate")
             _known(self.name, f"decision {d.name!r}", "method", d.methods or (), methods)
             _known(self.name, f"decision {d.name!r}", "protocol", d.protocols or (), protocols)
+            _known(self.name, f"decision {d.name!r}", "dataset", d.datasets or (), keys)
         for p in self.protocols:
             _known(self.name, f"protocol {p.name!r}", "method", p.methods or (), methods)
         for c in self.comparisons:
@@ -260,7 +286,8 @@ def describe(study: Study) -> str:
     lines += ["", "Decisions (as published -> corrected):"]
     for d in study.decisions:
         scope = "".join([f"; methods {', '.join(d.methods)}" if d.methods else "",
-                         f"; protocols {', '.join(d.protocols)}" if d.protocols else ""])
+                         f"; protocols {', '.join(d.protocols)}" if d.protocols else "",
+                         f"; datasets {', '.join(d.datasets)}" if d.datasets else ""])
         lines.append(f"  {d.name:18s} {d.param} = {d.as_published!r} -> {d.corrected!r} [{d.stage}{scope}]")
         lines.append(f"  {'':18s} {d.description}")
     lines += ["", "Profiles:"]

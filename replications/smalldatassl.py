@@ -120,8 +120,9 @@ PRETRAIN = {
 
 _QUICK_FIT = {"epochs": 2, "batch_size": 256}
 # Same code path, sized for a 2-core CPU (under 20 minutes): the standard ResNet-18 stem at 28 px, a seeded
-# 3,000 of the 4,708 training images (pretraining is 85 % of the time) for a few epochs with Adam (SGD at lr 0.01 learns little in that many steps, so the momentum
-# decision is moot here), and cheap evaluations (no fine-tuning; short heads).
+# 3,000 of the 4,708 training images (pretraining is 85 % of the time) for a few epochs with Adam (SGD at lr
+# 0.01 learns little in that many steps, so the momentum decision is moot here), and cheap evaluations (no
+# fine-tuning; short heads).
 QUICK = {
     "pretrain": {"backbone": {"arch": "resnet18"}, "pretrain_subset": 3000,
                  "train": {"epochs": 4, "batch_size": 128, "monitor_every": 2, "monitor_bank": 1024,
@@ -150,8 +151,8 @@ STUDY = Study(
                 # crops are cut from the images at (close to) their own resolution, then resized, as
                 # RandomResizedCrop on the original files does; Kather's tiles are 150 px
                 source_size={"breakhis400x": 512, "kather2016": 150, "kermany_cxr": 512}, needs_gpu=True),
-        Profile("quick", "ResNet-18 (standard stem), 4 epochs of Adam on 3,000 images, kNN / MLP head / linear probe; corrected "
-                "2 seeds, as published 1; about 20 minutes on a 2-core CPU", seeds=(0, 1),
+        Profile("quick", "ResNet-18 (standard stem), 4 epochs of Adam on 3,000 images, kNN / MLP head / linear "
+                "probe; corrected 2 seeds, as published 1; under 20 minutes on a 2-core CPU", seeds=(0, 1),
                 variants=("as_published", "corrected"), variant_seeds={"as_published": (0,)},
                 image_size={"breakhis400x": 64, "kather2016": 64, "kermany_cxr": 64, "pneumoniamnist": 28},
                 overrides=QUICK, methods=("simclr", "dclw", "simsiam", "vicreg", "random_init", "imagenet"),

@@ -14,7 +14,7 @@ from medssl_core.paper import generate
 from medssl_core.store import run_sql
 from medssl_core.study import StudyDataset, get_study
 from tests.conftest import cpu_store, execute_cleanly
-from tests.test_data import _write_png
+from tests.medimeta_layout import write_medimeta
 
 DEMO = get_study("demo")
 BREAST = StudyDataset("breast", "BreastMNIST", ("breastmnist",), {"scheme": "official"},
@@ -82,14 +82,9 @@ def test_transfer_runs_and_the_tables_show_transfer_cells(tmp_path, medmnist_dir
 
 
 def _organ_view(root, view: str, labels: list[int], shade: int) -> None:
-    folder = root / "mimeta" / f"organs_{view}"
-    (folder / "task_labels").mkdir(parents=True)
-    (folder / "splits").mkdir()
-    np.save(folder / "task_labels" / "organ classification.npy", np.array(labels))
-    for i in range(len(labels)):
-        _write_png(folder / "images" / f"{i:06d}.tiff", shade + i)
-    for split, idx in (("train", range(len(labels) - 2)), ("val", [len(labels) - 2]), ("test", [len(labels) - 1])):
-        (folder / "splits" / f"{split}.txt").write_text("\n".join(f"images/{i:06d}.tiff" for i in idx))
+    n = len(labels)
+    write_medimeta(root, f"organs_{view}", labels, {"train": list(range(n - 2)), "val": [n - 2], "test": [n - 1]},
+                   hdf5=view == "axial", side=8, shade=shade)
 
 
 def test_merged_sources_load_as_one_dataset(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from medssl_core import identity
+from medssl_core import config, identity
 from medssl_core.cli import main
 from medssl_core.errors import ConfigError
 from medssl_core.grid import expand
@@ -42,7 +42,7 @@ def test_module_hash_ignores_comments_docstrings_and_messages_but_not_numerics()
 
 def test_every_module_is_classified_numeric_or_not():
     modules = {str(p.relative_to(identity.PACKAGE)) for p in identity.PACKAGE.rglob("*.py")}
-    numeric = {m for mods in identity.NUMERIC.values() for m in mods}
+    numeric = {m for mods in (*identity.NUMERIC.values(), *identity.BY_SOURCE_KIND.values()) for m in mods}
     assert modules == numeric | set(identity.NOT_NUMERIC), modules ^ (numeric | set(identity.NOT_NUMERIC))
     assert not numeric & set(identity.NOT_NUMERIC)
     assert "metrics.py" not in identity.NUMERIC["pretrain"]  # a metrics fix does not re-run pretrainings
@@ -92,8 +92,8 @@ def test_stale_code_is_rerun_and_left_out_of_tables(tmp_path, medmnist_dir, monk
     (first,) = run_sql(db, "SELECT run_id FROM runs")[1][0]
     real = identity.code_fingerprint
 
-    def changed(kind):  # as if metrics.py had been edited
-        fp = dict(real(kind))
+    def changed(kind, dataset_used):  # as if metrics.py had been edited
+        fp = dict(real(kind, dataset_used))
         if "metrics.py" in fp:
             fp["metrics.py"] = "000000000000"
         return fp
@@ -181,3 +181,34 @@ def test_studies_and_study_show(capsys):
     out = capsys.readouterr().out
     assert "crop_scale" in out and "[0.08, 0.1] -> [0.08, 1.0]" in out and "quick" in out
     assert "pneumoniamnist" in out and "Reported numbers" in out
+
+
+# an option added to the configuration after runs were recorded, and what runs did before it existed
+ADDED_LATER = {("Data", "label_order"): None, ("Split", "per_part"): False,
+               ("Split", "label_fraction"): "stratified", ("FitLoss", "double_softmax"): False}
+
+
+def _strict_models(cls=config.Strict):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _strict_models(sub)
+
+
+def test_options_added_later_leave_the_specs_of_other_studies_as_they_were(medmnist_dir):
+    declared = {(m.__name__, name): info.json_schema_extra["absent"]
+                for m in _strict_models() for name, info in m.model_fields.items()
+                if name in m.__annotations__ and isinstance(info.json_schema_extra, dict)
+                and "absent" in info.json_schema_extra}
+    assert declared == ADDED_LATER  # an 'absent' value never changes: it is what recorded runs did
+    assert "per_part" not in config.spec_form(config.Split(scheme="official"))
+    assert config.spec_form(config.Split(scheme="official", per_part=True))["per_part"] is True
+    plan = expand(get_study("smalldatassl"), "quick", data_dir=medmnist_dir)
+    texts = [s.canonical() for s in plan.specs]
+    assert not any(f'"{name}"' in t for t in texts for _, name in ADDED_LATER)
+
+
+def test_a_sources_reader_counts_only_for_the_runs_that_read_that_source():
+    assert "data/medimeta.py" in identity.numeric_modules("evaluate", "mimeta_crc")
+    assert "data/medimeta.py" in identity.numeric_modules("pretrain", "mimeta_organs_axial+mimeta_organs_coronal")
+    assert "data/medimeta.py" not in identity.numeric_modules("pretrain", "breastmnist")
+    assert identity.code_changes(identity.code_fingerprint("evaluate", "breastmnist"), "evaluate", "breastmnist") == []

@@ -37,10 +37,19 @@ class ArrayDataset:
     views: dict[str, np.ndarray] = field(default_factory=dict)
     source_index: dict[str, np.ndarray] = field(default_factory=dict)
     label_codes: dict[str, np.ndarray] = field(default_factory=dict)
+    members: tuple[str, ...] = ()  # a merged dataset: the datasets merged, in order
+    member: dict[str, np.ndarray] = field(default_factory=dict)  # a merged dataset: per image, its index in members
 
     @property
     def name(self) -> str:
         return self.info.name
+
+    def member_view(self, m: int) -> ArrayDataset:
+        """The images of ``members[m]`` alone, each split in the merged order (a merged dataset only)."""
+        keep = {s: self.member[s] == m for s in self.labels}
+        pick = {attr: {s: a[keep[s]] for s, a in getattr(self, attr).items()}
+                for attr in ("images", "labels", "patient_ids", "views", "source_index", "label_codes")}
+        return ArrayDataset(self.info, self.size, files=self.files, **pick)
 
     def counts(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.labels.items()}
@@ -188,12 +197,14 @@ def merge_datasets(info: DatasetInfo, parts: list[ArrayDataset]) -> ArrayDataset
     if len(set(splits)) != 1:
         raise DataError(f"{info.name}: the merged datasets have different splits "
                         f"({', '.join(f'{p.name}: {list(s)}' for p, s in zip(parts, splits, strict=True))}).")
-    out = ArrayDataset(info, parts[0].size, {}, {}, files={k: v for p in parts for k, v in p.files.items()})
+    out = ArrayDataset(info, parts[0].size, {}, {}, files={k: v for p in parts for k, v in p.files.items()},
+                       members=tuple(p.name for p in parts))
     offsets = np.cumsum([0] + [1 + max((int(a.max()) for a in p.source_index.values() if a.size), default=-1)
                                for p in parts[:-1]])
     for split in splits[0]:
         out.images[split] = np.concatenate([p.images[split] for p in parts])
         out.labels[split] = np.concatenate([p.labels[split] for p in parts])
+        out.member[split] = np.concatenate([np.full(len(p.labels[split]), m) for m, p in enumerate(parts)])
         if all(split in p.patient_ids for p in parts):
             out.patient_ids[split] = np.concatenate([np.char.add(f"{p.name}:", p.patient_ids[split].astype(str))
                                                      for p in parts])

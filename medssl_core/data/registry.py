@@ -60,20 +60,20 @@ _ORGAN_CLASSES = ("heart", "left lung", "right lung", "liver", "spleen", "pancre
                   "bladder", "left femoral head", "right femoral head")
 
 
-def _mimeta(dataset_id: str, task: str, classes: tuple[str, ...], channels: int, origin: str) -> DatasetInfo:
-    """A MedIMeta dataset (medimeta-pytorch layout); ids and task names as the MIMeta study's config uses."""
+def _mimeta(dataset_id: str, task: str, classes: tuple[str, ...], channels: int, licence: str) -> DatasetInfo:
+    """A MedIMeta dataset (data/medimeta.py); ids, task names and label names as its info.yaml gives them."""
     return DatasetInfo(
         name=f"mimeta_{dataset_id}",
         task="multi-class",
         classes=classes,
         channels=channels,
-        licence=f"CC BY 4.0 (MedIMeta, Woerner et al. 2024; source {origin})",
-        source="https://zenodo.org/records/7884735",
+        licence=licence,
+        source="https://zenodo.org/records/7884735 (MedIMeta, Woerner et al. 2024)",
         kind="mimeta",
         layout={"dataset_id": dataset_id, "task": task},
         official_splits=True,
-        obtain=f"Download the {dataset_id} folder of MedIMeta from https://zenodo.org/records/7884735 and unzip "
-        f"it into '<data-dir>/mimeta/{dataset_id}/' (info.yaml, images/, task_labels/, splits/).",
+        obtain=f"Download {dataset_id}.zip of MedIMeta from https://zenodo.org/records/7884735 and unzip it into "
+        f"'<data-dir>/mimeta/{dataset_id}/' (info.yaml, images.hdf5 or images/, task_labels/, splits/).",
     )
 
 
@@ -156,12 +156,14 @@ _ORIGINALS = [
     ),
     *(_chexpert(suffix, classes) for suffix, classes in
       (("", CHEXPERT_COMPETITION), ("_13", CHEXPERT_FINDINGS), ("_14", CHEXPERT_OBSERVATIONS))),
-    *(_mimeta(f"organs_{view}", "organ classification", _ORGAN_CLASSES, 1, "LiTS") for view in
-      ("axial", "coronal", "sagittal")),
+    # 1,645 CT slices each (LiTS)
+    *(_mimeta(f"organs_{view}", "organ label", _ORGAN_CLASSES, 1, "CC BY-NC-SA 4.0 (MedIMeta; LiTS organ slices)")
+      for view in ("axial", "coronal", "sagittal")),
+    # 107,180 H&E tiles: NCT-CRC-HE-100K + CRC-VAL-HE-7K (Kather et al. 2019), the images of PathMNIST
     _mimeta("crc", "tissue class",
-            ("adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa",
-             "cancer-associated stroma", "colorectal adenocarcinoma epithelium"), 3,
-            "NCT-CRC-HE-100K + CRC-VAL-HE-7K, Kather et al. 2019; PathMNIST holds the same 107,180 images"),
+            ("adipose (ADI)", "background (BACK)", "debris (DEB)", "lymphocytes (LYM)", "mucus (MUC)",
+             "smooth muscle (MUS)", "normal colon mucosa (NORM)", "cancer-associated stroma (STR)",
+             "colorectal adenocarcinoma epithelium (TUM)"), 3, "CC BY-SA 4.0 (MedIMeta; NCT-CRC-HE, Kather et al.)"),
 ]
 
 REGISTRY: dict[str, DatasetInfo] = {

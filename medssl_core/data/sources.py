@@ -175,28 +175,10 @@ def load_chexpert(info: DatasetInfo, root: Path, size: int, uncertain: str = "ig
     return out
 
 
-def _load_mimeta(info: DatasetInfo, root: Path, size: int) -> Loaded:
-    """MedIMeta layout (medimeta-pytorch): task_labels/<task>.npy, splits/<split>.txt, images/NNNNNN.tiff."""
-    label_file = root / "task_labels" / f"{info.layout['task']}.npy"
-    if not label_file.is_file():
-        labels_dir = root / "task_labels"
-        present = sorted(p.name for p in labels_dir.glob("*.npy")) if labels_dir.is_dir() else []
-        raise DataError(f"{label_file} is missing (task labels present: {present or 'none'}). {info.obtain}")
-    all_labels = np.load(label_file).astype(np.int64).reshape(-1)
-    out = Loaded({}, {}, {}, {str(label_file): "npy"})
-    for split in ("train", "val", "test"):
-        split_file = root / "splits" / f"{split}.txt"
-        if not split_file.is_file():
-            raise DataError(f"{split_file} is missing: MedIMeta ships splits/train.txt, val.txt, test.txt.")
-        idx = [int(Path(line.strip()).stem) for line in split_file.read_text().splitlines() if line.strip()]
-        paths = [root / "images" / f"{i:06d}.tiff" for i in idx]
-        out.images[split] = read_images(paths, size, info.channels, f"{info.name}/{split}")
-        out.labels[split] = all_labels[idx]
-        out.source_index[split] = np.asarray(idx, dtype=np.int64)  # a whole-dataset split's order
-    return out
-
-
 def load(info: DatasetInfo, root: Path, size: int) -> Loaded:
-    loader = {"folders": _load_folders, "nih_csv": _load_nih, "chexpert_csv": load_chexpert,
-              "mimeta": _load_mimeta}[info.kind]
+    if info.kind == "mimeta":
+        from medssl_core.data import medimeta  # it imports Loaded from here
+
+        return medimeta.load(info, root, size)
+    loader = {"folders": _load_folders, "nih_csv": _load_nih, "chexpert_csv": load_chexpert}[info.kind]
     return loader(info, root, size)

@@ -25,7 +25,12 @@ Schemes and the ``Split`` fields each reads (every scheme also reads ``roles``, 
   ``DataFrame.sample(n, random_state=sample_seed)`` draws them (None: the first n).
 
 ``merge`` names the pool of ``stratified``/``random_split``/``patient`` too; empty, it is every source split but
-the official test when the scheme does not carve its own test. Stratifying a multi-label set goes by each
+the official test when the scheme does not carve its own test. ``per_part``: a merged dataset is split dataset
+by dataset with the scheme, each as if alone, and the roles concatenated (no image that one dataset's
+evaluation tests on is trained on). ``label_subset`` draws a run's labelled fraction of train: stratified
+(``splits.label_fraction``) or, with ``label_fraction: random_split``, MIMeta's unstratified
+``random_split(train, [f, 1 - f])`` with the generator that made the split (under another scheme, a generator
+seeded with the split's seed). Stratifying a multi-label set goes by each
 image's rarest positive label (``splits._strata``).
 """
 
@@ -38,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medssl_core.data import chest
-from medssl_core.data.splits import holdout_patients, stratified_split, unique_in_order
+from medssl_core.data.splits import holdout_patients, label_fraction, stratified_split, unique_in_order
 from medssl_core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -61,6 +66,7 @@ class Pool:
     labels: np.ndarray
     patient_ids: np.ndarray | None
     source_ordered: bool  # ordered by the source's own image numbers (else source splits end to end)
+    member: np.ndarray | None = None  # a merged dataset: per image, the index of the dataset it comes from
 
     def __len__(self) -> int:
         return len(self.part)
@@ -132,8 +138,9 @@ def build_pool(ds: ArrayDataset, split: Split) -> Pool:
             raise ConfigError(f"{ds.name} records no views: remove split.views (it filters chest X-ray views).")
         views = np.concatenate([ds.views[p] for p in parts])
         keep = keep[chest.view_mask(views[keep], split.views)]
+    member = np.concatenate([ds.member[p] for p in parts])[keep] if ds.members else None
     return Pool(parts, part[keep], row[keep], labels[keep], None if patient_ids is None else patient_ids[keep],
-                source_ordered)
+                source_ordered, member)
 
 
 def _labels_of(ds: ArrayDataset, part: str, split: Split) -> np.ndarray:
@@ -250,6 +257,17 @@ def torch_random_split(n: int, fractions, seed: int) -> list[np.ndarray]:
     return [np.asarray(s.indices, dtype=np.int64) for s in subsets]
 
 
+def torch_random_split_subset(n: int, fractions, seed: int, fraction: float) -> np.ndarray:
+    """Positions in the train part of ``torch_random_split(n, fractions, seed)`` that ``random_split(train,
+    [fraction, 1 - fraction], generator)`` keeps, the generator carrying on from the first split (MIMeta)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    train = torch.utils.data.random_split(range(n), list(fractions), generator)[0]
+    kept = torch.utils.data.random_split(range(len(train)), [fraction, 1 - fraction], generator)[0]
+    return np.asarray(kept.indices, dtype=np.int64)
+
+
 def sample_positions(n: int, k: int, random_state: int | None, what: str = "the split") -> np.ndarray:
     """Positions pandas' ``DataFrame.sample(k, random_state=random_state)`` takes from n rows, in its order
     (``RandomState(random_state).choice(n, k, replace=False)``); None: the first k rows."""
@@ -325,7 +343,35 @@ def _value_problems(split: Split) -> list[str]:
 
 def assign(ds: ArrayDataset, split: Split, seed: int) -> SplitIndices:
     """Apply the split's scheme (labels, patient ids and views only: no image is touched)."""
-    return get_scheme(split.scheme).function(ds, split, seed)
+    scheme = get_scheme(split.scheme).function
+    if not split.per_part:
+        return scheme(ds, split, seed)
+    if not ds.members:
+        raise ConfigError(f"split.per_part splits a merged dataset one dataset at a time; {ds.name} is a single "
+                          "dataset: remove per_part.")
+    pool = build_pool(ds, split)
+    roles: dict[str, list[np.ndarray]] = {r: [] for r in ROLES}
+    for m in range(len(ds.members)):
+        # the member's own pool lists its images in the order they hold in the merged pool
+        where = np.flatnonzero(pool.member == m)
+        alone = scheme(ds.member_view(m), split, seed)
+        if len(alone.pool) != len(where):
+            raise AssertionError(f"{ds.members[m]}: {len(alone.pool)} images alone, {len(where)} in the merge")
+        for r in ROLES:
+            roles[r].append(where[alone.of(r)])
+    return SplitIndices(pool, *(np.concatenate(roles[r]) for r in ROLES))
+
+
+def label_subset(ds: ArrayDataset, split: Split, split_seed: int, train_labels: np.ndarray, fraction: float,
+                 run_seed: int) -> np.ndarray:
+    """Positions in the train role of the labelled ``fraction`` of a run (see the module's docstring)."""
+    if split.label_fraction == "stratified":
+        return label_fraction(train_labels, fraction, run_seed)
+    if split.scheme != "random_split":  # no generator to carry on: a fresh one, seeded as the split
+        return np.sort(torch_random_split(len(train_labels), (fraction, 1 - fraction), split_seed)[0])
+    pool = build_pool(ds, split)
+    n = len(pool.positions(pool_parts(pool, split, carves_test=True)))
+    return np.sort(torch_random_split_subset(n, split.fractions, split_seed, fraction))
 
 
 def split_dataset(ds: ArrayDataset, split: Split, seed: int) -> dict[str, SplitPart]:

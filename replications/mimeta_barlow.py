@@ -1,0 +1,204 @@
+"""SSL-MIMeta-CTscan (Tübingen student project, 2023): Barlow Twins ResNet-18 on MedIMeta's organ slices and
+colorectal histology, readout ("surgical") vs full fine-tuning, 0.5-100 % of the labels.
+
+Spec: ../shared/studies.md section 1 (code: train.py, finetuning.py, config.yaml; numbers: the 13-page report,
+Plot_accuracy.Rmd and the report's figures). Every value below is the code's unless a Decision says
+otherwise; each Decision is a point where the code, the config and the report disagree or the code has a
+bug, and the runs record which side they took.
+
+Data: MedIMeta as its publisher ships it (data/medimeta.py). Where it is absent the public stand-ins are used
+and every result says so: OrganA/C/SMNIST at 224 px for the three organ views (the same LiTS volumes, many more
+slices: 58,830 axial images against MedIMeta's 1,645) and PathMNIST for CRC (the same 107,180 NCT-CRC-HE
+tiles). MedMNIST orders the organ classes otherwise (bladder, femur-left, ...): labels are renumbered by class
+name into MedIMeta's order (heart, left lung, ...), so per-class results read the same on either.
+
+Known deviations, not decisions: lightly's 2023 BarlowTwinsLoss standardised each view with the unbiased
+standard deviation, ours with the biased one (BatchNorm's; C differs by a factor (N - 1) / N); lightly's
+GaussianBlur takes only sigma, ours a kernel of 10 % of the side; the hand-picked fine-tuning checkpoint (one
+of the five with the lowest val loss) is the lowest-val-loss one here.
+"""
+
+from medssl_core.study import Comparison, Decision, Method, Profile, Protocol, Reported, Study, StudyDataset
+
+CITATION = ("SSL-MIMeta-CTscan: Self-Supervised Learning for Medical Image Analysis (Barlow Twins on MIMeta; "
+            "University of Tübingen student project, 2023; report PDF, Plot_accuracy.Rmd)")
+
+ORGANS = ("heart", "left lung", "right lung", "liver", "spleen", "pancreas", "left kidney", "right kidney",
+          "bladder", "left femoral head", "right femoral head")
+MEDMNIST_ORGANS = {"bladder": "bladder", "femur-left": "left femoral head", "femur-right": "right femoral head",
+                   "heart": "heart", "kidney-left": "left kidney", "kidney-right": "right kidney", "liver": "liver",
+                   "lung-left": "left lung", "lung-right": "right lung", "pancreas": "pancreas", "spleen": "spleen"}
+TISSUES = ("adipose (ADI)", "background (BACK)", "debris (DEB)", "lymphocytes (LYM)", "mucus (MUC)",
+           "smooth muscle (MUS)", "normal colon mucosa (NORM)", "cancer-associated stroma (STR)",
+           "colorectal adenocarcinoma epithelium (TUM)")
+PATHMNIST_TISSUES = dict(zip(("adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle",
+                              "normal colon mucosa", "cancer-associated stroma",
+                              "colorectal adenocarcinoma epithelium"), TISSUES, strict=True))
+
+VIEWS = ("axial", "coronal", "sagittal")
+CT_MEDIMETA = "+".join(f"mimeta_organs_{v}" for v in VIEWS)
+CT_STAND_IN = "organamnist+organcmnist+organsmnist"
+ORGAN_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+CRC_FRACTIONS = (0.005, 0.01, 0.1, 0.25, 0.5, 1.0)
+_ORGAN_SPLIT = {"scheme": "official"}  # the decision 'split' sets the code's random 80/10/10
+
+
+def _organ_view(view: str, stand_in: str) -> StudyDataset:
+    return StudyDataset(f"organs_{view}", f"{view.capitalize()} organ slices", (f"mimeta_organs_{view}", stand_in),
+                        _ORGAN_SPLIT, pretrained_on=("ct",), fractions=ORGAN_FRACTIONS, classes=ORGANS,
+                        class_names={stand_in: MEDMNIST_ORGANS})
+
+
+DATASETS = (
+    *(_organ_view(v, s) for v, s in zip(VIEWS, ("organamnist", "organcmnist", "organsmnist"), strict=True)),
+    # CT pretraining: the three views concatenated (4,935 slices), never evaluated as such
+    StudyDataset("ct", "CT organ slices, three views", (CT_MEDIMETA, CT_STAND_IN), _ORGAN_SPLIT, evaluated=False,
+                 classes=ORGANS, class_names={CT_STAND_IN: MEDMNIST_ORGANS}),
+    StudyDataset("crc", "Colorectal cancer histology (NCT-CRC-HE)", ("mimeta_crc", "pathmnist"), _ORGAN_SPLIT,
+                 fractions=CRC_FRACTIONS, classes=TISSUES, class_names={"pathmnist": PATHMNIST_TISSUES},
+                 methods=("barlow", "imagenet")),  # no from-scratch baseline on CRC
+    # smoke data for a CPU (the quick profile): the project's real MedMNIST files, standing in for nothing
+    StudyDataset("smoke_breast", "BreastMNIST (smoke data, not the study's)", ("breastmnist",), _ORGAN_SPLIT,
+                 fractions=(0.25, 1.0)),
+    StudyDataset("smoke_pneumonia", "PneumoniaMNIST (smoke data, not the study's)", ("pneumoniamnist",),
+                 _ORGAN_SPLIT, fractions=(0.01, 1.0), methods=("barlow", "imagenet")),
+)
+
+METHODS = (
+    # lightly BarlowTwinsProjectionHead(512, 2048, 2048): Linear-BN-ReLU, Linear-BN-ReLU, Linear; lightly's
+    # BarlowTwinsLoss default lambda 5e-3 (not the official 0.0051)
+    Method("barlow", "Barlow Twins", {"name": "barlow_twins", "loss_kwargs": {"lambda_offdiag": 5e-3},
+                                      "projector": [2048, 2048, 2048]}),
+    Method("imagenet", "ImageNet ResNet-18", None, init="imagenet"),
+    Method("random_init", "No pretraining", None),
+)
+
+_FIT = {"epochs": 1000, "batch_size": 128, "optimizer": {"name": "adam", "lr": 1e-4}, "select_metric": "loss"}
+PROTOCOLS = (
+    # trainall: False: Adam over the head only; the decision 'readout_bn' sets the backbone's BN mode
+    Protocol("readout", "Readout (surgical) fine-tuning", {
+        "kind": "fit", "head": {"type": "linear"}, "train_backbone": False, "fit": _FIT},
+             methods=("barlow", "imagenet"), script="finetuning.py"),
+    Protocol("full", "Full fine-tuning", {"kind": "fit", "head": {"type": "linear"}, "train_backbone": True,
+                                          "fit": _FIT}, script="finetuning.py"),
+)
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+_SPLIT_80_10_10 = {"scheme": "random_split", "fractions": [0.8, 0.1, 0.1], "seed_policy": "fixed", "fixed_seed": 42}
+DECISIONS = (
+    Decision("split", "random 80/10/10 split of the whole dataset, seed 42 (utils/data.py; the report says the "
+             "MedIMeta splits were 'diligently adhered to')", "split", _SPLIT_80_10_10, {"scheme": "official"},
+             stage="data"),
+    Decision("label_subset", "labelled fraction drawn by random_split(train, [f, 1 - f]) with the split's generator "
+             "carried on: unstratified, the same for every seed", "split.label_fraction", "random_split",
+             "stratified", stage="evaluate"),
+    Decision("crc_colour", "CRC histology read as grey, replicated to 3 channels (MIMetaWrapper converts to 'L', "
+             "fine-tuning applies Grayscale(3))", "channel_mode", "grey", "rgb", stage="data", datasets=("crc",)),
+    Decision("double_softmax", "readout head ends in a softmax and F.cross_entropy softmaxes it again",
+             "protocol.fit.loss.double_softmax", True, False, stage="evaluate"),
+    Decision("readout_bn", "backbone in train() mode during readout: its BatchNorm statistics keep updating",
+             "protocol.backbone_bn_train", True, False, stage="evaluate", protocols=("readout",)),
+    Decision("finetune_norm", "fine-tuning input not normalised at all (ToTensor only, also for ImageNet weights) "
+             "vs the pretraining's ImageNet normalisation", "augment",
+             {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "resize_mode": "bilinear"},
+             {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "resize_mode": "bilinear"}, stage="evaluate"),
+    Decision("pretrain_batch", "pretraining batch 64 (config.yaml) vs 256 (report; the checkpoint name "
+             "epoch=999-step=84000 implies about 1,024 over 4 GPUs)", "train.batch_size", 64, 256, stage="pretrain",
+             methods=("barlow",)),
+    Decision("transductive", "CT pretraining splits the 4,935 concatenated slices 80/10/10 itself, so its training "
+             "part holds most of each view's test images; corrected: each view split alone, training images only",
+             "split.per_part", False, True, stage="pretrain", datasets=("ct",)),
+    Decision("finetune_length", "about 1,000 fine-tuning epochs (epoch=983 checkpoint), checkpoint by val loss; "
+             "corrected: 100 epochs, the same selection", "protocol.fit.epochs", 1000, 100, stage="evaluate"),
+)
+
+PRETRAIN = {
+    "backbone": {"arch": "resnet18", "small_stem": False},  # torchvision resnet18(zero_init_residual=True), random
+    "channel_mode": "rgb",  # Grayscale(num_output_channels=3): three channels for every backbone
+    # lightly SimCLRTransform(input_size=224) defaults; hflip is dropped on organ slices (left/right classes)
+    "augment": {"crop_scale": [0.08, 1.0], "hflip": 0.5, "jitter": [0.8, 0.8, 0.8, 0.2], "jitter_p": 0.8,
+                "grayscale": 0.2, "blur_p": 0.5, "blur_sigma": [0.1, 2.0], "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+    "train": {"epochs": 1000, "batch_size": 256, "optimizer": {"name": "adam", "lr": 0.03, "weight_decay": 0.03},
+              "schedule": {"name": "none"}, "monitor_every": 10, "knn_k": 20, "knn_metric": "cosine",
+              "monitor_bank": 10_000},
+    "amp": "auto",
+}
+
+R, RMD, F = "report text", "Plot_accuracy.Rmd", "read off the report's figure (+-0.6 pp)"
+_COLUMNS = (("barlow", "readout"), ("barlow", "full"), ("imagenet", "readout"), ("imagenet", "full"),
+            ("random_init", "full"))
+# studies.md 1.5: accuracy % on the test split; None where the study has no such run
+_TABLE = {
+    "organs_sagittal": (R, {0.1: (63.41, 68.9, 54.27, 62.2, 40.2), 0.25: (71.34, 75.0, 48.78, 71.95, 52.4),
+                            0.5: (77.44, 78.66, 47.56, 79.88, 50.6), 1.0: (79.27, 78.05, 50.0, 76.22, 56.1)}),
+    "organs_axial": (RMD, {0.1: (84.15, 85.98, 64.02, 80.49, 73.78), 0.25: (90.24, 93.90, 71.95, 89.02, 86.59),
+                           0.5: (92.68, 93.29, 75.00, 95.12, 89.02), 1.0: (93.90, 95.73, 78.05, 92.68, 90.85)}),
+    "organs_coronal": (F, {0.1: (75.6, 86.0, 47.0, 85.4, 62.8), 0.25: (89.6, 90.9, 60.4, 95.1, 76.8),
+                           0.5: (89.6, 93.9, 58.5, 92.1, 83.5), 1.0: (94.5, 94.5, 78.0, 92.7, 87.8)}),
+    "crc": (R, {0.005: (91.25, 88.93, 85.91, 89.30, None), 0.01: (93.26, 92.03, 88.66, 93.00, None),
+                0.1: (95.78, 96.34, 92.40, 95.98, None), 0.25: (96.29, 96.42, 93.11, 94.57, None),
+                0.5: (96.43, 97.34, 93.49, 97.74, None), 1.0: (96.64, 97.97, 93.61, 96.86, None)}),
+}
+
+
+def _source(dataset: str, method: str, default: str) -> str:
+    # sagittal's no-pretraining column is only in Fig. 1
+    return F if dataset == "organs_sagittal" and method == "random_init" else default
+
+
+REPORTED = (
+    *(Reported(ds, method, protocol, "accuracy", value / 100, _source(ds, method, src), fraction)
+      for ds, (src, rows) in _TABLE.items() for fraction, values in rows.items()
+      for (method, protocol), value in zip(_COLUMNS, values, strict=True) if value is not None),
+    # per-class recall of BT readout quoted in the report (CRC, 100 % and 0.5 % of the labels)
+    *(Reported("crc", "barlow", "readout", f"recall:{TISSUES[i]}", value / 100, R, fraction)
+      for fraction, recalls in ((1.0, (99.54, 99.83, 97.08, 99.68, 95.72, 93.68, 95.62, 90.39, 97.71)),
+                                (0.005, (97.69, 95.91, 88.22, 99.37, 90.24, 84.03, 89.74, 79.57, 95.29)))
+      for i, value in enumerate(recalls)),
+)
+
+READOUT_CLAIM = ("Barlow Twins pretraining beats ImageNet weights with readout fine-tuning (README: sagittal ~79 % "
+                 "vs 50 %, CRC ~97 % vs 94 %)")
+FULL_CLAIM = "Barlow Twins pretraining beats no pretraining with full fine-tuning on the organ slices (report Fig. 1)"
+CLAIMS = (READOUT_CLAIM, FULL_CLAIM,
+          "Sagittal ImageNet readout accuracy falls as labels grow (54 -> 50 %), attributed to the small test set.")
+
+QUICK = {
+    # ResNet-18 at 28 px for a CPU on at most 1,500 images: a few epochs of Adam at a rate that does not diverge
+    # in so few steps
+    "pretrain": {"pretrain_subset": 1500,
+                 "train": {"epochs": 15, "batch_size": 128, "monitor_every": 5, "monitor_bank": 1024,
+                           "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-6}}},
+    "protocols": {p: {"protocol": {"fit": {"epochs": 15}}} for p in ("readout", "full")},
+}
+
+STUDY = Study(
+    name="mimeta_barlow",
+    title="Barlow Twins on MedIMeta organ slices and CRC (SSL-MIMeta-CTscan)",
+    citation=CITATION,
+    datasets=DATASETS,
+    methods=METHODS,
+    protocols=PROTOCOLS,
+    decisions=DECISIONS,
+    profiles=(
+        Profile("paper", "the study's settings: ResNet-18 from scratch, 1,000 pretraining epochs at 224 px, readout "
+                "and full fine-tuning at 10-100 % (organs) and 0.5-100 % (CRC) of the labels, 3 seeds, every "
+                "decision one at a time; MedIMeta, else its MedMNIST stand-ins (downloaded); GPU-days",
+                seeds=(0, 1, 2), variants=("as_published", "each", "corrected"),
+                image_size={s: 224 for s in (*CT_MEDIMETA.split("+"), CT_MEDIMETA, "mimeta_crc", "organamnist",
+                                              "organcmnist", "organsmnist", CT_STAND_IN, "pathmnist")},
+                datasets=("organs_axial", "organs_coronal", "organs_sagittal", "crc"), needs_gpu=True),
+        Profile("quick", "smoke data only (BreastMNIST and PneumoniaMNIST at 28 px, not the study's data): ResNet-18, "
+                "15 epochs of Adam, 15 fine-tuning epochs; minutes on a CPU", seeds=(0, 1),
+                variants=("as_published", "corrected"), variant_seeds={"as_published": (0,)},
+                image_size={"breastmnist": 28, "pneumoniamnist": 28}, datasets=("smoke_breast", "smoke_pneumonia"),
+                overrides=QUICK,
+                moot_decisions=("pretrain_batch", "finetune_length")),
+    ),
+    pretrain_defaults=PRETRAIN,
+    evaluate_defaults={"checkpoint": "last"},  # the final pretraining checkpoint (epoch=999)
+    reported=REPORTED,
+    claims=CLAIMS,
+    comparisons=(Comparison(READOUT_CLAIM, ("barlow",), "imagenet", "readout"),
+                 Comparison(FULL_CLAIM, ("barlow",), "random_init", "full")),
+)

@@ -1,0 +1,207 @@
+"""mimeta_barlow: the MedIMeta reader on the publisher's layout, stand-in labels renumbered by class name, the
+study's split and label-fraction decisions (torch's random_split, generator carried on), the transductive CT
+pretraining, the double softmax, grey CRC, and a reduced quick replication end to end."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from medssl_core.config import EvaluateHP, FitLoss, Split, spec_form
+from medssl_core.data import load_dataset
+from medssl_core.data.split_schemes import assign, label_subset
+from medssl_core.errors import ConfigError, DataError
+from medssl_core.evaluate import double_softmax_cross_entropy_loss, fit_loss
+from medssl_core.grid import expand
+from medssl_core.paper import generate
+from medssl_core.run_inputs import to_grey
+from medssl_core.store import run_sql
+from medssl_core.study import deep_merge, get_study
+from replications.mimeta_barlow import MEDMNIST_ORGANS, ORGANS
+from tests.conftest import cpu_store, execute_cleanly
+from tests.medimeta_layout import image_value, write_medimeta
+
+STUDY = get_study("mimeta_barlow")
+MIMETA_SPLIT = Split(scheme="random_split", fractions=(0.8, 0.1, 0.1), fixed_seed=42)
+
+
+# -- the reader -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("hdf5", [True, False])
+def test_reader_reads_the_publishers_layout(tmp_path, hdf5):
+    labels = [i % 9 for i in range(12)]
+    write_medimeta(tmp_path, "crc", labels, {"train": [0, 2, 3, 5, 6, 8, 9], "val": [1, 4], "test": [7, 10, 11]},
+                   hdf5=hdf5, side=8, shade=3)
+    ds = load_dataset("mimeta_crc", 8, tmp_path)
+    assert ds.images["train"].shape == (7, 8, 8, 3) and ds.images["train"].dtype == np.uint8
+    assert ds.source_index["val"].tolist() == [1, 4]
+    assert ds.labels["test"].tolist() == [labels[7], labels[10], labels[11]]  # labels by image number
+    assert np.array_equal(ds.images["test"][1], image_value(10, 3, 3, 8))  # RGB kept in order (no BGR swap)
+    grey = write_medimeta(tmp_path, "organs_axial", [0, 1, 2, 3], {"train": [3, 0], "test": [1, 2]}, hdf5=hdf5,
+                          side=8)
+    axial = load_dataset("mimeta_organs_axial", 4, tmp_path)  # resized from 8 px, grey with a channel axis
+    assert axial.images["train"].shape == (2, 4, 4, 1) and "val" not in axial.labels  # no file: no split
+    assert axial.images["train"][0, 0, 0, 0] == image_value(3, 0, 1, 8)[0, 0, 0]  # split file order kept
+    (grey / "info.yaml").write_text((grey / "info.yaml").read_text().replace("organs_axial", "organs_coronal"))
+    with pytest.raises(DataError, match="describes dataset 'organs_coronal', not 'organs_axial'"):
+        load_dataset("mimeta_organs_axial", 4, tmp_path)
+
+
+def test_reader_refuses_other_label_names_and_a_missing_task(tmp_path):
+    root = write_medimeta(tmp_path, "organs_sagittal", [0, 1], {"train": [0], "test": [1]}, side=8)
+    info = root / "info.yaml"
+    info.write_text(info.read_text().replace("left lung", "lung-left"))
+    with pytest.raises(DataError, match="another version of MedIMeta"):
+        load_dataset("mimeta_organs_sagittal", 8, tmp_path)
+    (root / "task_labels" / "organ label.npy").rename(root / "task_labels" / "organ labels.npy")
+    info.write_text(info.read_text().replace("lung-left", "left lung"))
+    with pytest.raises(DataError, match=r"organ label.npy is missing \(task labels present: \['organ labels.npy'\]"):
+        load_dataset("mimeta_organs_sagittal", 8, tmp_path)
+
+
+# -- stand-ins: labels renumbered by class name ----------------------------------------------------------------
+def test_stand_in_labels_are_renumbered_into_medimetas_order(tmp_path):
+    paper = expand(STUDY, "paper", data_dir=tmp_path)  # nothing on disk: plans the stand-ins' downloads
+    assert paper.stand_ins["organs_axial"] == "organamnist" and paper.stand_ins["crc"] == "pathmnist"
+    axial = next(s for s in paper.evaluate if s.dataset == "organs_axial")
+    order = axial.hparams["label_order"]
+    medmnist = ("bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver",
+                "lung-left", "lung-right", "pancreas", "spleen")
+    assert [ORGANS[order[i]] for i in range(11)] == [MEDMNIST_ORGANS[n] for n in medmnist]
+    assert order[0] == 8 and order[3] == 0  # bladder -> 8, heart -> 0
+    crc = next(s for s in paper.evaluate if s.dataset == "crc")
+    assert "label_order" not in crc.hparams  # PathMNIST's order is MedIMeta's: nothing to renumber
+    ct = next(s for s in paper.pretrain if s.dataset == "ct")
+    assert ct.dataset_used == "organamnist+organcmnist+organsmnist" and ct.hparams["label_order"] == order
+    with pytest.raises(ConfigError, match="are not exactly its classes"):
+        replace(STUDY.dataset("organs_axial"), class_names={"organamnist": {}}).label_order(
+            "organamnist", medmnist)
+
+
+# -- the study's decisions --------------------------------------------------------------------------------------
+def test_random_split_and_its_label_fraction_are_torchs(tmp_path):
+    labels = [i % 11 for i in range(1645)]
+    write_medimeta(tmp_path, "organs_axial", labels, {"train": list(range(871)), "val": list(range(871, 1027)),
+                                                        "test": list(range(1027, 1645))}, side=4)
+    ds = load_dataset("mimeta_organs_axial", 4, tmp_path)
+    split = assign(ds, MIMETA_SPLIT, 42)
+    assert (len(split.train), len(split.val), len(split.test)) == (1317, 164, 164)  # studies.md 1.2
+    generator = torch.Generator().manual_seed(42)
+    train, _, test = torch.utils.data.random_split(range(1645), [0.8, 0.1, 0.1], generator)
+    assert split.train.tolist() == list(train.indices) and split.test.tolist() == list(test.indices)
+    kept = torch.utils.data.random_split(train, [0.1, 0.9], generator)[0]  # finetuning.py: same generator
+    subset = label_subset(ds, MIMETA_SPLIT.model_copy(update={"label_fraction": "random_split"}), 42,
+                          split.pool.labels[split.train], 0.1, run_seed=7)
+    assert sorted(split.train[subset].tolist()) == sorted(kept[i] for i in range(len(kept)))
+    assert len(subset) == 132  # floor(0.1 * 1317) + the remainder's first image; not stratified
+    stratified = label_subset(ds, MIMETA_SPLIT, 42, split.pool.labels[split.train], 0.1, run_seed=7)
+    assert np.bincount(split.pool.labels[split.train][stratified]).min() >= 11  # every class, rounded half up
+
+
+def test_transductive_ct_pretraining_and_its_correction(tmp_path):
+    for shade, view in enumerate(("axial", "coronal", "sagittal")):
+        write_medimeta(tmp_path, f"organs_{view}", [i % 11 for i in range(60)],
+                       {"train": list(range(40)), "val": list(range(40, 50)), "test": list(range(50, 60))},
+                       side=4, shade=shade)
+    merged = load_dataset("mimeta_organs_axial+mimeta_organs_coronal+mimeta_organs_sagittal", 4, tmp_path)
+    views = [load_dataset(f"mimeta_organs_{v}", 4, tmp_path) for v in ("axial", "coronal", "sagittal")]
+    # pools run in image-number order, the merge numbering view m's image k as 60 m + k: positions are numbers
+    view_tests = {60 * m + int(k) for m, view in enumerate(views) for k in assign(view, MIMETA_SPLIT, 42).test}
+    whole = assign(merged, MIMETA_SPLIT, 42)  # as published: 80/10/10 of the 180 slices together
+    per_part = assign(merged, MIMETA_SPLIT.model_copy(update={"per_part": True}), 42)
+    assert set(whole.train.tolist()) & view_tests  # pretraining sees images a view's evaluation tests on
+    assert not set(per_part.train.tolist()) & view_tests
+    assert len(per_part.train) == 3 * 48
+    with pytest.raises(ConfigError, match="is a single dataset"):
+        assign(views[0], MIMETA_SPLIT.model_copy(update={"per_part": True}), 42)
+
+
+def test_double_softmax_against_a_float64_reference():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 3, 1, -1])
+    p = torch.softmax(logits, dim=1)
+    per_sample = -(p[torch.arange(6), y.clamp_min(0)] - torch.log(torch.exp(p).sum(dim=1)))
+    reference = per_sample[:5].mean()  # the MISSING label (-1) is left out
+    assert torch.allclose(double_softmax_cross_entropy_loss(logits, y), reference)
+    assert fit_loss("multi-class", FitLoss(name="ce", double_softmax=True))(logits, y).item() == pytest.approx(
+        reference.item())
+    with pytest.raises(ConfigError, match="double_softmax is a softmax head trained with cross-entropy"):
+        fit_loss("multi-class", FitLoss(name="focal", double_softmax=True))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 12), st.integers(1, 8), st.floats(0.1, 30))
+def test_double_softmax_is_bounded_and_flatter_than_cross_entropy(n_classes, n, scale):
+    logits = torch.randn(n, n_classes, dtype=torch.float64) * scale
+    logits.requires_grad_(True)
+    y = torch.randint(0, n_classes, (n,))
+    loss = double_softmax_cross_entropy_loss(logits, y, label_smoothing=0.0)
+    top = np.log(n_classes - 1 + np.e)
+    assert top - 1 - 1e-9 <= loss.item() <= top + 1e-9
+    (g,) = torch.autograd.grad(loss, logits)
+    (g_ce,) = torch.autograd.grad(F.cross_entropy(logits, y), logits)
+    assert g.abs().sum() <= g_ce.abs().sum() + 1e-12
+
+
+def test_grey_is_pils_luma():
+    rgb = np.random.default_rng(0).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
+    pil = np.stack([np.asarray(Image.fromarray(img).convert("L")) for img in rgb])
+    assert np.array_equal(to_grey(rgb)[..., 0], pil)
+
+
+def test_the_declared_decisions_reach_the_runs(tmp_path):
+    paper = expand(STUDY, "paper", data_dir=tmp_path, variant_names=["as_published"])
+    crc = [s for s in paper.specs if s.dataset == "crc"]
+    assert {s.hparams["channel_mode"] for s in crc} == {"grey"}  # CRC read as grey
+    assert {s.hparams["channel_mode"] for s in paper.specs if s.dataset != "crc"} == {"rgb"}
+    readout = next(s for s in paper.evaluate if s.protocol == "readout")
+    full = next(s for s in paper.evaluate if s.protocol == "full")
+    assert readout.hparams["protocol"]["backbone_bn_train"] and "readout_bn" not in full.decisions
+    fit = readout.hparams["protocol"]["fit"]
+    assert fit["loss"]["double_softmax"] and fit["epochs"] == 1000 and fit["select_metric"] == "loss"
+    assert readout.hparams["augment"]["mean"] == [0.0, 0.0, 0.0] and readout.hparams["split"]["fixed_seed"] == 42
+    assert readout.hparams["split"]["label_fraction"] == "random_split"
+    ct = next(s for s in paper.pretrain if s.dataset == "ct")
+    assert ct.hparams["train"]["batch_size"] == 64 and "per_part" not in ct.hparams["split"]  # absent: False
+    axial = next(s for s in paper.evaluate if s.dataset == "organs_axial" and s.method == "barlow")
+    assert axial.pretrain.dataset == "ct" and axial.decisions["transductive"] == "as_published"
+    assert not any(s.method == "random_init" for s in crc)  # no from-scratch baseline on CRC
+    corrected = expand(STUDY, "paper", data_dir=tmp_path, variant_names=["corrected"])
+    ct = next(s for s in corrected.pretrain if s.dataset == "ct")
+    assert ct.hparams["split"] == spec_form(Split(scheme="official", per_part=True))
+    e = next(s for s in corrected.evaluate if s.dataset == "crc" and s.protocol == "readout")
+    assert e.hparams["channel_mode"] == "rgb" and "double_softmax" not in e.hparams["protocol"]["fit"]["loss"]
+    assert EvaluateHP.model_validate(e.hparams).protocol.fit.loss.double_softmax is False
+    assert len([r for r in STUDY.reported if r.metric == "accuracy"]) == 3 * 4 * 5 + 6 * 4
+
+
+def test_reduced_quick_replication_end_to_end(tmp_path, medmnist_dir):
+    quick = STUDY.profile("quick")
+    overrides = deep_merge(quick.overrides, {
+        "pretrain": {"pretrain_subset": 256, "train": {"epochs": 1, "monitor_every": 1}},
+        "protocols": {p: {"protocol": {"fit": {"epochs": 2}}} for p in ("readout", "full")}})
+    ci = replace(quick, name="ci", seeds=(0,), variant_seeds={}, datasets=("smoke_breast",), overrides=overrides)
+    study = replace(STUDY, profiles=(*STUDY.profiles, ci))
+    plan = expand(study, "ci", data_dir=medmnist_dir)
+    assert len(plan.pretrain) == 2 and len(plan.evaluate) == 2 * 3 * 2  # variants x (readout, full, scratch) x 2
+    store, ctx = cpu_store(tmp_path, medmnist_dir)
+    execute_cleanly(plan, store, ctx)
+    n = run_sql(store.db_path, "SELECT decisions LIKE '%split=as_published%', fraction, min(value) FROM run_metrics "
+                               "WHERE metric = 'n_labelled' GROUP BY ALL ORDER BY ALL")[1]
+    # as published: 80 % of BreastMNIST's 780 images, then random_split(train, [0.25, 0.75]); corrected: the
+    # official 546 training images, a stratified 25 %
+    assert n == [(False, 0.25, 137.0), (False, 1.0, 546.0), (True, 0.25, 156.0), (True, 1.0, 624.0)]
+    confusion = run_sql(store.db_path, "SELECT sum(value) FROM run_metrics WHERE split = 'test' AND metric LIKE "
+                                       "'confusion%' GROUP BY run_id")[1]
+    assert {c for (c,) in confusion} == {156.0, 78.0}  # official test 156 images, the random 10 % 78
+    out = tmp_path / "paper"
+    generate(study, store.db_path, out, tsne=False)
+    assert (out / "ci" / "confusion_smoke_breast.png").stat().st_size > 10_000
+    assert "decisions.md" in {p.name for p in (out / "ci").iterdir()}
