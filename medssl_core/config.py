@@ -293,6 +293,8 @@ class Fit(Strict):
     freeze_backbone_epochs: int = Field(default=0, ge=0)  # a trained backbone stays frozen for these first epochs
     early_stopping: int | None = Field(default=None, ge=1)  # stop after this many epochs without a better val
     save_weights: bool = False  # keep the selected model (backbone + head) as the run's artifact 'finetuned.pt'
+    # the last partial batch of an epoch: dropped, or kept as torch's DataLoader does by default (drop_last=False)
+    last_batch: Literal["drop", "keep"] = added("drop")
 
 
 class FitProtocol(Strict):

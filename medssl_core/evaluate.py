@@ -185,8 +185,10 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     x_train, y_train = data["train"]
     n = x_train.shape[0]
-    # full batches only (BatchNorm in the heads), except for tiny label fractions where a partial batch is all
-    steps = max(1, n // cfg.batch_size if n >= 2 * cfg.batch_size else -(-n // cfg.batch_size))
+    # 'drop': full batches only (BatchNorm in the heads), except for tiny label fractions where a partial batch is
+    # all; 'keep': the last partial batch too, as a DataLoader without drop_last (a batch of one is skipped below)
+    steps = max(1, n // cfg.batch_size if n >= 2 * cfg.batch_size and cfg.last_batch == "drop"
+                else -(-n // cfg.batch_size))
     best, best_state, best_epoch, curves = -float("inf"), copy.deepcopy(model.state_dict()), 0, []
     y_val = data["val"][1]
     y_val_np = y_val.cpu().numpy()

@@ -14,7 +14,7 @@ import numpy as np
 from medssl_core.data.registry import get_dataset
 from medssl_core.errors import ConfigError
 from medssl_core.paper_output import save_figure
-from medssl_core.store.labels import format_fraction, parse_decisions, variant_label
+from medssl_core.store.labels import TRANSFER, format_fraction, parse_decisions, variant_label
 from medssl_core.study import Study
 
 _CONFUSION = re.compile(r"confusion_(\d+)_(\d+)$")
@@ -27,7 +27,7 @@ def class_names(study: Study, dataset: str, dataset_used: str) -> tuple[str, ...
         declared = study.dataset(dataset).classes
     except ConfigError:
         declared = None
-    return declared or get_dataset(dataset_used).classes
+    return declared or get_dataset(dataset_used.split(TRANSFER)[0]).classes
 
 
 def run_matrices(rows: list[dict]) -> dict[tuple, list[np.ndarray]]:

@@ -65,12 +65,13 @@ SUPERVISED = ("random_init", "resnet18_224", "resnet50_28", "resnet50_224")
 
 PROTOCOLS = (
     # the README's protocol (fine-tune the whole network), with the MedMNIST v2 official recipe: Adam 1e-3,
-    # batch 128, 100 epochs, lr x0.1 at epochs 50 and 75, no augmentation, the epoch with the best val AUC
+    # batch 128 (the last partial batch kept), 100 epochs, lr x0.1 at epochs 50 and 75, no augmentation, the
+    # epoch with the best val AUC
     Protocol("finetune", "Fine-tuning (MedMNIST v2 recipe)", {
         "kind": "fit", "head": {"type": "linear"}, "train_backbone": True,
         "fit": {"epochs": 100, "batch_size": 128, "optimizer": {"name": "adam", "lr": 1e-3},
                 "schedule": {"name": "multistep", "milestones": [50, 75], "gamma": 0.1},
-                "select_metric": "auc"}}),
+                "select_metric": "auc", "last_batch": "keep"}}),  # a plain DataLoader(shuffle=True)
     # linear probe on frozen features (Bundele et al., arXiv 2412.19124: SGD, 100 epochs, lr decays at 60/80;
     # one point of their lr grid, lr 0.1, wd 0)
     Protocol("linear", "Linear probe (frozen)", {

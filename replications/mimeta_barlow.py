@@ -73,7 +73,9 @@ METHODS = (
     Method("random_init", "No pretraining", None),
 )
 
-_FIT = {"epochs": 1000, "batch_size": 128, "optimizer": {"name": "adam", "lr": 1e-4}, "select_metric": "loss"}
+# Lightning's DataLoader keeps the last partial batch
+_FIT = {"epochs": 1000, "batch_size": 128, "optimizer": {"name": "adam", "lr": 1e-4}, "select_metric": "loss",
+        "last_batch": "keep"}
 PROTOCOLS = (
     # trainall: False: Adam over the head only; the decision 'readout_bn' sets the backbone's BN mode
     Protocol("readout", "Readout (surgical) fine-tuning", {

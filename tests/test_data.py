@@ -250,19 +250,6 @@ def test_chexpert_uncertain_and_blank_policies(tmp_path):
         load_chexpert(info, root, 8, "zeros", "zero")
 
 
-def test_mimeta_layout(tmp_path):
-    root = tmp_path / "mimeta" / "crc"
-    (root / "task_labels").mkdir(parents=True)
-    (root / "splits").mkdir()
-    np.save(root / "task_labels" / "tissue class.npy", np.array([0, 3, 8, 1]))
-    for i in range(4):
-        _write_png(root / "images" / f"{i:06d}.tiff", 20 * i)
-    for split, idx in (("train", [0, 1]), ("val", [2]), ("test", [3])):
-        (root / "splits" / f"{split}.txt").write_text("\n".join(f"images/{i:06d}.tiff" for i in idx))
-    ds = load_dataset("mimeta_crc", 8, tmp_path)
-    assert ds.labels["train"].tolist() == [0, 3] and ds.labels["test"].tolist() == [1]
-
-
 # -- splits -------------------------------------------------------------------------------------------------
 def test_stratified_split_keeps_class_ratios_and_is_seeded():
     y = np.array([0] * 900 + [1] * 100)

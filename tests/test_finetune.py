@@ -190,3 +190,17 @@ def test_evaluations_of_one_encoder_extract_its_features_once(monkeypatch, tmp_p
         ("random_init", "knn"), ("random_init", "linear"), ("simclr", "knn"), ("simclr", "linear")]
     # SimCLR's kNN and probe share one extraction of 3 splits; each random-init run extracts its own
     assert len(calls) == 3 + 2 * 3
+
+
+@pytest.mark.parametrize(("last_batch", "sizes"), [("drop", [16] * 4), ("keep", [16] * 4 + [6])])
+def test_the_last_partial_batch_is_dropped_or_kept_as_a_dataloader_keeps_it(last_batch, sizes):
+    seen = []
+
+    def spy(t):
+        seen.append(len(t))
+        return t
+
+    cfg = config.Fit(epochs=1, batch_size=16, optimizer={"name": "adam", "lr": 0.05}, last_batch=last_batch)
+    fit_classifier(Classifier(None, nn.Linear(4, 2)), _data(n=70), "binary", cfg, prepare=lambda t: t, seed=0,
+                   device=torch.device("cpu"), augment_train=spy)
+    assert seen == sizes

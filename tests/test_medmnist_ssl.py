@@ -31,6 +31,7 @@ def test_declaration_reference_recipe_and_table3(medmnist_dir):
                                                                                                       1e-3)
     assert fit["schedule"]["name"] == "multistep" and fit["schedule"]["milestones"] == [50, 75]
     assert fit["select_metric"] == "auc" and fit["augment"] is None and r18["protocol"]["train_backbone"]
+    assert fit["last_batch"] == "keep"  # DataLoader(shuffle=True): 546 images are 4 batches of 128 and one of 34
     assert (r18["backbone"]["arch"], r18["backbone"]["small_stem"], r18["image_size"]) == ("resnet18", True, 28)
     r50 = by_method["resnet50_224"]
     assert (r50["backbone"]["arch"], r50["backbone"]["small_stem"], r50["image_size"], r50["source_size"],

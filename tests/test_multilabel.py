@@ -126,7 +126,7 @@ def _evaluate_hp(task: str, n_classes: int, **fit) -> dict:
 
 
 def test_config_writes_task_defaults_and_refuses_what_does_not_suit_the_task():
-    ml = config.validate(config.EvaluateHP, _evaluate_hp("multi-label", 14), "t")["protocol"]["fit"]
+    ml = config.validate(config.EvaluateHP, _evaluate_hp("multi-label", 14), "t", for_spec=True)["protocol"]["fit"]
     assert ml["select_metric"] == "auc" and ml["loss"] == {"name": "bce", "label_smoothing": 0.0,
                                                            "focal_gamma": 2.0, "focal_alpha": None}
     mc = config.validate(config.EvaluateHP, _evaluate_hp("multi-class", 9), "t")["protocol"]["fit"]

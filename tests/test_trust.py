@@ -185,7 +185,8 @@ def test_studies_and_study_show(capsys):
 
 # an option added to the configuration after runs were recorded, and what runs did before it existed
 ADDED_LATER = {("Data", "label_order"): None, ("Split", "per_part"): False,
-               ("Split", "label_fraction"): "stratified", ("FitLoss", "double_softmax"): False}
+               ("Split", "label_fraction"): "stratified", ("FitLoss", "double_softmax"): False,
+               ("Fit", "last_batch"): "drop"}
 
 
 def _strict_models(cls=config.Strict):

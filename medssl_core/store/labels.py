@@ -7,7 +7,8 @@ from medssl_core.study import AS_PUBLISHED, CORRECTED
 
 # The data a cell stands for: the source read and, for an encoder pretrained on another dataset (transfer),
 # that dataset after an arrow, e.g. 'nih_chestxray14 ← chexpert'. SQL over the runs table or its views.
-CELL_SOURCE_SQL = "dataset_used || coalesce(' ← ' || nullif(pretrain_dataset, dataset), '')"
+TRANSFER = " ← "
+CELL_SOURCE_SQL = f"dataset_used || coalesce('{TRANSFER}' || nullif(pretrain_dataset, dataset), '')"
 
 
 def parse_decisions(text: str | None) -> dict[str, str]:
