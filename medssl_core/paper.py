@@ -255,6 +255,16 @@ def accuracy_figure(study: Study, rows: list[dict], metric: str, out: Path) -> l
     return save_figure(fig, out, "accuracy")
 
 
+def efficiency_points(rows: list[dict]) -> tuple[dict[float, list[float]], bool]:
+    """fraction -> the values (%) of one line's point: the runs of one config id, the one with most seeds (a
+    point never pools settings); and whether some fraction had runs of other config ids too."""
+    by_config: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_config[r["fraction"] or 1.0][r["config_id"]].append(r["value"] * 100)
+    points = {f: max(sorted(c.values()), key=len) for f, c in by_config.items()}
+    return points, any(len(c) > 1 for c in by_config.values())
+
+
 def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Path) -> list[Path]:
     """Test metric against the label fraction (log axis), one line per method and protocol, the seeds' spread
     as a band; the corrected variant where it ran, else the as-published one. Only with two or more fractions."""
@@ -271,14 +281,19 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
     colors, styles = plt.get_cmap("tab10").colors, ["-", "--", ":", "-."]
     method_names = list(dict.fromkeys(m for m, _ in lines))
     proto_names = list(dict.fromkeys(p for _, p in lines))
+    reported = defaultdict(dict)  # (study dataset, method, protocol) -> fraction -> reported value (%)
+    for rep in study.reported:
+        if rep.metric == metric and rep.value is not None:
+            reported[(rep.dataset, rep.method, rep.protocol)][rep.fraction or 1.0] = rep.value * 100
+    left_out = False
     for ax, ds in zip(axes[0], datasets, strict=True):
         for method, proto in lines:
-            by_fraction = defaultdict(list)
-            for r in test:
-                if (r["dataset_used"], r["method"], r["protocol"]) == (ds, method, proto):
-                    by_fraction[r["fraction"] or 1.0].append(r["value"] * 100)
-            if not by_fraction:
+            mine = [r for r in test if (r["dataset_used"], r["method"], r["protocol"]) == (ds, method, proto)]
+            if not mine:
                 continue
+            by_fraction, several = efficiency_points(mine)
+            left_out |= several
+            keys = {r["dataset"] for r in mine}
             xs = sorted(by_fraction)
             mean = np.array([np.mean(by_fraction[x]) for x in xs])
             std = np.array([np.std(by_fraction[x], ddof=1) if len(by_fraction[x]) > 1 else 0.0 for x in xs])
@@ -286,6 +301,9 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
             ax.plot(xs, mean, styles[proto_names.index(proto) % 4], color=color, marker="o", ms=3,
                     label=f"{methods.get(method, method)}, {protocols.get(proto, proto)}")
             ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.15)
+            points = sorted((f, v) for key in keys for f, v in reported.get((key, method, proto), {}).items())
+            if points:
+                ax.plot(*zip(*points, strict=True), "x", color=color, ms=6, label="reported")
         ax.set_xscale("log")
         ticks = sorted({r["fraction"] or 1.0 for r in test if r["dataset_used"] == ds})
         ax.set_xticks(ticks, [format_fraction(t) for t in ticks])
@@ -295,10 +313,12 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
         ax.set_title(ds, fontsize=10)
         ax.grid(alpha=0.3)
     handles, labels = axes[0][-1].get_legend_handles_labels()
-    rows = -(-len(labels) // 2)
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    unique = dict(zip(labels, handles, strict=True))  # one 'reported' entry (x: the source's numbers)
+    rows = -(-len(unique) // 2)
+    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=2, fontsize=7, frameon=False)
     which = f" ({VARIANT_TITLES[variant]})" if study.decisions else ""
-    fig.suptitle(f"{study.title}: label efficiency{which}, mean ± std over seeds", fontsize=11)
+    more = "; where a point has runs of several configs, the one with most seeds (all in cells.csv)" if left_out else ""
+    fig.suptitle(f"{study.title}: label efficiency{which}, mean ± std over seeds{more}", fontsize=11)
     fig.tight_layout(rect=(0, min(0.5, 0.045 * rows + 0.02), 1, 1))
     return save_figure(fig, out, "label_efficiency")
 
@@ -357,8 +377,9 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
 
 
 def tsne_figure(study: Study, db: Path, out: Path, eval_ids: list[str], *, max_points: int = 1500) -> list[Path]:
-    """t-SNE (the study's plot.py) of the test features that each method's seed-0 as-published kNN evaluation
-    recorded (artifact TEST_FEATURES, up to 2,000 points): read from the store, no model is run here."""
+    """t-SNE (the study's plot.py) of the frozen test features that an evaluation of each method recorded
+    (artifact TEST_FEATURES, up to 2,000 points; kNN and frozen probes save them): the lowest seed's, as
+    published where such a run saved them, else corrected. Read from the store, no model is run here."""
     from sklearn.manifold import TSNE
 
     methods, _, _ = _titles(study)
@@ -372,11 +393,12 @@ def tsne_figure(study: Study, db: Path, out: Path, eval_ids: list[str], *, max_p
             [study.name, TEST_FEATURES, eval_ids]).fetchall()
     finally:
         con.close()
-    chosen: dict[tuple[str, str], tuple[str, str]] = {}
-    for rid, used, method, decisions, path in runs:
-        if (used, method) not in chosen and in_variant(parse_decisions(decisions), AS_PUBLISHED) \
-                and Path(path).is_file():
-            chosen[(used, method)] = (rid, path)
+    chosen: dict[tuple[str, str], tuple[str, str, str]] = {}
+    for variant in (AS_PUBLISHED, CORRECTED):
+        for rid, used, method, decisions, path in runs:
+            if (used, method) not in chosen and in_variant(parse_decisions(decisions), variant) \
+                    and Path(path).is_file():
+                chosen[(used, method)] = (rid, path, variant)
     if not chosen:
         return []
     order = [m.name for m in study.methods]
@@ -388,7 +410,7 @@ def tsne_figure(study: Study, db: Path, out: Path, eval_ids: list[str], *, max_p
     for i, ds in enumerate(datasets):
         keys = sorted((k for k in chosen if k[0] == ds), key=lambda k: order.index(k[1]) if k[1] in order else 99)
         for j, key in enumerate(keys):
-            rid, path = chosen[key]
+            rid, path, variant = chosen[key]
             with np.load(path) as saved:
                 f, y = saved["features"].astype(np.float32)[:max_points], saved["labels"][:max_points]
             emb = TSNE(2, random_state=42, init="pca", perplexity=min(30, max(5, len(f) // 10))).fit_transform(f)
@@ -399,10 +421,10 @@ def tsne_figure(study: Study, db: Path, out: Path, eval_ids: list[str], *, max_p
                 ax.scatter(emb[colour == c, 0], emb[colour == c, 1], s=4, alpha=0.7, label=str(c))
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{ds}: {methods.get(key[1], key[1])}\nrun {rid}", fontsize=9)
+            which = f", {variant_label({'v': variant})}" if study.decisions else ""
+            ax.set_title(f"{ds}: {methods.get(key[1], key[1])}{which}\nrun {rid}", fontsize=9)
         axes[i][0].legend(title="class", fontsize=7, markerscale=3)
-    fig.suptitle(f"{study.title}: t-SNE of test features (seed 0, as published; kNN evaluation's encoder)",
-                 fontsize=11)
+    fig.suptitle(f"{study.title}: t-SNE of frozen test features (lowest seed)", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, out, "tsne")
 

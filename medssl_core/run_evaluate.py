@@ -63,6 +63,8 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
             # frozen features and no augmentation: extract once
             feats = frozen_features(spec, hp, ctx, backbone, aug, splits, keep, bf16)
             data = {s: (feats[s], y[s]) for s in images}
+            artifacts.append(save_artifact(ctx, spec.run_id, TEST_FEATURES, test_features(feats["test"],
+                                                                                          labels["test"])))
             model, prepare = Classifier(None, head), (lambda t: t)
         else:
             data = {s: (images_to_device(v, ctx.device, ch), y[s]) for s, v in images.items()}

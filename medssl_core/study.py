@@ -297,8 +297,10 @@ def describe(study: Study) -> str:
                      f"fractions {list(p.fractions)}" + (", needs a GPU" if p.needs_gpu else "")
                      + (f"; moot decisions {list(p.moot_decisions)}" if p.moot_decisions else ""))
     lines += ["", "Reported numbers:"]
-    lines += [f"  {r.dataset}/{r.method}/{r.protocol} {r.metric} = {r.value} ({r.source})"
-              + (f" {r.note}" if r.note else "") for r in study.reported] or ["  none"]
+    lines += [f"  {r.dataset}/{r.method}/{r.protocol}" + (f" at {r.fraction:g}" if r.fraction not in (None, 1.0)
+                                                          else "")
+              + f" {r.metric} = {r.value} ({r.source})" + (f" {r.note}" if r.note else "")
+              for r in study.reported] or ["  none"]
     if study.claims:
         lines += ["", "Claims:"] + [f"  {c}" for c in study.claims]
     return "\n".join(lines)

@@ -202,6 +202,8 @@ def test_reduced_quick_replication_end_to_end(tmp_path, medmnist_dir):
                                        "'confusion%' GROUP BY run_id")[1]
     assert {c for (c,) in confusion} == {156.0, 78.0}  # official test 156 images, the random 10 % 78
     out = tmp_path / "paper"
-    generate(study, store.db_path, out, tsne=False)
+    generate(study, store.db_path, out)
     assert (out / "ci" / "confusion_smoke_breast.png").stat().st_size > 10_000
+    # the corrected readout probes frozen features and saves them: t-SNE without a kNN evaluation
+    assert (out / "ci" / "tsne.png").stat().st_size > 10_000
     assert "decisions.md" in {p.name for p in (out / "ci").iterdir()}

@@ -116,14 +116,17 @@ def test_label_fractions_per_dataset_and_no_labels_beyond_them(medmnist_dir):
 
 
 def test_label_efficiency_figure_needs_two_fractions(tmp_path):
-    from medssl_core.paper import label_efficiency_figure
+    from medssl_core.paper import efficiency_points, label_efficiency_figure
 
-    def row(fraction, seed, value):
+    def row(fraction, seed, value, config="c"):
         return {"split": "test", "metric": "accuracy", "fraction": fraction, "value": value, "kept_stale": False,
-                "decisions": "crop_scale=as_published", "dataset_used": "breastmnist", "method": "simclr",
-                "protocol": "linear", "seed": seed}
+                "decisions": "crop_scale=as_published", "dataset_used": "breastmnist", "dataset": "breastmnist",
+                "method": "simclr", "protocol": "linear", "seed": seed, "config_id": f"{config}{fraction}"}
 
     rows = [row(f, s, 0.6 + f / 4 + s / 100) for f in (0.01, 0.1, 1.0) for s in (0, 1)]
+    other = row(1.0, 0, 0.1, config="edited")  # another setting at 100 %: never averaged into that point
+    points, several = efficiency_points([*rows, other])
+    assert several and points[1.0] == pytest.approx([85.0, 86.0]) and len(points[0.1]) == 2
     written = label_efficiency_figure(DEMO, rows, "accuracy", tmp_path)
     assert [p.name for p in written] == ["label_efficiency.png", "label_efficiency.pdf"]
     assert (tmp_path / "label_efficiency.png").stat().st_size > 10_000
