@@ -137,7 +137,14 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
                     # what needs no pretraining still runs (deduplicated against the other pairings)
                     pre_targets, names = [target], [m for m in method_names if study.method(m).pretrain is None]
                 for pre_target in pre_targets:
-                    _expand_pair(plan, seen, study, profile, target, pre_target, names, protocol_names,
+                    pair_names = names
+                    if (target.source == ds.sources[0]) != (pre_target.source == pre_target.ds.sources[0]):
+                        plan.skipped.append((f"dataset {ds.key} pretrained on {pre_key}", (
+                            f"{ds.key} reads {target.source} but {pre_key} reads {pre_target.source}: an encoder "
+                            "pretrained on a stand-in is not evaluated on the study's own data, nor the reverse; "
+                            "provide both datasets, or neither")))
+                        pair_names = [m for m in names if study.method(m).pretrain is None]
+                    _expand_pair(plan, seen, study, profile, target, pre_target, pair_names, protocol_names,
                                  runs, overrides or {})
     return plan
 

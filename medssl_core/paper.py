@@ -261,7 +261,8 @@ def efficiency_points(rows: list[dict]) -> tuple[dict[float, list[float]], bool]
     by_config: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         by_config[r["fraction"] or 1.0][r["config_id"]].append(r["value"] * 100)
-    points = {f: max(sorted(c.values()), key=len) for f, c in by_config.items()}
+    # ranked as the main table ranks them: most runs, then config id
+    points = {f: min(c.items(), key=lambda kv: (-len(kv[1]), kv[0]))[1] for f, c in by_config.items()}
     return points, any(len(c) > 1 for c in by_config.values())
 
 
@@ -303,7 +304,7 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
             ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.15)
             points = sorted((f, v) for key in keys for f, v in reported.get((key, method, proto), {}).items())
             if points:
-                ax.plot(*zip(*points, strict=True), "x", color=color, ms=6, label="reported")
+                ax.plot(*zip(*points, strict=True), "x", color=color, ms=6, label="reported (the source's runs)")
         ax.set_xscale("log")
         ticks = sorted({r["fraction"] or 1.0 for r in test if r["dataset_used"] == ds})
         ax.set_xticks(ticks, [format_fraction(t) for t in ticks])

@@ -80,7 +80,8 @@ def split_arrays(spec: RunSpec, hp: Data, ctx: Context):
     out = {}
     for role, part in parts.items():
         images = to_grey(part.images) if hp.channel_mode == "grey" else part.images
-        out[role] = (images, part.labels if order is None else order[part.labels])
+        labels = part.labels if order is None else np.where(part.labels >= 0, order[part.labels.clip(0)], part.labels)
+        out[role] = (images, labels)
     return out, ds.files
 
 
@@ -94,9 +95,12 @@ def to_grey(x: np.ndarray) -> np.ndarray:
     Pillow computes it); grey images pass unchanged."""
     if x.shape[-1] == 1:
         return x
-    rgb = x.astype(np.uint32)
-    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
-    return luma.astype(np.uint8)[..., None]
+    out = np.empty((*x.shape[:-1], 1), dtype=np.uint8)
+    for start in range(0, len(x), 1024):  # in chunks: CRC's 85,744 tiles at 224 px as uint32 would need 52 GB
+        rgb = x[start:start + 1024].astype(np.uint32)
+        out[start:start + 1024, ..., 0] = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471
+                                           + 0x8000) >> 16
+    return out
 
 
 def images_to_device(x: np.ndarray, device: torch.device, channels: int | None = None) -> torch.Tensor:

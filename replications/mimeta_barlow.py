@@ -88,8 +88,8 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 _SPLIT_80_10_10 = {"scheme": "random_split", "fractions": [0.8, 0.1, 0.1], "seed_policy": "fixed", "fixed_seed": 42}
 DECISIONS = (
     Decision("split", "random 80/10/10 split of the whole dataset, seed 42 (utils/data.py; the report says the "
-             "MedIMeta splits were 'diligently adhered to')", "split", _SPLIT_80_10_10, {"scheme": "official"},
-             stage="data"),
+             "MedIMeta splits were 'diligently adhered to')", "split", _SPLIT_80_10_10,
+             {"scheme": "official", "fixed_seed": 42}, stage="data"),  # 42 seeds a label subset drawn under it
     Decision("label_subset", "labelled fraction drawn by random_split(train, [f, 1 - f]) with the split's generator "
              "carried on: unstratified, the same for every seed", "split.label_fraction", "random_split",
              "stratified", stage="evaluate"),

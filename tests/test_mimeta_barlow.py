@@ -47,10 +47,27 @@ def test_reader_reads_the_publishers_layout(tmp_path, hdf5):
                           side=8)
     axial = load_dataset("mimeta_organs_axial", 4, tmp_path)  # resized from 8 px, grey with a channel axis
     assert axial.images["train"].shape == (2, 4, 4, 1) and "val" not in axial.labels  # no file: no split
-    assert axial.images["train"][0, 0, 0, 0] == image_value(3, 0, 1, 8)[0, 0, 0]  # split file order kept
+    # image-number order, as medimeta-pytorch sorts a split's numbers
+    assert axial.source_index["train"].tolist() == [0, 3]
+    assert axial.images["train"][1, 0, 0, 0] == image_value(3, 0, 1, 8)[0, 0, 0]
     (grey / "info.yaml").write_text((grey / "info.yaml").read_text().replace("organs_axial", "organs_coronal"))
     with pytest.raises(DataError, match="describes dataset 'organs_coronal', not 'organs_axial'"):
         load_dataset("mimeta_organs_axial", 4, tmp_path)
+
+
+def test_registry_names_are_the_publishers():
+    """Copied from the publisher's dataset_info/LiTS_organ_slices_axial.yaml and NCT-CRC.yaml (medimeta-dataset-
+    scripts, v1.0), which the reader checks every info.yaml against."""
+    from medssl_core.data import get_dataset
+
+    axial, crc = get_dataset("mimeta_organs_axial"), get_dataset("mimeta_crc")
+    assert (axial.layout, axial.channels) == ({"dataset_id": "organs_axial", "task": "organ label"}, 1)
+    assert axial.classes == ("heart", "left lung", "right lung", "liver", "spleen", "pancreas", "left kidney",
+                             "right kidney", "bladder", "left femoral head", "right femoral head")
+    assert (crc.layout, crc.channels) == ({"dataset_id": "crc", "task": "tissue class"}, 3)
+    assert crc.classes == ("adipose (ADI)", "background (BACK)", "debris (DEB)", "lymphocytes (LYM)", "mucus (MUC)",
+                           "smooth muscle (MUS)", "normal colon mucosa (NORM)", "cancer-associated stroma (STR)",
+                           "colorectal adenocarcinoma epithelium (TUM)")
 
 
 def test_reader_refuses_other_label_names_and_a_missing_task(tmp_path):
@@ -85,6 +102,24 @@ def test_stand_in_labels_are_renumbered_into_medimetas_order(tmp_path):
 
 
 # -- the study's decisions --------------------------------------------------------------------------------------
+def test_missing_pretraining_data_leaves_the_runs_that_need_none(tmp_path):
+    from replications.mimeta_barlow import CT_MEDIMETA
+
+    only_mimeta = replace(STUDY, datasets=tuple(replace(d, sources=(CT_MEDIMETA,), class_names={})
+                                                if d.key == "ct" else d for d in STUDY.datasets))
+    plan = expand(only_mimeta, "paper", data_dir=tmp_path)
+    assert any("pretrained on ct" in what for what, _ in plan.skipped)
+    axial = {(s.method, s.protocol) for s in plan.evaluate if s.dataset == "organs_axial"}
+    assert axial == {("random_init", "full")}  # no ImageNet weights here; Barlow Twins has no encoder
+    # MedIMeta's axial view present, the other views not: CT pretrains on the stand-ins, so its encoder is
+    # not evaluated on MedIMeta's axial slices
+    write_medimeta(tmp_path, "organs_axial", [i % 11 for i in range(22)], {"train": list(range(22))}, side=4)
+    mixed = expand(STUDY, "paper", data_dir=tmp_path)
+    assert any("an encoder pretrained on a stand-in" in why for _, why in mixed.skipped)
+    assert not any(s.dataset == "organs_axial" and s.method == "barlow" for s in mixed.evaluate)
+    assert any(s.dataset == "organs_coronal" and s.method == "barlow" for s in mixed.evaluate)
+
+
 def test_random_split_and_its_label_fraction_are_torchs(tmp_path):
     labels = [i % 11 for i in range(1645)]
     write_medimeta(tmp_path, "organs_axial", labels, {"train": list(range(871)), "val": list(range(871, 1027)),
@@ -175,7 +210,7 @@ def test_the_declared_decisions_reach_the_runs(tmp_path):
     assert not any(s.method == "random_init" for s in crc)  # no from-scratch baseline on CRC
     corrected = expand(STUDY, "paper", data_dir=tmp_path, variant_names=["corrected"])
     ct = next(s for s in corrected.pretrain if s.dataset == "ct")
-    assert ct.hparams["split"] == spec_form(Split(scheme="official", per_part=True))
+    assert ct.hparams["split"] == spec_form(Split(scheme="official", fixed_seed=42, per_part=True))
     e = next(s for s in corrected.evaluate if s.dataset == "crc" and s.protocol == "readout")
     assert e.hparams["channel_mode"] == "rgb" and "double_softmax" not in e.hparams["protocol"]["fit"]["loss"]
     assert EvaluateHP.model_validate(e.hparams).protocol.fit.loss.double_softmax is False

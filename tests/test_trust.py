@@ -212,4 +212,7 @@ def test_a_sources_reader_counts_only_for_the_runs_that_read_that_source():
     assert "data/medimeta.py" in identity.numeric_modules("evaluate", "mimeta_crc")
     assert "data/medimeta.py" in identity.numeric_modules("pretrain", "mimeta_organs_axial+mimeta_organs_coronal")
     assert "data/medimeta.py" not in identity.numeric_modules("pretrain", "breastmnist")
-    assert identity.code_changes(identity.code_fingerprint("evaluate", "breastmnist"), "evaluate", "breastmnist") == []
+    recorded = identity.code_fingerprint("evaluate", "mimeta_crc")
+    without_reader = {k: v for k, v in recorded.items() if k != "data/medimeta.py"}
+    assert identity.code_changes(without_reader, "evaluate", "mimeta_crc") == ["data/medimeta.py"]
+    assert identity.code_changes(without_reader, "evaluate", "breastmnist") == []

@@ -57,35 +57,37 @@ def read_info(root: Path, info: DatasetInfo) -> dict:
 
 
 def split_indices(root: Path) -> dict[str, np.ndarray]:
-    """Image numbers per split, in file order, from ``splits/*.txt`` (a split without images has no file)."""
+    """Image numbers per split, sorted, from ``splits/*.txt`` (a split without images has no file)."""
     out = {}
     for split in SPLITS:
         path = root / "splits" / f"{split}.txt"
         if path.is_file():
             lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
             try:
-                out[split] = np.asarray([int(Path(line).stem) for line in lines], dtype=np.int64)
+                numbers = [int(Path(line).stem) for line in lines]
             except ValueError as exc:
                 raise DataError(f"{path}: a line is not an image path such as images/000123.tiff ({exc}).") from None
+            if numbers:  # in image-number order, as medimeta-pytorch sorts them
+                out[split] = np.sort(np.asarray(numbers, dtype=np.int64))
     if not out:
         raise DataError(f"{root / 'splits'} holds none of train.txt, val.txt, test.txt: re-extract the dataset.")
     return out
 
 
-def read_labels(root: Path, info: DatasetInfo, n_images: int | None) -> np.ndarray:
+def read_labels(root: Path, info: DatasetInfo) -> np.ndarray:
     path = root / "task_labels" / f"{info.layout['task']}.npy"
     if not path.is_file():
         present = sorted(p.name for p in (root / "task_labels").glob("*.npy")) if path.parent.is_dir() else []
         raise DataError(f"{path} is missing (task labels present: {present or 'none'}). {info.obtain}")
     labels = np.load(path)
-    if labels.ndim != 1 or (n_images is not None and len(labels) != n_images):
-        raise DataError(f"{path}: labels of shape {labels.shape}; one class index per image of the dataset "
-                        f"({n_images} images) expected.")
+    if labels.ndim != 1:
+        raise DataError(f"{path}: labels of shape {labels.shape}; one class index per image expected.")
     return labels.astype(np.int64)
 
 
-def read_images(root: Path, info: DatasetInfo, numbers: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, size, size, C) of the images with these numbers: from images.hdf5 when present, else TIFFs."""
+def read_images(root: Path, info: DatasetInfo, splits: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """uint8 (N, size, size, C) per split, the images with these numbers: from images.hdf5 when present (read
+    once, whole: the splits cover it, and h5py's reads of scattered indices are slow), else the TIFFs."""
     hdf5 = root / "images.hdf5"
     if hdf5.is_file():
         import h5py  # only MedIMeta needs it
@@ -93,33 +95,38 @@ def read_images(root: Path, info: DatasetInfo, numbers: np.ndarray, size: int) -
         with h5py.File(hdf5, "r") as f:
             if "images" not in f:
                 raise DataError(f"{hdf5} has no dataset 'images' (it has {sorted(f)}); re-download it.")
-            stored = f["images"]
-            if numbers.size and numbers.max() >= len(stored):
-                raise DataError(f"{hdf5} holds {len(stored)} images; the splits name image {numbers.max()}.")
-            images = np.empty((len(numbers), *stored.shape[1:]), dtype=np.uint8)
-            if numbers.size:
-                order = np.argsort(numbers)  # h5py reads increasing indices only
-                images[order] = stored[numbers[order]]
+            stored = f["images"][()]
+        last = max((int(n.max()) for n in splits.values() if n.size), default=-1)
+        if last >= len(stored):
+            raise DataError(f"{hdf5} holds {len(stored)} images; the splits name image {last}.")
+        raw = {split: stored[numbers] for split, numbers in splits.items()}
     else:
-        paths = [root / "images" / f"{n:06d}.tiff" for n in numbers]
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise DataError(f"{root} has no images.hdf5 and {len(missing)} of the split's TIFFs are missing, e.g. "
-                            f"{missing[0]}. {info.obtain}")
-        flag = cv2.IMREAD_GRAYSCALE if info.channels == 1 else cv2.IMREAD_COLOR
-        decoded = [cv2.imread(str(p), flag) for p in paths]
-        bad = [p for p, img in zip(paths, decoded, strict=True) if img is None]
-        if bad:
-            raise DataError(f"{bad[0]} cannot be decoded as an image; replace it with an intact copy.")
-        images = np.stack([img if info.channels == 1 else img[..., ::-1] for img in decoded]) if decoded else \
-            np.zeros((0, size, size), dtype=np.uint8)
+        raw = {split: _read_tiffs(root, info, numbers) for split, numbers in splits.items()}
+    return {split: _to_size(images, info, size) for split, images in raw.items()}
+
+
+def _read_tiffs(root: Path, info: DatasetInfo, numbers: np.ndarray) -> np.ndarray:
+    paths = [root / "images" / f"{n:06d}.tiff" for n in numbers]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{root} has no images.hdf5 and {len(missing)} of the split's TIFFs are missing, e.g. "
+                        f"{missing[0]}. {info.obtain}")
+    flag = cv2.IMREAD_GRAYSCALE if info.channels == 1 else cv2.IMREAD_COLOR
+    decoded = [cv2.imread(str(p), flag) for p in paths]
+    bad = [p for p, img in zip(paths, decoded, strict=True) if img is None]
+    if bad:
+        raise DataError(f"{bad[0]} cannot be decoded as an image; replace it with an intact copy.")
+    return np.stack([img if info.channels == 1 else img[..., ::-1] for img in decoded])  # BGR -> RGB
+
+
+def _to_size(images: np.ndarray, info: DatasetInfo, size: int) -> np.ndarray:
+    """(N, H, W[, C]) -> (N, size, size, C), channels checked against the registry."""
     if images.ndim == 3:
         images = images[..., None]
     if images.shape[-1] != info.channels:
         raise DataError(f"{info.name}: images with {images.shape[-1]} channel(s), {info.channels} expected.")
     if images.shape[1:3] != (size, size):
-        images = np.stack([_resize(img, size) for img in images]) if len(images) else \
-            np.zeros((0, size, size, info.channels), dtype=np.uint8)
+        images = np.stack([_resize(img, size) for img in images])
     return images
 
 
@@ -127,20 +134,17 @@ def load(info: DatasetInfo, root: Path, size: int) -> Loaded:
     """Every split of a MedIMeta dataset: images, labels and image numbers."""
     read_info(root, info)
     splits = split_indices(root)
+    images = read_images(root, info, splits, size)
+    labels = read_labels(root, info)
     hdf5 = root / "images.hdf5"
-    n_images = None
-    if hdf5.is_file():
-        import h5py
-
-        with h5py.File(hdf5, "r") as f:
-            n_images = len(f["images"]) if "images" in f else None
-    labels = read_labels(root, info, n_images)
-    out = Loaded({}, {}, files={str(root / "task_labels" / f"{info.layout['task']}.npy"): "npy"})
+    read = [root / "info.yaml", root / "task_labels" / f"{info.layout['task']}.npy",
+            *(root / "splits" / f"{s}.txt" for s in splits), hdf5 if hdf5.is_file() else root / "images"]
+    out = Loaded({}, {}, files={str(p): p.suffix.lstrip(".") or "folder" for p in read})
     for split, numbers in splits.items():
-        if numbers.size and numbers.max() >= len(labels):
+        if numbers.max() >= len(labels):
             raise DataError(f"{root}/splits/{split}.txt names image {numbers.max()}; the labels cover "
                             f"{len(labels)} images.")
-        out.images[split] = read_images(root, info, numbers, size)
+        out.images[split] = images[split]
         out.labels[split] = labels[numbers]
         out.source_index[split] = numbers
     return out

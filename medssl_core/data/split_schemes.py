@@ -367,6 +367,9 @@ def label_subset(ds: ArrayDataset, split: Split, split_seed: int, train_labels: 
     """Positions in the train role of the labelled ``fraction`` of a run (see the module's docstring)."""
     if split.label_fraction == "stratified":
         return label_fraction(train_labels, fraction, run_seed)
+    if split.per_part:
+        raise ConfigError("split.label_fraction 'random_split' carries on the generator of one split; a merged "
+                          "dataset split per_part has one per dataset: use label_fraction 'stratified'.")
     if split.scheme != "random_split":  # no generator to carry on: a fresh one, seeded as the split
         return np.sort(torch_random_split(len(train_labels), (fraction, 1 - fraction), split_seed)[0])
     pool = build_pool(ds, split)
