@@ -52,6 +52,10 @@ class Backbone(Strict):
     arch: Literal["resnet18", "resnet50", "mobilenet_v2", "vit_small"]
     small_stem: bool = False  # ResNet 3x3 stride-1 stem without max-pool
     init: Literal["random", "imagenet"] = "random"
+    # a random init's weights: torchvision's ResNet init (Kaiming normal, fan-out), or each layer's own
+    # reset_parameters(), which a ResNet written from plain nn layers gets (MedMNIST v2's "(28)" models)
+    random_init: Literal["torchvision", "layer_default"] = added("torchvision")
+    zero_init_residual: bool = added(True)  # each residual branch's last BN starts at 0 (random init only)
 
 
 class AugmentOps(Strict):
@@ -295,6 +299,10 @@ class Fit(Strict):
     save_weights: bool = False  # keep the selected model (backbone + head) as the run's artifact 'finetuned.pt'
     # the last partial batch of an epoch: dropped, or kept as torch's DataLoader does by default (drop_last=False)
     last_batch: Literal["drop", "keep"] = added("drop")
+    # the weights scored: the epoch selected on validation, or the last epoch's (a selection that never took
+    # effect, as MedMNIST v2's script before its 2023 fix); select_ties: which of equal validation values wins
+    scored: Literal["selected", "last"] = added("selected")
+    select_ties: Literal["later", "earlier"] = added("later")
 
 
 class FitProtocol(Strict):

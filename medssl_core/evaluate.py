@@ -61,7 +61,8 @@ FitConfig = Fit  # the 'fit' section of a fitted protocol's configuration
 class FitResult:
     metrics: dict[str, dict[str, float]]  # split -> metrics
     curves: list[dict]
-    best_epoch: int
+    best_epoch: int  # the epoch validation selected
+    last_epoch: int  # the last epoch trained (early stopping may end before cfg.epochs)
 
 
 def _scores(task: str, logits: Tensor) -> np.ndarray:
@@ -226,20 +227,23 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
         else:
             val = _selection_value(classification_metrics(task, y_val_np, _scores(task, val_logits)), select_metric)
             curves.append({"step": epoch + 1, "name": f"val_{select_metric}", "value": val})
-        # >=, as SmallDataSSL selects; a NaN (e.g. no label with both classes in val) never beats a number, and
-        # with no number at all the last epoch is kept rather than the untrained weights
-        if val >= best or (math.isnan(val) and best == -float("inf")):
+        # ties: the later epoch wins as SmallDataSSL selects (>=), the earlier under select_ties 'earlier' (>);
+        # a NaN (e.g. no label with both classes in val) never beats a number, and with no number at all the
+        # last epoch is kept rather than the untrained weights
+        better = val >= best if cfg.select_ties == "later" else val > best
+        if better or (math.isnan(val) and best == -float("inf")):
             best, best_state, best_epoch, since_best = val, copy.deepcopy(model.state_dict()), epoch + 1, 0
         else:
             since_best += 1
             if cfg.early_stopping is not None and since_best >= cfg.early_stopping:
                 break
-    model.load_state_dict(best_state)
+    if cfg.scored == "selected":
+        model.load_state_dict(best_state)  # else the last epoch's weights; best_epoch says what val preferred
     scores = {split: predict(model, x, prepare, task, device, bf16) for split, (x, _) in data.items()}
     thresholds = choose_thresholds(task, y_val_np, scores["val"])
     results = {split: classification_metrics(task, y.cpu().numpy(), scores[split], thresholds)
                for split, (_, y) in data.items()}
-    return FitResult(results, curves, best_epoch)
+    return FitResult(results, curves, best_epoch, epoch + 1)
 
 
 def _selection_value(metrics: dict[str, float], select_metric: str) -> float:

@@ -121,16 +121,22 @@ class ViTSmall(nn.Module):
 
 
 def build_backbone(arch: str, in_channels: int = 3, *, small_stem: bool = False, init: str = "random",
-                   zero_init_residual: bool = True, image_size: int = 224) -> nn.Module:
+                   random_init: str = "torchvision", zero_init_residual: bool = True,
+                   image_size: int = 224) -> nn.Module:
     """A feature extractor returning (N, FEATURE_DIMS[arch]).
 
     ``small_stem``: ResNet 3x3 stride-1 first conv and no max-pool, for 28-64 px inputs.
     ``init``: 'random' or 'imagenet' (local weights only; a clear error when missing).
+    ``random_init``: 'torchvision' (its ResNet init: Kaiming normal, fan-out) or 'layer_default' (every layer's
+    own ``reset_parameters()``, as a ResNet written from plain nn layers, e.g. MedMNIST v2's "(28)" models).
+    ``zero_init_residual``: each residual branch's last BatchNorm starts at zero (random init only).
     """
     if arch not in FEATURE_DIMS:
         raise ConfigError(f"Unknown backbone {arch!r}; choose one of {sorted(FEATURE_DIMS)}.")
     if init not in ("random", "imagenet"):
         raise ConfigError(f"init must be 'random' or 'imagenet', not {init!r}")
+    if random_init not in ("torchvision", "layer_default"):
+        raise ConfigError(f"random_init must be 'torchvision' or 'layer_default', not {random_init!r}")
     if arch == "vit_small":
         weights = None
         if init == "imagenet":
@@ -158,7 +164,21 @@ def build_backbone(arch: str, in_channels: int = 3, *, small_stem: bool = False,
         if in_channels != 3:
             model.features[0][0] = _adapt_first_conv(model.features[0][0], in_channels)
         model.classifier = nn.Identity()
+    if init == "random" and random_init == "layer_default":
+        _reset_every_layer(model, zero_init_residual)
     return use_fast_cpu_convolutions(model)
+
+
+def _reset_every_layer(model: nn.Module, zero_init_residual: bool) -> None:
+    for module in model.modules():
+        if module is not model and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    if zero_init_residual:
+        for module in model.modules():  # as torchvision's ResNet(zero_init_residual=True)
+            if isinstance(module, tvm.resnet.Bottleneck):
+                nn.init.zeros_(module.bn3.weight)
+            elif isinstance(module, tvm.resnet.BasicBlock):
+                nn.init.zeros_(module.bn2.weight)
 
 
 def mlp(dims: list[int], *, hidden_bn: bool = True, last_bn: bool = False, last_bn_affine: bool = True,

@@ -75,6 +75,8 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
                              bf16=bf16, progress=ctx.progress, desc=spec.label(), augment_train=augment_train)
         metrics, curves = fit.metrics, fit.curves
         metrics["val"]["best_epoch"] = float(fit.best_epoch)
+        if proto.fit.scored == "last":
+            metrics["val"]["scored_epoch"] = float(fit.last_epoch)
         if proto.fit.save_weights:  # the whole selected model, also where only the head trained
             weights = {"backbone": backbone.state_dict(), "head": head.state_dict()}
             artifacts.append(save_artifact(ctx, spec.run_id, FINETUNED, weights))

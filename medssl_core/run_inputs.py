@@ -114,4 +114,6 @@ def images_to_device(x: np.ndarray, device: torch.device, channels: int | None =
 def run_backbone(hp: Data) -> torch.nn.Module:
     """The backbone a run's configuration describes (random or ImageNet init; weights loaded by the caller)."""
     b = hp.backbone
-    return build_backbone(b.arch, hp.input_channels, small_stem=b.small_stem, init=b.init, image_size=hp.image_size)
+    return build_backbone(b.arch, hp.input_channels, small_stem=b.small_stem, init=b.init,
+                          random_init=b.random_init, zero_init_residual=b.zero_init_residual,
+                          image_size=hp.image_size)

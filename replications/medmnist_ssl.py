@@ -11,7 +11,7 @@ shipped with the project data (BreastMNIST, PneumoniaMNIST), which stand in for 
 """
 
 from medssl_core.data.medmnist_info import MEDMNIST
-from medssl_core.study import Comparison, Method, Profile, Protocol, Reported, Study, StudyDataset
+from medssl_core.study import Comparison, Decision, Method, Profile, Protocol, Reported, Study, StudyDataset
 
 CITATION = ("Barlow Twins and SimCLR on MedMNIST (README of the project by Daniel34990 and crocojude; code not "
             "found); reference: Yang et al., MedMNIST v2, Sci Data 10:41 (2023), Table 3")
@@ -40,10 +40,17 @@ TITLES = {"pathmnist": "PathMNIST", "chestmnist": "ChestMNIST", "dermamnist": "D
           "organcmnist": "OrganCMNIST", "organsmnist": "OrganSMNIST"}
 DATASETS = tuple(StudyDataset(flag, TITLES[flag], (flag,), {"scheme": "official"}) for flag in SUBSETS)
 
-# "(224)" rows: the 28 px files enlarged to 224 with PIL NEAREST and a standard (ImageNet) ResNet stem
-_AT_224 = {"backbone": {"small_stem": False}, "image_size": 224, "source_size": 28,
-           "augment": {"resize_mode": "nearest"}}
-_R50 = {"backbone": {"arch": "resnet50"}}
+# The reference's networks as train_and_eval_pytorch.py builds them. "(28)": MedMNIST's own ResNet (models.py,
+# after kuangliu/pytorch-cifar): 3x3 stem, no max-pool, the subset's own channels, and no init of its own, so
+# every layer keeps PyTorch's default (no Kaiming fan-out, no zero-init residual). "(224)": torchvision's
+# resnet18/50(pretrained=False) (its Kaiming init, zero_init_residual False) on the 28 px files enlarged to 224
+# with PIL NEAREST (the script since its 2021-08-23 commit).
+_R18_28 = {"backbone": {"arch": "resnet18", "small_stem": True, "random_init": "layer_default",
+                        "zero_init_residual": False}}
+_R50_28 = {"backbone": {**_R18_28["backbone"], "arch": "resnet50"}}
+_AT_224 = {"image_size": 224, "source_size": 28, "augment": {"resize_mode": "nearest"}}
+_R18_224 = {**_AT_224, "backbone": {"arch": "resnet18", "small_stem": False, "zero_init_residual": False}}
+_R50_224 = {**_AT_224, "backbone": {"arch": "resnet50", "small_stem": False, "zero_init_residual": False}}
 METHODS = (
     # SimCLR (Chen et al., ICML 2020): tau 0.5 and a 2-layer projector to 128-d, their CIFAR-10 setting (the
     # small-image regime of 28-64 px); hidden width = the backbone's 512 features
@@ -53,12 +60,12 @@ METHODS = (
     Method("barlow", "Barlow Twins", {"name": "barlow_twins", "loss_kwargs": {"lambda_offdiag": 0.0051},
                                       "projector": [2048, 2048, 2048], "projector_last_bn": True,
                                       "projector_last_bn_affine": False}),
-    # random init: with the fine-tuning protocol below this *is* the MedMNIST v2 ResNet-18 (28) baseline
-    Method("random_init", "Random init (= supervised ResNet-18 (28) when fine-tuned)", None),
-    Method("resnet18_224", "Supervised ResNet-18 (224)", None, hparams=_AT_224),
-    Method("resnet50_28", "Supervised ResNet-50 (28)", None, hparams=_R50),
-    Method("resnet50_224", "Supervised ResNet-50 (224)", None,
-           hparams={**_AT_224, "backbone": {"arch": "resnet50", "small_stem": False}}),
+    # random init: with the fine-tuning protocol below this *is* the MedMNIST v2 ResNet-18 (28) baseline, the
+    # network initialised as theirs (the SSL methods start from torchvision's init, as solo-learn and lightly)
+    Method("random_init", "Random init (= supervised ResNet-18 (28) when fine-tuned)", None, hparams=_R18_28),
+    Method("resnet18_224", "Supervised ResNet-18 (224)", None, hparams=_R18_224),
+    Method("resnet50_28", "Supervised ResNet-50 (28)", None, hparams=_R50_28),
+    Method("resnet50_224", "Supervised ResNet-50 (224)", None, hparams=_R50_224),
 )
 SSL = ("simclr", "barlow")
 SUPERVISED = ("random_init", "resnet18_224", "resnet50_28", "resnet50_224")
@@ -71,7 +78,8 @@ PROTOCOLS = (
         "kind": "fit", "head": {"type": "linear"}, "train_backbone": True,
         "fit": {"epochs": 100, "batch_size": 128, "optimizer": {"name": "adam", "lr": 1e-3},
                 "schedule": {"name": "multistep", "milestones": [50, 75], "gamma": 0.1},
-                "select_metric": "auc", "last_batch": "keep"}}),  # a plain DataLoader(shuffle=True)
+                "select_metric": "auc", "select_ties": "earlier",  # `if cur_auc > best_auc`
+                "last_batch": "keep"}}),  # a plain DataLoader(shuffle=True)
     # linear probe on frozen features (Bundele et al., arXiv 2412.19124: SGD, 100 epochs, lr decays at 60/80;
     # one point of their lr grid, lr 0.1, wd 0)
     Protocol("linear", "Linear probe (frozen)", {
@@ -96,6 +104,15 @@ PRETRAIN = {
               "monitor_every": 10},
     "amp": "auto",
 }
+
+DECISIONS = (
+    # Table 3 came from train_and_eval_pytorch.py as it was until 2023-05-18 ("update best model save", after the
+    # paper): `best_model = model` only names the network being trained, so the weights tested are the 100th
+    # epoch's, while the paper (and the script since) test the epoch with the best validation AUC
+    Decision("reference_checkpoint", "the weights tested are the last epoch's (`best_model = model` aliases the "
+             "trained network until the 2023 fix) vs those of the best validation AUC, as the paper states",
+             "protocol.fit.scored", "last", "selected", stage="evaluate", protocols=("finetune",)),
+)
 
 REPORTED = tuple(
     Reported(flag, method, "finetune", metric, value, TABLE3)
@@ -126,20 +143,22 @@ STUDY = Study(
     datasets=DATASETS,
     methods=METHODS,
     protocols=PROTOCOLS,
-    decisions=(),
+    decisions=DECISIONS,
     profiles=(
         Profile("paper", "ResNet-18 (28 px, CIFAR stem), 400 pretraining epochs, the MedMNIST v2 fine-tuning recipe, "
                 "labels 1/10/100 %, 3 seeds; PathMNIST, ChestMNIST, DermaMNIST (the README's examples); GPU-hours",
-                seeds=(0, 1, 2), variants=("as_published",), image_size={f: 28 for f in SUBSETS},
+                seeds=(0, 1, 2), variants=("corrected",), image_size={f: 28 for f in SUBSETS},
                 fractions=(0.01, 0.1, 1.0), datasets=("pathmnist", "chestmnist", "dermamnist"), needs_gpu=True,
                 methods=(*SSL, "random_init")),
         Profile("reference", "the MedMNIST v2 supervised baselines (ResNet-18/50 at 28 and 224 px, 100 epochs, "
-                "3 seeds) on every subset asked for, against Table 3", seeds=(0, 1, 2), variants=("as_published",),
-                image_size={f: 28 for f in SUBSETS}, datasets=("breastmnist",), methods=SUPERVISED,
+                "3 seeds) on every subset asked for, against Table 3; the last epoch's weights tested as by the "
+                "script that made it (as published) and the best validation AUC's (corrected)", seeds=(0, 1, 2),
+                variants=("as_published", "corrected"), image_size={f: 28 for f in SUBSETS},
+                datasets=("breastmnist",), methods=SUPERVISED,
                 protocols=("finetune",), needs_gpu=True),
         Profile("quick", "ResNet-18 (standard stem) at 28 px, 4 pretraining epochs, 3 fine-tuning epochs, labels "
                 "1/10/100 %, 2 seeds, on BreastMNIST and PneumoniaMNIST standing in for the README's PathMNIST, "
-                "ChestMNIST and DermaMNIST; minutes on a CPU", seeds=(0, 1), variants=("as_published",),
+                "ChestMNIST and DermaMNIST; minutes on a CPU", seeds=(0, 1), variants=("corrected",),
                 image_size={f: 28 for f in SUBSETS}, fractions=(0.01, 0.1, 1.0),
                 datasets=("breastmnist", "pneumoniamnist"), methods=(*SSL, "random_init"), overrides=QUICK),
     ),

@@ -89,6 +89,31 @@ def test_early_stopping_and_selection_by_validation_loss():
     assert full.best_epoch == 1 + max(i for i, v in enumerate(losses) if v == min(losses))
 
 
+def test_scored_weights_are_the_selected_or_the_last_epochs_and_ties_go_as_configured():
+    data = _data(flip_val=True)  # learning makes validation worse every epoch: selection prefers epoch 1
+    x_val, y_val = data["val"]
+
+    def val_loss(model):
+        p = predict(model, x_val, lambda t: t, "binary", torch.device("cpu"), False)
+        return float(-np.log(p[np.arange(len(y_val)), y_val.numpy()]).mean())
+
+    results = {}
+    for scored in ("selected", "last"):
+        torch.manual_seed(0)
+        model = Classifier(None, nn.Linear(4, 2))
+        results[scored] = (_fit(model, data, epochs=6, select_metric="loss", scored=scored), val_loss(model))
+    (selected, selected_loss), (last, last_loss) = results["selected"], results["last"]
+    curve = [c["value"] for c in selected.curves if c["name"] == "val_loss"]
+    assert selected.best_epoch == last.best_epoch == 1 and last.last_epoch == 6
+    assert selected_loss == pytest.approx(curve[0], rel=1e-5) and last_loss == pytest.approx(curve[-1], rel=1e-5)
+    assert last_loss > selected_loss
+    # lr 0: every epoch scores the same; the later epoch wins ties by default, the earlier under 'earlier'
+    for ties, epoch in (("later", 4), ("earlier", 1)):
+        still = _fit(Classifier(None, nn.Linear(4, 2)), _data(), epochs=4, optimizer={"name": "adam", "lr": 0.0},
+                     select_ties=ties)
+        assert still.best_epoch == epoch
+
+
 def test_train_time_augmentation_feeds_training_batches_only():
     calls = {"augment": 0, "prepare": 0}
 

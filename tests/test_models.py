@@ -91,3 +91,24 @@ def test_vit_small_imagenet_weights_load_from_the_local_hub_cache(tmp_path, monk
     # one grey channel: the RGB filters summed, exactly as feeding the grey image replicated to RGB
     torch.testing.assert_close(weights["patch_embed.proj.weight"],
                                source.state_dict()["patch_embed.proj.weight"].sum(1, keepdim=True))
+
+
+# -- random initialisation ------------------------------------------------------------------------------------------
+def test_layer_default_init_is_each_layers_own_and_differs_from_torchvisions():
+    torch.manual_seed(0)
+    plain = build_backbone("resnet18", 1, small_stem=True, random_init="layer_default", zero_init_residual=False)
+    torch.manual_seed(0)
+    kaiming = build_backbone("resnet18", 1, small_stem=True)
+    deep_plain, deep_kaiming = plain.layer4[1].conv2.weight.detach(), kaiming.layer4[1].conv2.weight.detach()
+    # nn.Conv2d's own init: kaiming_uniform(a=sqrt(5)), i.e. U(+-1/sqrt(fan_in)); fan_in = 512 * 3 * 3
+    bound = 1 / (512 * 9) ** 0.5
+    assert deep_plain.abs().max() <= bound and deep_plain.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.02)
+    # torchvision: Kaiming normal on fan_out (512 * 3 * 3), std sqrt(2 / fan_out), so about 2.4x wider
+    assert deep_kaiming.std().item() == pytest.approx((2 / (512 * 9)) ** 0.5, rel=0.02)
+    assert plain.conv1.weight.shape == (64, 1, 3, 3) and plain.conv1.weight.abs().max() <= 1 / 3  # fan_in 1*3*3
+    assert all(bool((b.bn2.weight == 1).all()) for layer in (plain.layer1, plain.layer4) for b in layer)
+    assert all(bool((b.bn2.weight == 0).all()) for layer in (kaiming.layer1, kaiming.layer4) for b in layer)
+    zeroed = build_backbone("resnet50", 3, random_init="layer_default", zero_init_residual=True)
+    assert all(bool((b.bn3.weight == 0).all()) and bool((b.bn2.weight == 1).all()) for b in zeroed.layer2)
+    with pytest.raises(ConfigError, match="random_init"):
+        build_backbone("resnet18", 3, random_init="xavier")
