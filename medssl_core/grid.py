@@ -74,6 +74,22 @@ def check_decisions(study: Study) -> None:
             config.check_path(model, d.param, f"{study.name} decision {d.name!r}")
 
 
+# a profile's override sections: the by-name ones say what their keys name
+OVERRIDE_KEYS = {"pretrain": None, "evaluate": None, "protocols": "protocol", "methods": "method"}
+
+
+def check_overrides(study: Study, profile) -> None:
+    """A profile's overrides may only hold known sections, each by-name section naming the study's own."""
+    where = f"{study.name} profile {profile.name!r} overrides"
+    unknown = set(profile.overrides) - set(OVERRIDE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; valid: {', '.join(OVERRIDE_KEYS)}")
+    for section, kind in OVERRIDE_KEYS.items():
+        if kind is not None:
+            for name in profile.overrides.get(section, {}):
+                getattr(study, kind)(name)  # a clear error for a name the study does not declare
+
+
 def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, methods=None, protocols=None,
            variant_names=None, data_dir=None, allow_download: bool = True, overrides: dict | None = None,
            device: torch.device | None = None, every_source: bool = False, fingerprint_data: bool = True) -> Plan:
@@ -86,6 +102,7 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
     """
     check_decisions(study)
     profile = study.profile(profile_name)
+    check_overrides(study, profile)
     plan = Plan(study.name, profile.name)
     seeds = tuple(seeds) if seeds is not None else None  # None: the profile's, per variant
     method_names = methods or profile.methods or tuple(m.name for m in study.methods)

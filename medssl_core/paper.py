@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from medssl_core.errors import StoreError
-from medssl_core.paper_classes import confusion_figures, recall_table
+from medssl_core.paper_classes import class_names, confusion_figures, recall_table
 from medssl_core.paper_output import save_figure, write_table
 from medssl_core.runspec import RunSpec
 from medssl_core.selection import select
@@ -387,19 +387,19 @@ def tsne_figure(study: Study, db: Path, out: Path, eval_ids: list[str], *, max_p
     con = connect(db, read_only=True, wait_s=30)
     try:
         runs = con.execute(
-            f"""SELECT r.run_id, {CELL_SOURCE_SQL}, r.method, r.decisions, a.path FROM runs r
+            f"""SELECT r.run_id, {CELL_SOURCE_SQL}, r.dataset, r.method, r.decisions, a.path FROM runs r
                JOIN artifacts a USING (run_id)
                WHERE r.study = ? AND r.kind = 'evaluate' AND r.status = 'ok' AND a.name = ?
                AND r.run_id IN (SELECT unnest(?)) ORDER BY r.seed, r.run_id""",
             [study.name, TEST_FEATURES, eval_ids]).fetchall()
     finally:
         con.close()
-    chosen: dict[tuple[str, str], tuple[str, str, str]] = {}
+    chosen: dict[tuple[str, str], tuple[str, str, str, str]] = {}
     for variant in (AS_PUBLISHED, CORRECTED):
-        for rid, used, method, decisions, path in runs:
+        for rid, used, dataset, method, decisions, path in runs:
             if (used, method) not in chosen and in_variant(parse_decisions(decisions), variant) \
                     and Path(path).is_file():
-                chosen[(used, method)] = (rid, path, variant)
+                chosen[(used, method)] = (rid, path, variant, dataset)
     if not chosen:
         return []
     order = [m.name for m in study.methods]
@@ -411,7 +411,8 @@ def tsne_figure(study: Study, db: Path, out: Path, eval_ids: list[str], *, max_p
     for i, ds in enumerate(datasets):
         keys = sorted((k for k in chosen if k[0] == ds), key=lambda k: order.index(k[1]) if k[1] in order else 99)
         for j, key in enumerate(keys):
-            rid, path, variant = chosen[key]
+            rid, path, variant, dataset = chosen[key]
+            names = class_names(study, dataset, ds)
             with np.load(path) as saved:
                 f, y = saved["features"].astype(np.float32)[:max_points], saved["labels"][:max_points]
             emb = TSNE(2, random_state=42, init="pca", perplexity=min(30, max(5, len(f) // 10))).fit_transform(f)
@@ -419,7 +420,8 @@ def tsne_figure(study: Study, db: Path, out: Path, eval_ids: list[str], *, max_p
             ax = axes[i][j]
             ax.axis("on")
             for c in np.unique(colour):
-                ax.scatter(emb[colour == c, 0], emb[colour == c, 1], s=4, alpha=0.7, label=str(c))
+                ax.scatter(emb[colour == c, 0], emb[colour == c, 1], s=4, alpha=0.7,
+                           label=names[c] if c < len(names) else str(c))
             ax.set_xticks([])
             ax.set_yticks([])
             which = f", {variant_label({'v': variant})}" if study.decisions else ""

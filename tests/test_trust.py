@@ -217,3 +217,21 @@ def test_a_sources_reader_counts_only_for_the_runs_that_read_that_source():
     without_reader = {k: v for k, v in recorded.items() if k != "data/medimeta.py"}
     assert identity.code_changes(without_reader, "evaluate", "mimeta_crc") == ["data/medimeta.py"]
     assert identity.code_changes(without_reader, "evaluate", "breastmnist") == []
+
+
+def test_profile_overrides_refuse_unknown_sections_and_names(medmnist_dir):
+    study = get_study("smalldatassl")
+    quick = study.profile("quick")
+
+    def plan(overrides):
+        profile = replace(quick, name="x", overrides=overrides)
+        return expand(replace(study, profiles=(*study.profiles, profile)), "x", data_dir=medmnist_dir,
+                      datasets=["kermany_cxr"], variant_names=["corrected"], seeds=[0])
+
+    with pytest.raises(ConfigError, match=r"unknown section.*'protocol'.*valid: pretrain"):
+        plan({**quick.overrides, "protocol": {"linear": {}}})  # 'protocols' misspelt: once silently ignored
+    with pytest.raises(ConfigError, match="nosuch"):
+        plan({**quick.overrides, "protocols": {"nosuch": {}}})
+    with pytest.raises(ConfigError, match="simsiem"):
+        plan({**quick.overrides, "methods": {"simsiem": {}}})
+    assert plan(quick.overrides).pretrain  # the study's own overrides pass
