@@ -45,8 +45,8 @@ DATASETS = tuple(StudyDataset(flag, TITLES[flag], (flag,), {"scheme": "official"
 # every layer keeps PyTorch's default (no Kaiming fan-out, no zero-init residual). "(224)": torchvision's
 # resnet18/50(pretrained=False) (its Kaiming init, zero_init_residual False) on the 28 px files enlarged to 224
 # with PIL NEAREST (the script since its 2021-08-23 commit).
-_R18_28 = {"backbone": {"arch": "resnet18", "small_stem": True, "random_init": "layer_default",
-                        "zero_init_residual": False}}
+# (the stem comes from the profile, as for the SSL methods: the CIFAR stem, or the standard one in the quick profile)
+_R18_28 = {"backbone": {"random_init": "layer_default", "zero_init_residual": False}}
 _R50_28 = {"backbone": {**_R18_28["backbone"], "arch": "resnet50"}}
 _AT_224 = {"image_size": 224, "source_size": 28, "augment": {"resize_mode": "nearest"}}
 _R18_224 = {**_AT_224, "backbone": {"arch": "resnet18", "small_stem": False, "zero_init_residual": False}}

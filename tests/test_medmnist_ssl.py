@@ -51,6 +51,8 @@ def test_declaration_reference_recipe_and_table3(medmnist_dir):
     assert all(s.hparams["checkpoint"] == "last" for s in quick.evaluate)  # no labels beyond the fraction
     # the SSL study fine-tunes with the recipe as the paper states it: the best validation AUC is tested
     assert all("scored" not in s.hparams["protocol"].get("fit", {}) for s in quick.evaluate)
+    # random init has the quick profile's stem, as the SSL encoders it is compared with
+    assert {s.hparams["backbone"]["small_stem"] for s in quick.specs} == {False}
     paper = expand(STUDY, "paper", data_dir=medmnist_dir)  # plans the downloads; fetches nothing
     assert {s.dataset for s in paper.specs} == {"pathmnist", "chestmnist", "dermamnist"}
     chest = next(s for s in paper.evaluate if s.dataset == "chestmnist" and s.protocol == "finetune")
