@@ -40,8 +40,9 @@ def show(study_name: str, dataset: str, out: Path, *, data_dir=None, profile: st
     for variant in (AS_PUBLISHED, CORRECTED):
         hp = {"augment": Augment.model_validate(study.pretrain_defaults["augment"]).model_dump()}
         for d in study.decisions:
-            if d.param.startswith("augment."):
-                set_path(hp, d.param, d.value(variant), f"{study.name} decision {d.name!r}")
+            for param, value in d.settings(variant):
+                if param.startswith("augment."):
+                    set_path(hp, param, value, f"{study.name} decision {d.name!r}")
         cfg = AugmentConfig.from_dict({**hp["augment"], "size": size})
         g = torch.Generator().manual_seed(seed)
         views = BatchAugment(cfg).two_views(images, g)

@@ -51,7 +51,7 @@ def _drop_absent(model: BaseModel, out: dict) -> None:
 class Backbone(Strict):
     arch: Literal["resnet18", "resnet50", "mobilenet_v2", "vit_small"]
     small_stem: bool = False  # ResNet 3x3 stride-1 stem without max-pool
-    init: Literal["random", "imagenet"] = "random"
+    init: Literal["random", "imagenet", "imagenet_v2"] = "random"  # imagenet_v2: torchvision's IMAGENET1K_V2
     # a random init's weights: torchvision's ResNet init (Kaiming normal, fan-out), or each layer's own
     # reset_parameters(), which a ResNet written from plain nn layers gets (MedMNIST v2's "(28)" models)
     random_init: Literal["torchvision", "layer_default"] = added("torchvision")
@@ -141,8 +141,12 @@ class Split(Strict):
     fixed_seed: int = 16  # the seed of the fixed policy (SmallDataSSL's train_test_split(random_state=16))
     script: str = "pretrain"  # which script of the study's code a run stands for (per_script)
     per_part: bool = added(False)  # a merged dataset split one dataset at a time (data.split_schemes)
-    # a run's labelled fraction of train: stratified per class, or MIMeta's random_split(train, [f, 1 - f])
-    label_fraction: Literal["stratified", "random_split"] = added("stratified")
+    # a run's labelled fraction of train: stratified per class, MIMeta's random_split(train, [f, 1 - f]), or
+    # pandas' train.sample(int(f * n), random_state=sample_seed), the same images for every seed (Gravity-2010)
+    label_fraction: Literal["stratified", "random_split", "sample"] = added("stratified")
+    # patient: only this fraction of the patients is kept, drawn before the split as np.random.choice(unique
+    # patients, int(f * n), replace=False) with the split's seed (Gravity-2010's 70 %); None: every patient
+    patient_fraction: float | None = added(None, gt=0, le=1)
 
     @model_validator(mode="after")
     def _scheme_and_its_fields(self):
@@ -176,6 +180,7 @@ class SSLMethod(Strict):
     loss_kwargs: dict[str, Any] = {}
     projector: tuple[int, ...]
     projector_last_bn: bool = False
+    projector_hidden_bn: bool = added(True)  # BatchNorm after each hidden projector layer (Gravity-2010: none)
     projector_last_bn_affine: bool = True
     predictor: tuple[int, ...] | None = None
     options: dict[str, Any] = {}
@@ -303,6 +308,11 @@ class Fit(Strict):
     # effect, as MedMNIST v2's script before its 2023 fix); select_ties: which of equal validation values wins
     scored: Literal["selected", "last"] = added("selected")
     select_ties: Literal["later", "earlier"] = added("later")
+    # validation on the first this-many val images only (the code's first batches); None: all of them
+    val_limit: int | None = added(None, ge=1)
+    # the split whose metrics are the run's test numbers: its test set, or val itself, so that the number reported
+    # is the very value that selected the epoch (Gravity-2010's best-epoch AUC on its validation batches)
+    score_on: Literal["test", "val"] = added("test")
 
 
 class FitProtocol(Strict):
@@ -328,6 +338,9 @@ class EvaluateHP(Data):
     augment: Normalize
     checkpoint: Literal["best", "last"] = "best"  # which encoder of the pretraining
     protocol: Annotated[KnnProtocol | FitProtocol, Field(discriminator="kind")]
+    # the backbone starts from the model another protocol of the study fine-tuned (same method, data and seed, all
+    # its labels) rather than from the pretrained encoder: Gravity-2010's encoder shared and mutated in place
+    start_from: str | None = added(None)
 
     @model_validator(mode="before")
     @classmethod

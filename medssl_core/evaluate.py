@@ -63,6 +63,7 @@ class FitResult:
     curves: list[dict]
     best_epoch: int  # the epoch validation selected
     last_epoch: int  # the last epoch trained (early stopping may end before cfg.epochs)
+    scores: dict[str, np.ndarray]  # split -> the scored model's probabilities (ROC curves are drawn from them)
 
 
 def _scores(task: str, logits: Tensor) -> np.ndarray:
@@ -243,7 +244,7 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
     thresholds = choose_thresholds(task, y_val_np, scores["val"])
     results = {split: classification_metrics(task, y.cpu().numpy(), scores[split], thresholds)
                for split, (_, y) in data.items()}
-    return FitResult(results, curves, best_epoch, epoch + 1)
+    return FitResult(results, curves, best_epoch, epoch + 1, scores)
 
 
 def _selection_value(metrics: dict[str, float], select_metric: str) -> float:

@@ -90,8 +90,10 @@ def execute(plan: Plan, store: ResultsStore, ctx: Context, *, retry_failed: bool
     bar = tqdm(todo, desc=f"{plan.study} [{plan.profile}]", unit="run", disable=not progress)
     for spec in bar:
         bar.set_postfix_str(spec.label())
-        if spec.parent is not None and spec.parent in failed:
-            record = failed_record(spec, f"its pretraining run {spec.parent} failed; see that run's error")
+        broken = [rid for rid in spec.depends_on if rid in failed]
+        if broken:
+            what = "pretraining" if broken[0] == spec.parent else "starting evaluation"
+            record = failed_record(spec, f"its {what} run {broken[0]} failed; see that run's error")
         else:
             record = runner(spec, ctx)
         store.record(record)

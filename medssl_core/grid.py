@@ -71,7 +71,8 @@ def check_decisions(study: Study) -> None:
         models = {"pretrain": (config.PretrainHP,), "evaluate": (config.EvaluateHP,),
                   "data": (config.PretrainHP, config.EvaluateHP)}[d.stage]
         for model in models:
-            config.check_path(model, d.param, f"{study.name} decision {d.name!r}")
+            for param in d.params:
+                config.check_path(model, param, f"{study.name} decision {d.name!r}")
 
 
 # a profile's override sections: the by-name ones say what their keys name
@@ -184,9 +185,13 @@ def _target(study: Study, profile: Profile, ds: StudyDataset, source: str, bf16:
     data = None
     if fingerprint_data:
         data = data_version(source, source_size or size, data_dir, allow_download=allow_download)
-    official = ds.split["scheme"] == "official" or (info.official_splits and info.kind == "medmnist")
+    split = ds.source_split.get(source)
+    if split is None:
+        official = ds.split["scheme"] == "official" or (info.official_splits and info.kind == "medmnist")
+        split = {"scheme": "official"} if official else ds.split
+    official = split["scheme"] == "official"
     common = deep_merge(ds.hparams, {
-        "image_size": size, "source_size": source_size, "split": {"scheme": "official"} if official else ds.split,
+        "image_size": size, "source_size": source_size, "split": split,
         "channels": info.channels, "n_classes": info.n_classes, "task": info.task})
     order = ds.label_order(source, info.classes)
     if order is not None:
@@ -211,8 +216,8 @@ def _expand_pair(plan, seen, study: Study, profile: Profile, target: _Target, pr
         init = deep_merge({"backbone": {"init": method.init}}, method.hparams)
         base, pre_base = deep_merge(target.base, init), deep_merge(pre_target.base, init)
         arch = base["backbone"]["arch"]
-        if method.init == "imagenet" and imagenet_weights_path(arch) is None:
-            plan.skipped.append((f"{target.ds.key}/{method.name}", imagenet_missing_message(arch)))
+        if method.init != "random" and imagenet_weights_path(arch, method.init) is None:
+            plan.skipped.append((f"{target.ds.key}/{method.name}", imagenet_missing_message(arch, method.init)))
             continue
         for t, merged in ((target, base), (pre_target, pre_base)):
             read = t.base.get("source_size") or t.base["image_size"]
@@ -264,7 +269,8 @@ class _Builder:
         hp = config.validate(model, hp, where)
         for d in self.study.decisions:
             if d.name in decisions and d.stage in stages:
-                config.set_path(hp, d.param, d.value(decisions[d.name]), f"{where}, decision {d.name!r}")
+                for param, value in d.settings(decisions[d.name]):
+                    config.set_path(hp, param, value, f"{where}, decision {d.name!r}")
                 hp = config.validate(model, hp, where)  # the defaults of a part the decision replaced whole
         return config.validate(model, hp, where, for_spec=True)
 
@@ -283,31 +289,58 @@ class _Builder:
                        data=self.target.data)
 
     def evaluate(self, base: dict, protocol, pre: RunSpec | None, seed: int, choice: dict) -> list[RunSpec]:
+        """The protocol's runs, one per label fraction, preceded by any evaluation they start from."""
         decisions = self._decisions(choice, protocol.name)
         shared = ("image_size", "source_size", "split", "channels", "channel_mode", "label_order", "n_classes",
                   "task", "backbone", "amp", "deterministic")
-        hp = deep_merge(self.study.evaluate_defaults, {
+        declared = deep_merge(self.study.evaluate_defaults, {
             **{k: base[k] for k in shared if k in base},
             "augment": {k: base["augment"][k] for k in ("mean", "std", "resize_mode") if k in base["augment"]},
             "protocol": protocol.hparams})
-        for update in (self.profile.overrides.get("evaluate", {}),
-                       self.profile.overrides.get("protocols", {}).get(protocol.name, {}),
-                       self.extra.get("evaluate", {})):
-            hp = deep_merge(hp, update)
-        hp["split"] = {**hp["split"], "script": protocol.script or protocol.name}
+        declared = deep_merge(declared, protocol.per_method.get(self.method.name, {}))
         where = self._where(f"evaluation {protocol.name!r}")
-        hp = self._finish(config.EvaluateHP, hp, decisions, ("data", "evaluate"), where)
-        fractions = self.target.ds.fractions or self.profile.fractions
-        if pre is not None:
-            check_transferable(pre, hp, where)
-            check_label_use(pre, hp, fractions, where)
-            # an evaluation records every decision behind its numbers: its pretraining's too, including those
-            # that concern only the pretraining's dataset (e.g. how merged sources are split)
-            decisions = {**pre.decisions, **decisions}
-        return [RunSpec(self.study.name, "evaluate", self.target.ds.key, self.target.source, self.method.name, seed,
-                        self.profile.name, hp, decisions, protocol.name, fraction, pre,
-                        code=code_fingerprint("evaluate", self.target.source), data=self.target.data)
-                for fraction in fractions]
+        fractions = protocol.fractions or self.target.ds.fractions or self.profile.fractions
+        # an evaluation records every decision behind its numbers: its pretraining's too, including those that
+        # concern only the pretraining's dataset (e.g. how merged sources are split)
+        recorded = decisions if pre is None else {**pre.decisions, **decisions}
+        specs: list[RunSpec] = []
+        for fraction in fractions:
+            hp = deep_merge(declared, protocol.per_fraction.get(fraction, {}))
+            for update in (self.profile.overrides.get("evaluate", {}),
+                           self.profile.overrides.get("protocols", {}).get(protocol.name, {}),
+                           self.extra.get("evaluate", {})):
+                hp = deep_merge(hp, update)
+            hp["split"] = {**hp["split"], "script": protocol.script or protocol.name}
+            hp = self._finish(config.EvaluateHP, hp, decisions, ("data", "evaluate"), where)
+            if pre is not None:
+                check_transferable(pre, hp, where)
+                check_label_use(pre, hp, fractions, where)
+            start = None
+            if hp.get("start_from") is not None:
+                start = self._start(base, protocol.name, hp["start_from"], pre, seed, choice, where)
+                specs.append(start)
+            specs.append(RunSpec(self.study.name, "evaluate", self.target.ds.key, self.target.source,
+                                 self.method.name, seed, self.profile.name, hp, recorded, protocol.name, fraction,
+                                 pre, code=code_fingerprint("evaluate", self.target.source), data=self.target.data,
+                                 start=start))
+        return specs
+
+    def _start(self, base: dict, name: str, start_from: str, pre, seed: int, choice: dict, where: str) -> RunSpec:
+        """The run of protocol ``start_from`` (same method, data and seed, all its labels) whose fine-tuned
+        model an evaluation starts from."""
+        upstream = self.study.protocol(start_from)
+        if start_from == name or (upstream.methods is not None and self.method.name not in upstream.methods):
+            raise ConfigError(f"{where}: start_from {start_from!r} must name another protocol that runs "
+                              f"{self.method.name}")
+        runs = [s for s in self.evaluate(base, upstream, pre, seed, choice) if s.protocol == start_from]
+        whole = [s for s in runs if s.fraction == 1.0]
+        if not whole or whole[0].start is not None:
+            raise ConfigError(f"{where}: start_from {start_from!r} needs that protocol to run at fraction 1.0 and "
+                              "to start from the pretrained encoder itself")
+        if not whole[0].hparams["protocol"].get("fit", {}).get("save_weights"):
+            raise ConfigError(f"{where}: start_from {start_from!r} reads that protocol's fine-tuned model: declare "
+                              "its fit.save_weights true")
+        return whole[0]
 
 
 def check_transferable(pre: RunSpec, hp: dict, where: str) -> None:

@@ -21,6 +21,13 @@ IMAGENET_FILES = {
     "resnet50": "resnet50-0676ba61.pth",
     "mobilenet_v2": "mobilenet_v2-b0353104.pth",
 }
+# init 'imagenet_v2': torchvision's newer recipe (weights='IMAGENET1K_V2'), where it has one
+IMAGENET_V2_FILES = {"resnet50": "resnet50-11ad3fa6.pth", "mobilenet_v2": "mobilenet_v2-7ebf99e0.pth"}
+INITS = ("random", "imagenet", "imagenet_v2")
+
+
+def _imagenet_file(arch: str, init: str) -> str | None:
+    return (IMAGENET_V2_FILES if init == "imagenet_v2" else IMAGENET_FILES).get(arch)
 
 
 def _hf_hub_cache() -> Path:
@@ -29,32 +36,35 @@ def _hf_hub_cache() -> Path:
     return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
 
 
-def imagenet_weights_path(arch: str) -> Path | None:
+def imagenet_weights_path(arch: str, init: str = "imagenet") -> Path | None:
     """The local ImageNet weights of ``arch``: torchvision's file in the torch hub cache, or for ViT-S timm's
     in the Hugging Face hub cache (where `timm.create_model(..., pretrained=True)` leaves them)."""
-    if arch == "vit_small":
+    if arch == "vit_small" and init == "imagenet":
         snapshots = _hf_hub_cache() / f"models--{VIT_SMALL_IMAGENET.replace('/', '--')}" / "snapshots"
         found = sorted(snapshots.glob("*/model.safetensors")) if snapshots.is_dir() else []
         return found[-1] if found else None
-    if arch not in IMAGENET_FILES:
+    name = _imagenet_file(arch, init)
+    if name is None:
         return None
-    path = Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILES[arch]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
     return path if path.is_file() else None
 
 
-def imagenet_missing_message(arch: str) -> str:
-    if arch == "vit_small":
+def imagenet_missing_message(arch: str, init: str = "imagenet") -> str:
+    if arch == "vit_small" and init == "imagenet":
         return (f"ImageNet weights for vit_small are not present locally: expected "
                 f"{_hf_hub_cache()}/models--{VIT_SMALL_IMAGENET.replace('/', '--')}/snapshots/<rev>/model.safetensors."
                 " medssl never downloads them itself; on a machine with internet run `python -c \"import timm; "
                 f"timm.create_model('{VIT_SMALL_IMAGENET.split('/')[1]}', pretrained=True)\"` once (or copy the "
                 "hub cache folder there).")
-    if arch not in IMAGENET_FILES:
-        return f"No ImageNet weights are registered for {arch}."
+    name = _imagenet_file(arch, init)
+    weights = "IMAGENET1K_V2" if init == "imagenet_v2" else "IMAGENET1K_V1"
+    if name is None:
+        return f"No {weights} ImageNet weights are registered for {arch}."
     return (f"ImageNet weights for {arch} are not present locally: expected "
-            f"{Path(torch.hub.get_dir()) / 'checkpoints' / IMAGENET_FILES[arch]}. medssl never downloads them "
+            f"{Path(torch.hub.get_dir()) / 'checkpoints' / name}. medssl never downloads them "
             f"itself; on a machine with internet run `python -c \"import torchvision; torchvision.models."
-            f"{arch}(weights='IMAGENET1K_V1')\"` once (or copy the file there).")
+            f"{arch}(weights='{weights}')\"` once (or copy the file there).")
 
 
 def _adapt_first_conv(conv: nn.Conv2d, in_channels: int, **overrides) -> nn.Conv2d:
@@ -126,15 +136,16 @@ def build_backbone(arch: str, in_channels: int = 3, *, small_stem: bool = False,
     """A feature extractor returning (N, FEATURE_DIMS[arch]).
 
     ``small_stem``: ResNet 3x3 stride-1 first conv and no max-pool, for 28-64 px inputs.
-    ``init``: 'random' or 'imagenet' (local weights only; a clear error when missing).
+    ``init``: 'random', 'imagenet' or 'imagenet_v2' (torchvision's IMAGENET1K_V2; local weights only, a clear
+    error when missing).
     ``random_init``: 'torchvision' (its ResNet init: Kaiming normal, fan-out) or 'layer_default' (every layer's
     own ``reset_parameters()``, as a ResNet written from plain nn layers, e.g. MedMNIST v2's "(28)" models).
     ``zero_init_residual``: each residual branch's last BatchNorm starts at zero (random init only).
     """
     if arch not in FEATURE_DIMS:
         raise ConfigError(f"Unknown backbone {arch!r}; choose one of {sorted(FEATURE_DIMS)}.")
-    if init not in ("random", "imagenet"):
-        raise ConfigError(f"init must be 'random' or 'imagenet', not {init!r}")
+    if init not in INITS:
+        raise ConfigError(f"init must be one of {INITS}, not {init!r}")
     if random_init not in ("torchvision", "layer_default"):
         raise ConfigError(f"random_init must be 'torchvision' or 'layer_default', not {random_init!r}")
     if arch == "vit_small":
@@ -148,10 +159,10 @@ def build_backbone(arch: str, in_channels: int = 3, *, small_stem: bool = False,
         model = getattr(tvm, arch)(zero_init_residual=zero_init_residual and init == "random")
     else:
         model = tvm.mobilenet_v2()
-    if init == "imagenet":
-        path = imagenet_weights_path(arch)
+    if init != "random":
+        path = imagenet_weights_path(arch, init)
         if path is None:
-            raise ConfigError(imagenet_missing_message(arch))
+            raise ConfigError(imagenet_missing_message(arch, init))
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     if arch.startswith("resnet"):
         if small_stem:

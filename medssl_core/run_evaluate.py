@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from medssl_core.augment import AugmentConfig, BatchAugment
-from medssl_core.config import EvaluateHP, KnnProtocol, parse
+from medssl_core.config import EvaluateHP, FitProtocol, KnnProtocol, parse
 from medssl_core.errors import DataError, MedsslError
 from medssl_core.evaluate import Classifier, fit_classifier, knn_evaluate
 from medssl_core.features import extract_features
@@ -17,7 +17,7 @@ from medssl_core.models import FEATURE_DIMS, build_head
 from medssl_core.run_context import Context, Outcome, save_artifact
 from medssl_core.run_inputs import images_to_device, labelled_subset, run_backbone, split_arrays, split_seed
 from medssl_core.runspec import RunSpec, canonical_json
-from medssl_core.store.records import FINETUNED, TEST_FEATURES
+from medssl_core.store.records import FINETUNED, TEST_FEATURES, TEST_SCORES
 
 
 def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
@@ -26,13 +26,24 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
     splits, files = split_arrays(spec, hp, ctx)
     for split, (_, labels_of_split) in splits.items():
         check_labels(labels_of_split, hp.task, hp.n_classes, f"{spec.dataset_used} {split}")
+    if isinstance(proto, FitProtocol):
+        if proto.fit.val_limit is not None:
+            splits["val"] = tuple(a[:proto.fit.val_limit] for a in splits["val"])
+        if proto.fit.score_on == "val":  # the number reported is the one that selected the epoch
+            splits["test"] = splits["val"]
     x_train, y_train = splits["train"]
     keep = None  # the labelled subset of the training split
     if spec.fraction is not None and spec.fraction < 1.0:
         keep = labelled_subset(spec, hp, ctx, y_train, spec.fraction)
         x_train, y_train = x_train[keep], y_train[keep]
     backbone = run_backbone(hp)
-    if spec.parent is not None:
+    if spec.start is not None:  # the model another evaluation fine-tuned (it started from the encoder itself)
+        path = ctx.artifacts_dir / spec.start.run_id / FINETUNED
+        if not path.is_file():
+            raise MedsslError(f"the fine-tuned model {path} of run {spec.start.run_id} ({spec.start.label()}), "
+                              "which this evaluation starts from, is missing; re-run the replication.")
+        backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["backbone"])
+    elif spec.parent is not None:
         path = ctx.artifacts_dir / spec.parent / f"encoder_{hp.checkpoint}.pt"
         if not path.is_file():
             raise MedsslError(f"the pretrained encoder {path} of run {spec.parent} is missing; re-run the "
@@ -74,6 +85,8 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
         fit = fit_classifier(model, data, hp.task, proto.fit, prepare=prepare, seed=spec.seed, device=ctx.device,
                              bf16=bf16, progress=ctx.progress, desc=spec.label(), augment_train=augment_train)
         metrics, curves = fit.metrics, fit.curves
+        artifacts.append(save_artifact(ctx, spec.run_id, TEST_SCORES, {"scores": fit.scores["test"],
+                                                                       "labels": labels["test"]}))
         metrics["val"]["best_epoch"] = float(fit.best_epoch)
         if proto.fit.scored == "last":
             metrics["val"]["scored_epoch"] = float(fit.last_epoch)
@@ -94,8 +107,9 @@ def frozen_features(spec: RunSpec, hp: EvaluateHP, ctx: Context, backbone, aug, 
     data: a pretraining's kNN and probe evaluations share them. Randomly initialised encoders are not shared
     (their weights are the run's seed's)."""
     key = None
-    if spec.parent is not None or hp.backbone.init == "imagenet":
-        key = canonical_json([spec.parent, hp.checkpoint, hp.backbone.model_dump(mode="json"), spec.dataset_used,
+    if spec.parent is not None or spec.start is not None or hp.backbone.init != "random":
+        start = spec.start.run_id if spec.start else None
+        key = canonical_json([spec.parent, start, hp.checkpoint, hp.backbone.model_dump(mode="json"), spec.dataset_used,
                               spec.data, hp.split.model_dump(mode="json"), split_seed(spec, hp), hp.image_size,
                               hp.source_size, hp.input_channels, hp.channel_mode, hp.label_order,
                               hp.augment.model_dump(mode="json"), bf16,

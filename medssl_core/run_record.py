@@ -25,6 +25,8 @@ def run_row(spec: RunSpec, status: str, error: str | None, started: datetime, *,
 def spec_params(spec: RunSpec) -> list[dict]:
     """The params-table rows of a spec: its decisions and every hyper-parameter by dotted path."""
     params = [{"kind": "decision", "name": k, "value": v} for k, v in sorted(spec.decisions.items())]
+    if spec.start is not None:  # the evaluation whose fine-tuned model it starts from
+        params.append({"kind": "start", "name": "run_id", "value": spec.start.run_id})
     _flatten("", spec.hparams, params)
     return params
 

@@ -34,9 +34,20 @@ def _hash(value: Any) -> str:
 
 def _without(d: dict, keys: tuple[str, ...]) -> dict:
     out = {k: v for k, v in d.items() if k not in keys}
-    if out.get("pretrain") is not None:
-        out["pretrain"] = _without(out["pretrain"], keys)
+    for below in ("pretrain", "start"):
+        if out.get(below) is not None:
+            out[below] = _without(out[below], keys)
     return out
+
+
+def _compact(d: dict) -> dict:
+    """An unset ``start`` is left out, so that specs from before it existed keep their ids."""
+    if d.get("start") is None:
+        d.pop("start", None)
+    for below in ("pretrain", "start"):
+        if d.get(below) is not None:
+            _compact(d[below])
+    return d
 
 
 @dataclass(frozen=True)
@@ -55,9 +66,11 @@ class RunSpec:
     pretrain: RunSpec | None = None  # the pretraining an evaluation uses, whole
     code: dict[str, str] = field(default_factory=dict, hash=False)  # module -> hash (medssl_core.identity)
     data: str | None = None  # version of the data read (checksums); None when not fingerprinted
+    # the evaluation whose fine-tuned backbone this one starts from (EvaluateHP.start_from), whole
+    start: RunSpec | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return _compact(asdict(self))
 
     def canonical(self) -> str:
         return canonical_json(self.to_dict())
@@ -82,11 +95,17 @@ class RunSpec:
     def parent(self) -> str | None:
         return self.pretrain.run_id if self.pretrain is not None else None
 
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """The runs whose artifacts this one reads: its pretraining and the evaluation it starts from."""
+        return tuple(s.run_id for s in (self.pretrain, self.start) if s is not None)
+
     @classmethod
     def from_dict(cls, d: dict) -> RunSpec:
         d = dict(d)
-        if d.get("pretrain") is not None:
-            d["pretrain"] = cls.from_dict(d["pretrain"])
+        for below in ("pretrain", "start"):
+            if d.get(below) is not None:
+                d[below] = cls.from_dict(d[below])
         return cls(**d)
 
     @classmethod

@@ -11,16 +11,21 @@ from typing import Any
 from medssl_core.errors import ConfigError
 
 AS_PUBLISHED, CORRECTED = "as_published", "corrected"
+# a decision's value that leaves the setting as the study declares it (the code's own value, e.g. one that differs
+# by protocol), where only the other side changes it
+AS_DECLARED = "<as declared>"
 
 
 @dataclass(frozen=True)
 class Decision:
     """A point where a study's paper and code disagree, or its code has a bug: each run records which value
-    it used. ``param`` is the dotted path in the run's hyper-parameters that the decision sets."""
+    it used. ``param`` is the dotted path in the run's hyper-parameters that the decision sets; a tuple of paths
+    sets several together (one bug with several faces), ``as_published`` and ``corrected`` then holding one value
+    per path. AS_DECLARED leaves a path as the study declares it."""
 
     name: str
     description: str
-    param: str
+    param: str | tuple[str, ...]
     as_published: Any
     corrected: Any
     stage: str  # 'data' (splits: every run), 'pretrain' or 'evaluate'
@@ -39,8 +44,24 @@ class Decision:
             return False
         return not (self.only_derived_splits and official_splits)
 
+    def __post_init__(self):
+        if not isinstance(self.param, str) and not all(
+                isinstance(v, tuple) and len(v) == len(self.param) for v in (self.as_published, self.corrected)):
+            raise ConfigError(f"decision {self.name!r} sets {len(self.param)} params {list(self.param)}: its "
+                              "as_published and corrected values must be tuples of as many values")
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return (self.param,) if isinstance(self.param, str) else self.param
+
     def value(self, choice: str):
         return self.as_published if choice == AS_PUBLISHED else self.corrected
+
+    def settings(self, choice: str) -> list[tuple[str, Any]]:
+        """(dotted path, value) this decision sets under ``choice``; AS_DECLARED paths are left alone."""
+        values = self.value(choice)
+        values = (values,) if isinstance(self.param, str) else values
+        return [(p, v) for p, v in zip(self.params, values, strict=True) if not _as_declared(v)]
 
 
 @dataclass(frozen=True)
@@ -60,14 +81,18 @@ class StudyDataset:
     classes: tuple[str, ...] | None = None
     class_names: dict[str, dict[str, str]] = field(default_factory=dict)
     methods: tuple[str, ...] | None = None  # the methods evaluated on it (a baseline only some datasets have)
+    # a split of its own for one source (e.g. a stand-in sampled to the study's sizes from its official split);
+    # without one, a MedMNIST stand-in keeps its official split
+    source_split: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.fractions is not None and not all(0 < f <= 1 for f in self.fractions):
             raise ConfigError(f"dataset {self.key!r}: label fractions lie in (0, 1], got {list(self.fractions)}")
-        unknown = sorted(set(self.class_names) - set(self.sources))
-        if unknown:
-            raise ConfigError(f"dataset {self.key!r}: class_names names {unknown}, which are not among its sources "
-                              f"{list(self.sources)}")
+        for what, named in (("class_names", self.class_names), ("source_split", self.source_split)):
+            unknown = sorted(set(named) - set(self.sources))
+            if unknown:
+                raise ConfigError(f"dataset {self.key!r}: {what} names {unknown}, which are not among its sources "
+                                  f"{list(self.sources)}")
 
     def label_order(self, source: str, source_classes: tuple[str, ...]) -> tuple[int, ...] | None:
         """new = order[old] that renumbers ``source``'s classes into ``classes`` by name; None: already so."""
@@ -102,6 +127,11 @@ class Protocol:
     hparams: dict  # config.KnnProtocol or config.FitProtocol fields
     methods: tuple[str, ...] | None = None  # None: every method
     script: str | None = None  # the study's script this protocol stands for (per-script splits); default: name
+    # evaluation settings (EvaluateHP keys, deep-merged after hparams) that the study's code sets for one method
+    # (e.g. its own learning rate) or one label fraction (e.g. epochs that grow with the labelled images)
+    per_method: dict[str, dict] = field(default_factory=dict)
+    per_fraction: dict[float, dict] = field(default_factory=dict)
+    fractions: tuple[float, ...] | None = None  # label fractions it runs at; None: the dataset's or profile's
 
 
 @dataclass(frozen=True)
@@ -198,7 +228,7 @@ class Study:
             _known(self.name, f"decision {d.name!r}", "protocol", d.protocols or (), protocols)
             _known(self.name, f"decision {d.name!r}", "dataset", d.datasets or (), keys)
         for p in self.protocols:
-            _known(self.name, f"protocol {p.name!r}", "method", p.methods or (), methods)
+            _known(self.name, f"protocol {p.name!r}", "method", (*(p.methods or ()), *p.per_method), methods)
         for c in self.comparisons:
             _known(self.name, f"comparison {c.claim[:40]!r}", "method", (*c.methods, c.baseline), methods)
             _known(self.name, f"comparison {c.claim[:40]!r}", "protocol", (c.protocol,), protocols)
@@ -229,6 +259,10 @@ class Study:
     def reported_rows(self) -> list[dict]:
         return [{"dataset": r.dataset, "method": r.method, "protocol": r.protocol, "fraction": r.fraction,
                  "metric": r.metric, "value": r.value, "source": r.source, "note": r.note} for r in self.reported]
+
+
+def _as_declared(value) -> bool:
+    return isinstance(value, str) and value == AS_DECLARED
 
 
 def _known(study: str, where: str, what: str, names, valid: set[str]) -> None:
@@ -288,7 +322,8 @@ def describe(study: Study) -> str:
         scope = "".join([f"; methods {', '.join(d.methods)}" if d.methods else "",
                          f"; protocols {', '.join(d.protocols)}" if d.protocols else "",
                          f"; datasets {', '.join(d.datasets)}" if d.datasets else ""])
-        lines.append(f"  {d.name:18s} {d.param} = {d.as_published!r} -> {d.corrected!r} [{d.stage}{scope}]")
+        lines.append(f"  {d.name:18s} {', '.join(d.params)} = {d.as_published!r} -> {d.corrected!r} "
+                     f"[{d.stage}{scope}]")
         lines.append(f"  {'':18s} {d.description}")
     lines += ["", "Profiles:"]
     for p in study.profiles:

@@ -144,7 +144,7 @@ def test_fine_tuning_features_end_to_end_and_recorded_features(tmp_path, medmnis
     execute_cleanly(plan, store, ctx)
     artifacts = dict(run_sql(store.db_path, "SELECT r.protocol || '/' || a.name, a.path FROM artifacts a "
                                             "JOIN runs r USING (run_id) WHERE r.kind = 'evaluate'")[1])
-    assert set(artifacts) == {"knn/test_features.npz", "finetune/finetuned.pt"}
+    assert set(artifacts) == {"knn/test_features.npz", "finetune/finetuned.pt", "finetune/test_scores.npz"}
     with np.load(artifacts["knn/test_features.npz"]) as saved:
         assert saved["features"].shape == (156, 512) and saved["features"].dtype == np.float16
         assert saved["labels"].shape == (156,)
@@ -161,6 +161,8 @@ def test_fine_tuning_features_end_to_end_and_recorded_features(tmp_path, medmnis
     scores = predict(Classifier(backbone, head), x, lambda t: aug(t, g=torch.Generator()), "binary", ctx.device,
                      False)
     acc = float((scores.argmax(1) == splits["test"][1]).mean())
+    with np.load(artifacts["finetune/test_scores.npz"]) as saved:  # the scores ROC curves are drawn from
+        assert np.allclose(saved["scores"], scores, atol=1e-6) and np.array_equal(saved["labels"], splits["test"][1])
     recorded = run_sql(store.db_path, "SELECT value FROM run_metrics WHERE protocol = 'finetune' AND split = 'test' "
                                       "AND metric = 'accuracy'")[1][0][0]
     assert acc == pytest.approx(recorded, abs=1e-9)

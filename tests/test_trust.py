@@ -187,7 +187,9 @@ def test_studies_and_study_show(capsys):
 ADDED_LATER = {("Data", "label_order"): None, ("Split", "per_part"): False,
                ("Split", "label_fraction"): "stratified", ("FitLoss", "double_softmax"): False,
                ("Fit", "last_batch"): "drop", ("Fit", "scored"): "selected", ("Fit", "select_ties"): "later",
-               ("Backbone", "random_init"): "torchvision", ("Backbone", "zero_init_residual"): True}
+               ("Backbone", "random_init"): "torchvision", ("Backbone", "zero_init_residual"): True,
+               ("Fit", "val_limit"): None, ("Fit", "score_on"): "test", ("Split", "patient_fraction"): None,
+               ("EvaluateHP", "start_from"): None, ("SSLMethod", "projector_hidden_bn"): True}
 
 
 def _strict_models(cls=config.Strict):
@@ -207,6 +209,7 @@ def test_options_added_later_leave_the_specs_of_other_studies_as_they_were(medmn
     plan = expand(get_study("smalldatassl"), "quick", data_dir=medmnist_dir)
     texts = [s.canonical() for s in plan.specs]
     assert not any(f'"{name}":' in t for t in texts for _, name in ADDED_LATER)  # as a key
+    assert not any('"start":' in t for t in texts)  # RunSpec.start, unset
 
 
 def test_a_sources_reader_counts_only_for_the_runs_that_read_that_source():

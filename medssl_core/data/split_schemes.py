@@ -18,9 +18,10 @@ Schemes and the ``Split`` fields each reads (every scheme also reads ``roles``, 
 - ``stratified``: ``test_fraction`` of each class as test, then ``val_fraction`` of the rest as val.
 - ``random_split``: ``torch.utils.data.random_split(pool, fractions, generator=manual_seed(seed))``, the
   train/val/test ``fractions`` (MIMeta: (0.8, 0.1, 0.1), seed 42).
-- ``patient``: no patient on two sides. Unique patients in order of first appearance, then sklearn's
-  ``train_test_split`` with ``test_fraction`` (if given; else the official test), then ``val_fraction`` of the
-  remaining patients (MedSGSSL: 0.02 then 0.052, seed 42). Fractions are of patients.
+- ``patient``: no patient on two sides. Unique patients in order of first appearance (``patient_fraction``: only
+  that share of them, drawn first as ``np.random.choice`` draws), then sklearn's ``train_test_split`` with
+  ``test_fraction`` (if given; else the official test), then ``val_fraction`` of the remaining patients
+  (MedSGSSL: 0.02 then 0.052, seed 42). Fractions are of patients.
 - ``sample``: the ``base`` scheme, then ``sizes`` images of the named roles, drawn as pandas'
   ``DataFrame.sample(n, random_state=sample_seed)`` draws them (None: the first n).
 
@@ -30,8 +31,9 @@ by dataset with the scheme, each as if alone, and the roles concatenated (no ima
 evaluation tests on is trained on). ``label_subset`` draws a run's labelled fraction of train: stratified
 (``splits.label_fraction``) or, with ``label_fraction: random_split``, MIMeta's unstratified
 ``random_split(train, [f, 1 - f])`` with the generator that made the split (under another scheme, a generator
-seeded with the split's seed). Stratifying a multi-label set goes by each
-image's rarest positive label (``splits._strata``).
+seeded with the split's seed), or with ``label_fraction: sample`` pandas' ``train.sample(int(f * n),
+random_state=sample_seed)`` (Gravity-2010: the same images for every seed). Stratifying a multi-label set goes
+by each image's rarest positive label (``splits._strata``).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ if TYPE_CHECKING:
 ROLES = ("train", "val", "test")
 DEFAULT_ROLES = {"train": ("train", "train_val"), "val": ("val", "valid"), "test": ("test",)}
 # Fields only some schemes read: set on another scheme, they are a mistake in the declaration.
-SCHEME_FIELDS = ("merge", "val_fraction", "test_fraction", "fractions", "base", "sizes", "sample_seed")
+SCHEME_FIELDS = ("merge", "val_fraction", "test_fraction", "fractions", "base", "sizes", "sample_seed",
+                 "patient_fraction")
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
@@ -228,6 +231,12 @@ def patient(ds: ArrayDataset, split: Split, seed: int) -> SplitIndices:
     whole = pool.positions(pool_parts(pool, split, carves_test=carves_test))
     ids = pool.patient_ids[whole]
     patients = unique_in_order(ids)
+    if split.patient_fraction is not None:  # a share of the patients first, all their images (Gravity-2010)
+        kept = np.random.RandomState(seed).choice(patients, int(len(patients) * split.patient_fraction),
+                                                  replace=False)
+        whole = whole[np.isin(ids, kept)]
+        ids = pool.patient_ids[whole]
+        patients = unique_in_order(ids)
     test_patients = np.zeros(0, dtype=patients.dtype)
     if carves_test:
         patients, test_patients = holdout_patients(patients, split.test_fraction, seed)
@@ -284,7 +293,7 @@ SCHEMES: dict[str, SchemeInfo] = {
     "holdout_val": SchemeInfo(holdout_val, ("val_fraction",)),
     "stratified": SchemeInfo(stratified, ("test_fraction", "val_fraction"), ("merge",)),
     "random_split": SchemeInfo(random_split, ("fractions",), ("merge",)),
-    "patient": SchemeInfo(patient, ("val_fraction",), ("test_fraction", "merge")),
+    "patient": SchemeInfo(patient, ("val_fraction",), ("test_fraction", "merge", "patient_fraction")),
     "sample": SchemeInfo(sample, ("base", "sizes"), ("sample_seed",)),
 }
 
@@ -367,6 +376,9 @@ def label_subset(ds: ArrayDataset, split: Split, split_seed: int, train_labels: 
     """Positions in the train role of the labelled ``fraction`` of a run (see the module's docstring)."""
     if split.label_fraction == "stratified":
         return label_fraction(train_labels, fraction, run_seed)
+    if split.label_fraction == "sample":
+        n = len(train_labels)
+        return sample_positions(n, int(n * fraction), split.sample_seed, "the training split")
     if split.per_part:
         raise ConfigError("split.label_fraction 'random_split' carries on the generator of one split; a merged "
                           "dataset split per_part has one per dataset: use label_fraction 'stratified'.")

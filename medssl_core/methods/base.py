@@ -46,7 +46,8 @@ class Method(nn.Module):
         self.cfg = cfg
         self.options = self.Options.model_validate(cfg.options)
         self.loss_kwargs = dict(cfg.loss_kwargs)
-        self.projector = mlp([feature_dim, *cfg.projector], last_bn=cfg.projector_last_bn,
+        self.projector = mlp([feature_dim, *cfg.projector], hidden_bn=cfg.projector_hidden_bn,
+                             last_bn=cfg.projector_last_bn,
                              last_bn_affine=cfg.projector_last_bn_affine)
         self.predictor = mlp([cfg.projector[-1], *cfg.predictor]) if cfg.predictor else None
         self.backbone = backbone()
