@@ -321,6 +321,11 @@ class FitProtocol(Strict):
     train_backbone: bool = False
     backbone_bn_train: bool = False  # frozen backbone's BatchNorm in train mode (SmallDataSSL's linear.py)
     fit: Fit
+    # Grad-CAM of the scored model on the first this-many test images: maps kept, their focus and share of
+    # energy in the lungs recorded (medssl_core.gradcam); 0: none
+    gradcam: int = added(0, ge=0)
+    # a 2-D embedding of the scored model's test features (up to 2,000 images) and its silhouette by finding
+    embedding: Literal["none", "tsne", "umap"] = added("none")
 
     @model_validator(mode="after")
     def _freezing_needs_training(self):

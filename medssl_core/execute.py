@@ -11,7 +11,7 @@ grid goes on. A cluster executor only has to replace the loop that calls ``runne
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tqdm import tqdm
 
@@ -55,20 +55,23 @@ def reconcile(plan: Plan, recorded: list[tuple[str, str, str]], *, reuse_stale: 
         if spec is not None and spec.study == plan.study:
             newest.setdefault((spec.settings_id, spec.seed), spec)
     out = Reconciled()
-    kept: dict[str, RunSpec] = {}  # planned pretraining id -> the recorded pretraining kept in its place
+    kept: dict[str, RunSpec] = {}  # planned id -> the spec that runs in its place (a kept one, or renamed by it)
     specs = []
     for spec in plan.specs:
+        planned = spec.run_id
         if spec.pretrain is not None and spec.pretrain.run_id in kept:
             spec = spec.replace_pretrain(kept[spec.pretrain.run_id])
+        if spec.start is not None and spec.start.run_id in kept:  # planned before it: already settled
+            spec = replace(spec, start=kept[spec.start.run_id])
         old = newest.get((spec.settings_id, spec.seed))
         if spec.run_id not in done and old is not None:
             why = differences(old, spec)
             out.stale[spec.run_id] = (old.run_id, why)
             if reuse_stale:
                 out.reused[old.run_id] = "; ".join(why)
-                if spec.kind == "pretrain":
-                    kept[spec.run_id] = old
                 spec = old
+        if spec.run_id != planned:
+            kept[planned] = spec
         specs.append(spec)
     plan.specs = specs
     return out

@@ -198,7 +198,8 @@ def _target(study: Study, profile: Profile, ds: StudyDataset, source: str, bf16:
         common["label_order"] = list(order)
     if info.lateral_classes:  # left/right organ classes: a horizontal flip would change the label
         common = deep_merge(common, {"augment": {"hflip": 0.0}})
-    base = deep_merge(deep_merge(study.pretrain_defaults, profile.overrides.get("pretrain", {})), common)
+    # the profile last: it may resize a dataset's split too (a smaller sample for a CPU)
+    base = deep_merge(deep_merge(study.pretrain_defaults, common), profile.overrides.get("pretrain", {}))
     if base.get("amp", "auto") == "auto":
         base["amp"] = "bf16" if bf16 else "off"
     return _Target(ds, source, base, official, data)

@@ -24,7 +24,8 @@ _SHARED = ("data/dataset.py", "data/sources.py", "data/splits.py", "data/split_s
 NUMERIC: dict[str, tuple[str, ...]] = {
     "pretrain": (*_SHARED, "losses.py", "methods/__init__.py", "methods/base.py", "methods/builtin.py", "train.py",
                  "run_pretrain.py"),
-    "evaluate": (*_SHARED, "evaluate.py", "metrics.py", "run_evaluate.py"),
+    "evaluate": (*_SHARED, "evaluate.py", "metrics.py", "run_evaluate.py", "gradcam.py", "embedding.py",
+                 "data/lung_mask.py"),
 }
 # Readers of one source layout (registry kind): they count for the runs that read such a source only.
 BY_SOURCE_KIND: dict[str, tuple[str, ...]] = {"mimeta": ("data/medimeta.py",)}
@@ -32,7 +33,8 @@ BY_SOURCE_KIND: dict[str, tuple[str, ...]] = {"mimeta": ("data/medimeta.py",)}
 # into its spec (config, grid, study, registry, pipelines) or they only move, store or show results.
 NOT_NUMERIC = ("__init__.py", "atomic.py", "augment_show.py", "cli.py", "config.py", "errors.py", "execute.py",
                "run_context.py", "run_record.py",
-               "grid.py", "identity.py", "paper.py", "paper_classes.py", "paper_output.py", "pipelines.py",
+               "grid.py", "identity.py", "paper.py", "paper_analysis.py", "paper_classes.py", "paper_output.py",
+               "pipelines.py",
                "provenance.py", "runspec.py", "selection.py", "stale.py", "study.py",
                "torchvision_compat.py", "data/__init__.py", "data/download.py", "data/locate.py",
                "data/medmnist_info.py", "data/registry.py", "store/__init__.py", "store/labels.py", "store/records.py",

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from medssl_core.errors import StoreError
+from medssl_core.paper_analysis import embedding_figures, gradcam_figures, per_label_tables, roc_figures, slug
 from medssl_core.paper_classes import class_names, confusion_figures, recall_table
 from medssl_core.paper_output import save_figure, write_table
 from medssl_core.runspec import RunSpec
@@ -507,6 +508,14 @@ def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted:
         written += write_table(out, "per_class_recall", f"{study.title}: per-class recall against the source's",
                                headers, table, f"Profile {profile}. Test recall per class (%), mean ± sample std "
                                "over the seeds of one config id, from the runs' confusion matrices.")
+    shared = "; ".join(f"{k}: {', '.join(v)}" for k, v in study.shared_labels.items())
+    for used, (headers, table) in per_label_tables(study, rows).items():
+        written += write_table(out, f"per_label_auc_{slug(used)}", f"{study.title}: test AUC per label on {used}",
+                               headers, table, f"Profile {profile}. Test ROC-AUC (%) of each label, mean ± sample "
+                               "std over the seeds of one config id; '-': no run had both classes of the label among "
+                               "its scored images. 'mean AUC' is the runs' mean over the labels they could score."
+                               + (f" Shared labels, the findings every dataset labels ({shared}): their mean "
+                                  "compares across label spaces." if shared else ""))
     headers, table = claim_verdicts(study, rows, metric)
     if table:
         written += write_table(out, "claims", f"{study.title}: the source's claims against the runs", headers, table,
@@ -523,8 +532,11 @@ def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted:
     written += confusion_figures(study, rows, out)
     pretrain_ids = sorted(rid for rid in accepted if kinds[rid] == "pretrain")
     written += curves_figure(study, db, out, pretrain_ids)
+    eval_ids = sorted(rid for rid in accepted if kinds[rid] == "evaluate")
+    for figures in (roc_figures, gradcam_figures, embedding_figures):
+        written += figures(study, db, out, eval_ids)
     if tsne:
-        written += tsne_figure(study, db, out, sorted(rid for rid in accepted if kinds[rid] == "evaluate"))
+        written += tsne_figure(study, db, out, eval_ids)
     summary = {"study": study.name, "profile": profile, "database": str(db), "claims": list(study.claims),
                "runs": len(accepted), "kept_stale": sorted(r for r, note in accepted.items() if note)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -9,15 +9,17 @@ import torch
 
 from medssl_core.augment import AugmentConfig, BatchAugment
 from medssl_core.config import EvaluateHP, FitProtocol, KnnProtocol, parse
+from medssl_core.embedding import categories, embed_2d, silhouette
 from medssl_core.errors import DataError, MedsslError
 from medssl_core.evaluate import Classifier, fit_classifier, knn_evaluate
 from medssl_core.features import extract_features
+from medssl_core.gradcam import grad_cams, lung_scores
 from medssl_core.labels import MISSING, MULTI_LABEL
 from medssl_core.models import FEATURE_DIMS, build_head
 from medssl_core.run_context import Context, Outcome, save_artifact
 from medssl_core.run_inputs import images_to_device, labelled_subset, run_backbone, split_arrays, split_seed
 from medssl_core.runspec import RunSpec, canonical_json
-from medssl_core.store.records import FINETUNED, TEST_FEATURES, TEST_SCORES
+from medssl_core.store.records import EMBEDDING, FINETUNED, GRADCAM, TEST_FEATURES, TEST_SCORES
 
 
 def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
@@ -90,12 +92,52 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
         metrics["val"]["best_epoch"] = float(fit.best_epoch)
         if proto.fit.scored == "last":
             metrics["val"]["scored_epoch"] = float(fit.last_epoch)
+        if proto.gradcam:
+            cams = gradcam_record(hp, backbone, head, images["test"][:proto.gradcam], fit.scores["test"], aug, ctx)
+            metrics["test"]["cam_focus"] = float(np.mean(cams["focus"]))
+            if np.isfinite(cams["lung_energy"]).any():  # a map that is zero everywhere has no energy to share
+                metrics["test"]["cam_lung_energy"] = float(np.nanmean(cams["lung_energy"]))
+            artifacts.append(save_artifact(ctx, spec.run_id, GRADCAM, cams))
+        if proto.embedding != "none":
+            emb = embedding_record(hp, proto.embedding, backbone, images["test"], labels["test"], aug, ctx, bf16)
+            if np.isfinite(emb["silhouette"]):
+                metrics["test"]["silhouette"] = float(emb["silhouette"])
+            artifacts.append(save_artifact(ctx, spec.run_id, EMBEDDING, emb))
         if proto.fit.save_weights:  # the whole selected model, also where only the head trained
             weights = {"backbone": backbone.state_dict(), "head": head.state_dict()}
             artifacts.append(save_artifact(ctx, spec.run_id, FINETUNED, weights))
     rows = [{"split": s, "name": k, "value": float(v)} for s, d in metrics.items() for k, v in d.items()]
     rows.append({"split": "train", "name": "n_labelled", "value": float(len(y_train))})
+    rows += [{"split": s, "name": "n_images", "value": float(len(labels[s]))} for s in ("val", "test")]
     return Outcome(rows, curves, artifacts, files)
+
+
+def gradcam_record(hp: EvaluateHP, backbone, head, images: np.ndarray, scores: np.ndarray, aug, ctx: Context) -> dict:
+    """Grad-CAM maps of the scored model for the first test images, each for its most probable class (or
+    label), with the grey images at model size, their lung masks and the per-image scores."""
+    import cv2
+
+    targets = scores[:len(images)].argmax(axis=1)
+    inputs = aug(images_to_device(images, ctx.device, hp.input_channels), g=torch.Generator())
+    cams = grad_cams(backbone, head, hp.backbone.arch, inputs, targets)
+    side = hp.image_size
+    grey = np.stack([cv2.resize(np.ascontiguousarray(x[..., 0]), (side, side), interpolation=cv2.INTER_AREA)
+                     for x in images])
+    scored = lung_scores(cams, grey)
+    return {"images": grey, "cams": cams.astype(np.float16), "targets": targets, **scored}
+
+
+def embedding_record(hp: EvaluateHP, method: str, backbone, images: np.ndarray, labels: np.ndarray, aug,
+                     ctx: Context, bf16: bool) -> dict:
+    """The scored backbone's test features (up to MAX_SAVED_FEATURES, a fixed subset) in 2-D, with their
+    categories (by finding) and silhouette."""
+    keep = _saved_subset(len(labels))
+    x = images_to_device(images[keep], ctx.device, hp.input_channels)
+    feats = extract_features(backbone, x, aug, device=ctx.device, bf16=bf16).float().cpu().numpy()
+    cats = categories(labels[keep], hp.task)
+    xy = embed_2d(feats, method)
+    return {"xy": xy.astype(np.float32), "categories": cats, "labels": labels[keep],
+            "silhouette": np.float64(silhouette(xy, cats))}
 
 
 MAX_SAVED_FEATURES = 2_000
@@ -128,10 +170,15 @@ def frozen_features(spec: RunSpec, hp: EvaluateHP, ctx: Context, backbone, aug, 
 
 def test_features(features: torch.Tensor, labels: np.ndarray) -> dict:
     """Up to MAX_SAVED_FEATURES test features (float16; a fixed random subset beyond) with their labels."""
-    keep = np.arange(len(labels))
-    if len(keep) > MAX_SAVED_FEATURES:
-        keep = np.sort(np.random.default_rng(0).permutation(len(keep))[:MAX_SAVED_FEATURES])
+    keep = _saved_subset(len(labels))
     return {"features": features.float().cpu().numpy()[keep].astype(np.float16), "labels": labels[keep]}
+
+
+def _saved_subset(n: int) -> np.ndarray:
+    """All n positions, or a fixed random MAX_SAVED_FEATURES of them."""
+    if n <= MAX_SAVED_FEATURES:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).permutation(n)[:MAX_SAVED_FEATURES])
 
 
 def check_labels(y: np.ndarray, task: str, n_classes: int, where: str) -> None:

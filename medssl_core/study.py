@@ -204,6 +204,9 @@ class Study:
     comparisons: tuple[Comparison, ...] = ()  # claims the runs can test (paper: claims.md)
     main_metric: str = "accuracy"
     pretrain_script: str = "pretrain"  # the study's pretraining script (per-script splits)
+    # per dataset, the labels that name the same findings in every dataset listed, in one order: the paper's
+    # per-label tables add their mean, which compares across label spaces (CheXpert's 5 and NIH's 14 findings)
+    shared_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self):
         for what, names in (("dataset", [d.key for d in self.datasets]), ("method", [m.name for m in self.methods]),
@@ -219,6 +222,10 @@ class Study:
         for ds in self.datasets:
             _known(self.name, f"dataset {ds.key!r}", "pretraining dataset", ds.pretrainings(), keys)
             _known(self.name, f"dataset {ds.key!r}", "method", ds.methods or (), methods)
+        _known(self.name, "shared_labels", "dataset", self.shared_labels, keys)
+        if len({len(v) for v in self.shared_labels.values()}) > 1:
+            raise ConfigError(f"study {self.name}: shared_labels name the same findings in each dataset, so as many "
+                              f"in each; got {({k: len(v) for k, v in self.shared_labels.items()})}")
         if not any(ds.evaluated for ds in self.datasets):
             raise ConfigError(f"study {self.name}: no dataset is evaluated (every one says evaluated=False)")
         for d in self.decisions:

@@ -99,19 +99,22 @@ def _phase4_epochs(fraction: float, n: int = 5000) -> int:
     return min(10, max(5, int(10 * int(n * fraction) / 1000)))
 
 
+# 3Models.ipynb analyses Phase 3's four models: Grad-CAM (here of the first 8 test images) and a 2-D embedding of
+# the test features (UMAP there; t-SNE here unless umap-learn is installed and a profile asks for it)
+_ANALYSIS = {"gradcam": 8, "embedding": "tsne"}
 PHASE4_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.3, 0.5, 1.0)  # as coded, plus the README's 25 % and 100 %
 _SCRATCH_LR = {"random_init": {"protocol": {"fit": {"optimizer": {"lr": 3e-4}}}}}
 PROTOCOLS = (
     # fast_train_5_epochs: batch 64, OneCycleLR, best epoch's AUC on the first 10 val batches (640 images);
     # Phase 3's SSL-FT model is what the as-published SSL runs start from, so it is kept
     Protocol("phase3_finetune", "Phase 3: fine-tuning, 5,000 images, 5 epochs", {
-        "kind": "fit", "head": {"type": "linear"}, "train_backbone": True,
+        "kind": "fit", "head": {"type": "linear"}, "train_backbone": True, **_ANALYSIS,
         "fit": _fit(5, 64, 1e-4, _ONECYCLE, 640, save_weights=True)}, per_method=_SCRATCH_LR, fractions=(1.0,),
              script="phase3"),
     # the linear probe's AdamW lr 0.1 is overridden by OneCycleLR(max_lr=1e-4): it ran at 1e-4; model.train()
     # keeps the frozen encoder's BatchNorm updating
     Protocol("phase3_linear", "Phase 3: linear probe, 5,000 images, 3 epochs", {
-        "kind": "fit", "head": {"type": "linear"}, "train_backbone": False, "backbone_bn_train": True,
+        "kind": "fit", "head": {"type": "linear"}, "train_backbone": False, "backbone_bn_train": True, **_ANALYSIS,
         "fit": _fit(3, 64, 1e-4, _ONECYCLE, 640)}, methods=("simclr",), fractions=(1.0,), script="phase3"),
     # train_low_data: batch 32, AdamW, no schedule, the best epoch's AUC on the first 5 val batches (320 images)
     Protocol("phase4_finetune", "Phase 4: fine-tuning on a label fraction", {
@@ -223,12 +226,14 @@ STUDY = Study(
                 overrides={"pretrain": {**_SMALL, "train": {"epochs": 3, "batch_size": 64}},
                            "protocols": {p.name: {"protocol": {"fit": {"epochs": 2}}} for p in PROTOCOLS}}),
         Profile("tiny", "the study's own datasets (CheXpert and NIH, both needed) at 32 px with a few hundred "
-                "images: every path of the study, transfer both ways, in minutes; its numbers mean nothing",
+                "images: every path of the study, transfer both ways, in minutes (ResNet-18 with a 3x3 stem, so "
+                "that Grad-CAM has a 4x4 map to show); its numbers mean nothing",
                 seeds=(0,), variants=("as_published", "corrected"),
                 image_size={"chexpert_small": 32, "nih_chestxray14": 32}, source_size={"chexpert_small": 36,
                                                                                      "nih_chestxray14": 36},
                 fractions=(0.5,), datasets=("chexpert", "nih"),
-                overrides={"pretrain": {**_SMALL, "split": {"sizes": {"train": 96, "val": 48, "test": 24}}},
+                overrides={"pretrain": {**_SMALL, "backbone": {"arch": "resnet18", "small_stem": True},
+                                        "split": {"sizes": {"train": 96, "val": 48, "test": 24}}},
                            "protocols": {p.name: {"protocol": {"fit": {"epochs": 1, "val_limit": 32}}}
                                          for p in PROTOCOLS}}),
     ),
@@ -238,4 +243,5 @@ STUDY = Study(
     claims=CLAIMS,
     comparisons=(Comparison(LOW_LABEL_CLAIM, ("simclr",), "imagenet", "phase4_finetune"),),
     main_metric="auc",
+    shared_labels={"chexpert": tuple(SHARED_LABELS), "nih": tuple(SHARED_LABELS.values())},
 )

@@ -152,6 +152,37 @@ def test_gravity_chexpert_patient_split_then_sampled_subsets(chexpert):
     assert set(np.unique(base.pool.labels)) == {0, 1}  # U-Zeros, blanks negative
 
 
+def test_gravity_70_percent_of_patients_on_real_chexpert(chexpert):
+    """np.random.choice(unique patients, int(0.7 n), replace=False): 45,178 of 64,540 patients, as the study
+    printed, every image of each; then the patient-level 85/15 split of those patients only."""
+    ds = _whole("chexpert_small_14", chexpert)
+    ds.label_codes["all"] = chexpert.labels
+    split = parse(Split, {"scheme": "patient", "val_fraction": 0.15, "patient_fraction": 0.7, "uncertain": "zeros",
+                          "blank": "negative"}, "t")
+    indices = assign(ds, split, 3)
+    kept = np.concatenate([indices.train, indices.val])
+    patients = chexpert.patient_ids[indices.pool.row[kept]]
+    assert len(np.unique(patients)) == 45_178
+    assert len(kept) == np.isin(chexpert.patient_ids, patients).sum()  # all their images, nobody else's
+    assert 150_000 < len(kept) < 163_000  # the study's cells: 156,649 / 156,573 / 156,159
+    train_p, val_p = (set(chexpert.patient_ids[indices.pool.row[indices.of(r)]]) for r in ("train", "val"))
+    assert not train_p & val_p and len(val_p) == int(np.ceil(0.15 * 45_178))
+    other = assign(ds, split, 4)
+    assert not np.array_equal(np.sort(other.train), np.sort(indices.train))  # the seed draws the patients
+
+
+def test_pandas_sample_label_fraction_is_the_same_for_every_seed():
+    """label_fraction 'sample': train.sample(int(f n), random_state=sample_seed), whatever the run's seed."""
+    from medssl_core.data.split_schemes import label_subset
+
+    labels = np.zeros((500, 5), dtype=np.int64)
+    split = parse(Split, {"scheme": "sample", "base": "official", "sizes": {"train": 10}, "sample_seed": 42,
+                          "label_fraction": "sample"}, "t")
+    picked = [label_subset(None, split, 0, labels, 0.05, seed) for seed in (0, 1)]
+    assert np.array_equal(picked[0], picked[1]) and len(picked[0]) == 25
+    assert np.array_equal(picked[0], np.random.RandomState(42).choice(500, 25, replace=False))
+
+
 def test_label_fraction_on_real_nih_labels(nih):
     """1 % of the 14-label set is 1 % of the images (1,121 of 112,120), each label near 1 % of its positives."""
     labels = nih.labels

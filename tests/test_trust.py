@@ -189,7 +189,8 @@ ADDED_LATER = {("Data", "label_order"): None, ("Split", "per_part"): False,
                ("Fit", "last_batch"): "drop", ("Fit", "scored"): "selected", ("Fit", "select_ties"): "later",
                ("Backbone", "random_init"): "torchvision", ("Backbone", "zero_init_residual"): True,
                ("Fit", "val_limit"): None, ("Fit", "score_on"): "test", ("Split", "patient_fraction"): None,
-               ("EvaluateHP", "start_from"): None, ("SSLMethod", "projector_hidden_bn"): True}
+               ("EvaluateHP", "start_from"): None, ("SSLMethod", "projector_hidden_bn"): True,
+               ("FitProtocol", "gradcam"): 0, ("FitProtocol", "embedding"): "none"}
 
 
 def _strict_models(cls=config.Strict):

@@ -12,6 +12,8 @@ from medssl_core.atomic import write_atomic
 # Artifacts that later steps read by name (the paper, Grad-CAM): where a run keeps them is in its record.
 TEST_FEATURES = "test_features.npz"  # a kNN evaluation's test features and labels (t-SNE)
 TEST_SCORES = "test_scores.npz"  # a fitted evaluation's test probabilities and labels (ROC curves)
+GRADCAM = "gradcam.npz"  # a fitted evaluation's Grad-CAM maps, images and lung masks (protocol.gradcam)
+EMBEDDING = "embedding.npz"  # a fitted evaluation's 2-D test embedding and categories (protocol.embedding)
 FINETUNED = "finetuned.pt"  # a fitted evaluation's selected model {'backbone', 'head'} (fit.save_weights)
 
 
