@@ -220,10 +220,12 @@ STUDY = Study(
                 source_size={"chexpert_small": 256, "nih_chestxray14": 256, "chestmnist": 256},
                 fractions=PHASE4_FRACTIONS, datasets=("chexpert", "nih"), needs_gpu=True),
         Profile("quick", "smoke data only (PneumoniaMNIST at 28 px, 1,000 training images, not the study's data): "
-                "ResNet-18, 3 SimCLR epochs, every protocol for 2 epochs at 10 and 100 % of the labels; minutes on "
-                "a CPU", seeds=(0,), variants=("as_published", "corrected"), image_size={"pneumoniamnist": 28},
+                "ResNet-18 with a 3x3 stem (Grad-CAM maps of 4x4), 3 SimCLR epochs, every protocol for 2 epochs at "
+                "10 and 100 % of the labels; minutes on a CPU", seeds=(0,), variants=("as_published", "corrected"),
+                image_size={"pneumoniamnist": 28},
                 fractions=(0.1, 1.0), datasets=("smoke_pneumonia",),
-                overrides={"pretrain": {**_SMALL, "train": {"epochs": 3, "batch_size": 64}},
+                overrides={"pretrain": {**_SMALL, "backbone": {"arch": "resnet18", "small_stem": True},
+                                        "train": {"epochs": 3, "batch_size": 64}},
                            "protocols": {p.name: {"protocol": {"fit": {"epochs": 2}}} for p in PROTOCOLS}}),
         Profile("tiny", "the study's own datasets (CheXpert and NIH, both needed) at 32 px with a few hundred "
                 "images: every path of the study, transfer both ways, in minutes (ResNet-18 with a 3x3 stem, so "

@@ -120,6 +120,31 @@ def test_paper_plan_says_how_to_get_chexpert_and_stands_chestmnist_in_for_nih(tm
 
 
 @pytest.mark.slow
+def test_quick_profile_on_real_pneumonia_radiographs(tmp_path, medmnist_dir):
+    """Smoke data (PneumoniaMNIST, a binary chest task): phase 3's fine-tuning and probe, Grad-CAM on real chest
+    X-rays with their lung masks, the embedding, the stored scores."""
+    plan = expand(STUDY, "quick", data_dir=medmnist_dir, methods=["simclr"],
+                  protocols=["phase3_finetune", "phase3_linear"],
+                  overrides={"pretrain": {"train": {"epochs": 1}}, "evaluate": {"protocol": {"fit": {"epochs": 1}}}})
+    assert len(plan.pretrain) == 1 and len(plan.evaluate) == 4
+    store, ctx = cpu_store(tmp_path, medmnist_dir)
+    execute_cleanly(plan, store, ctx)
+    metric = dict(((rid, split, name), v) for rid, split, name, v in run_sql(
+        store.db_path, "SELECT run_id, split, metric, value FROM run_metrics")[1])
+    for spec in plan.evaluate:
+        as_published = spec.decisions["eval_set"] == "as_published"
+        assert metric[(spec.run_id, "test", "n_images")] == (524 if as_published else 624)  # all of val: 524
+        assert metric[(spec.run_id, "train", "n_labelled")] == 1000
+        assert 0 < metric[(spec.run_id, "test", "cam_focus")] < 1
+        assert 0 < metric[(spec.run_id, "test", "cam_lung_energy")] < 1
+        assert -1 <= metric[(spec.run_id, "test", "silhouette")] <= 1
+        with np.load(store.artifacts_dir / spec.run_id / "gradcam.npz") as cams:
+            coverage = cams["masks"].mean(axis=(1, 2))
+            assert coverage.min() > 0.05 and 0.1 < np.median(coverage) < 0.6, coverage  # lungs found (28 px)
+        assert (spec.start is not None) == (spec.protocol == "phase3_linear" and as_published)
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(xrv_data() is None, reason="torchxrayvision (dev extra) ships the real CheXpert/NIH metadata")
 def test_tiny_profile_runs_every_path_on_real_chest_metadata(tmp_path, monkeypatch):
     data = tmp_path / "data"

@@ -1,7 +1,7 @@
 """A rule-based lung mask for a chest radiograph, as MedSGSSL's ``precompute_lung_masks_chexpert.ipynb``
 (``SegConfig``) computes it (studies.md 5.2), with no model and no training data:
 
-1. CLAHE (clip 2.0, 8x8 tiles), then a 5x5 Gaussian blur;
+1. CLAHE (clip 2.0, 8x8 tiles), then a 5x5 Gaussian blur (kernels as at 224 px, see below);
 2. Otsu's threshold shifted by (std - 50) * 0.5 (std of the blurred image), clipped to [40, 220], inverted: the
    dark (air-filled) parts become foreground;
 3. connected components of at least 1 % of the image that reach into the central zone (15 % margins); the two
@@ -9,7 +9,8 @@
 4. a 7x7 elliptical close, then open; an 11x11 Gaussian blur of the mask, kept above 0.3;
 5. no component at all: the whole image (the notebook's fallback, so that a mask always exists).
 
-Which image the std is taken of is not stated in the spec; the blurred one is used here.
+Which image the std is taken of is not stated in the spec; the blurred one is used here. The kernels are the
+notebook's at 224 px and scale with the image's side (odd, at least 3), so that a 28 px image is not opened away.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ import numpy as np
 from medssl_core.errors import DataError
 
 MIN_AREA, CENTRAL_MARGIN, KEEP = 0.01, 0.15, 2
+NATIVE_SIDE = 224  # the side the notebook's kernels are for
+
+
+def _kernel(size: int, side: int) -> int:
+    """``size`` (a kernel at 224 px) scaled to ``side``: odd, at least 3."""
+    k = max(3, round(size * side / NATIVE_SIDE))
+    return k if k % 2 else k + 1
 
 
 def lung_mask(image: np.ndarray) -> np.ndarray:
@@ -27,7 +35,9 @@ def lung_mask(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim != 2:
         raise DataError(f"lung_mask takes a uint8 grey image (H, W), got {image.dtype} {image.shape}")
     h, w = image.shape
-    blurred = cv2.GaussianBlur(cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(image), (5, 5), 0)
+    side = min(h, w)
+    k5, k7, k11 = (_kernel(k, side) for k in (5, 7, 11))
+    blurred = cv2.GaussianBlur(cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(image), (k5, k5), 0)
     otsu, _ = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     threshold = float(np.clip(otsu + (blurred.std() - 50) * 0.5, 40, 220))
     _, dark = cv2.threshold(blurred, threshold, 255, cv2.THRESH_BINARY_INV)
@@ -40,6 +50,6 @@ def lung_mask(image: np.ndarray) -> np.ndarray:
         return np.ones((h, w), dtype=bool)
     kept = sorted(candidates, key=lambda c: stats[c, cv2.CC_STAT_AREA], reverse=True)[:KEEP]
     mask = np.isin(labels, kept).astype(np.uint8)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k7, k7))
     mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel), cv2.MORPH_OPEN, kernel)
-    return cv2.GaussianBlur(mask.astype(np.float32), (11, 11), 0) > 0.3
+    return cv2.GaussianBlur(mask.astype(np.float32), (k11, k11), 0) > 0.3
