@@ -296,6 +296,14 @@ def cmd_augment_show(args) -> int:
     return 0
 
 
+def cmd_masks_show(args) -> int:
+    from medssl_core.masks_show import show
+
+    path = show(args.dataset, Path(args.out), data_dir=args.data_dir, size=args.size, n=args.n)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from medssl_core.store import DEFAULT_DB
 
@@ -384,6 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--data-dir")
     show.add_argument("--out", default="paper/augment")
     show.set_defaults(fn=cmd_augment_show)
+
+    masks = sub.add_parser("masks", help="lung-mask tools").add_subparsers(dest="masks_cmd", required=True)
+    mshow = masks.add_parser("show", help="write a PNG of chest X-rays with their rule-based lung masks")
+    mshow.add_argument("dataset", help="a registered chest X-ray dataset, e.g. pneumoniamnist, nih_chestxray14")
+    mshow.add_argument("--size", type=int, default=224, help="image side in px (MedMNIST: 28, 64, 128 or 224)")
+    mshow.add_argument("--n", type=int, default=8)
+    mshow.add_argument("--data-dir")
+    mshow.add_argument("--out", default="paper/masks")
+    mshow.set_defaults(fn=cmd_masks_show)
     return p
 
 

@@ -32,7 +32,7 @@ BY_SOURCE_KIND: dict[str, tuple[str, ...]] = {"mimeta": ("data/medimeta.py",)}
 # Modules whose changes cannot change a number already computed: their effect on a run, if any, is written
 # into its spec (config, grid, study, registry, pipelines) or they only move, store or show results.
 NOT_NUMERIC = ("__init__.py", "atomic.py", "augment_show.py", "cli.py", "config.py", "errors.py", "execute.py",
-               "run_context.py", "run_record.py",
+               "masks_show.py", "run_context.py", "run_record.py",
                "grid.py", "identity.py", "paper.py", "paper_analysis.py", "paper_classes.py", "paper_output.py",
                "pipelines.py",
                "provenance.py", "runspec.py", "selection.py", "stale.py", "study.py",

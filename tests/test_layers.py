@@ -16,7 +16,7 @@ LAYERS = [
     ("train", {"train", "optim", "features", "evaluate", "metrics", "gradcam", "embedding"}),
     ("runner", {"run_inputs", "run_context", "run_pretrain", "run_evaluate", "run_record", "runner"}),
     ("plan", {"grid", "execute", "stale", "selection"}),
-    ("paper", {"paper", "paper_classes", "paper_output", "paper_analysis", "augment_show"}),
+    ("paper", {"paper", "paper_classes", "paper_output", "paper_analysis", "augment_show", "masks_show"}),
     ("cli", {"cli"}),
 ]
 RANK = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from medssl_core.data.lung_mask import lung_mask
+from medssl_core.data import lung_mask as lung_mask_module
+from medssl_core.data.lung_mask import lung_mask, lung_masks, patch_mask
 from medssl_core.errors import DataError
 from medssl_core.gradcam import grad_cams, lung_scores
 from medssl_core.models import build_backbone, build_head
@@ -66,6 +67,45 @@ def test_lung_mask_on_a_phantom_and_its_fallback():
         lung_mask(img.astype(np.float32))
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torchxrayvision") is None,
+                    reason="torchxrayvision (dev extra) ships the real lung shapes of semantic_masks_v7labs_lungs.zip")
+def test_dice_on_phantoms_rendered_from_real_lung_shapes():
+    """benchmarks/lung_mask_dice.py on the first 40 non-empty shapes (all 435: median 0.974, 13 below 0.5)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from lung_mask_dice import dice, lung_shapes, phantom
+
+    scores = np.asarray([dice(lung_mask(phantom(s, i)), s) for i, (_, s) in enumerate(lung_shapes(224, 40))])
+    assert len(scores) == 40 and np.median(scores) > 0.95 and (scores > 0.8).mean() >= 0.85
+
+
+def test_patch_masks_and_the_verified_cache(tmp_path, monkeypatch):
+    img, truth = _phantom(224)
+    patches = patch_mask(truth)
+    assert patches.shape == (14, 14) and patches.sum() == (truth.reshape(14, 16, 14, 16).mean(axis=(1, 3)) > 0.3).sum()
+    with pytest.raises(DataError, match="16x16 patches"):
+        patch_mask(truth[:100])
+    stack = np.stack([img, np.flipud(img), np.full_like(img, 128)])
+    first = lung_masks(stack, cache=tmp_path)
+    assert np.array_equal(first, np.stack([lung_mask(x) for x in stack]))
+    files = list(tmp_path.glob("*.npz"))
+    assert len(files) == 1
+    def never(_):
+        raise AssertionError("computed although cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(lung_mask_module, "lung_mask", never)
+        assert np.array_equal(lung_masks(stack, cache=tmp_path), first)  # read back, not computed
+    files[0].write_bytes(files[0].read_bytes()[:-40])  # truncated on disk: refused, computed again
+    assert np.array_equal(lung_masks(stack, cache=tmp_path), first)
+    with np.load(files[0]) as again:  # and rewritten whole
+        assert np.array_equal(np.unpackbits(again["packed"], count=first.size).reshape(first.shape), first)
+    assert np.array_equal(lung_masks(stack[..., None], cache=tmp_path), first)  # (N, H, W, 1) as stored
+    assert len(list(tmp_path.glob("*.npz"))) == 1 and not np.array_equal(lung_masks(stack[:2], cache=tmp_path),
+                                                                           first)
+
+
 def test_lung_scores_measure_focus_and_energy_inside_the_mask():
     img, _ = _phantom(64)
     mask = lung_mask(img)
@@ -85,3 +125,12 @@ def test_grad_cams_of_a_frozen_model_are_maps_in_unit_range():
     assert not backbone.layer4[0].conv1.weight.requires_grad  # the fitted model is left as it was
     other = grad_cams(backbone, head, "resnet18", x, np.array([1, 1, 1]))
     assert not np.allclose(cams, other)  # the map depends on the class asked for
+
+
+def test_masks_show_draws_real_radiographs(tmp_path, medmnist_dir):
+    from medssl_core.cli import main
+
+    assert main(["masks", "show", "pneumoniamnist", "--size", "28", "--n", "4", "--data-dir", str(medmnist_dir),
+                 "--out", str(tmp_path)]) == 0
+    png = tmp_path / "masks_pneumoniamnist_28.png"
+    assert png.is_file() and cv2.imread(str(png)).shape[1] > 400
