@@ -221,6 +221,9 @@ class Data(Strict):
     channel_mode: Literal["native", "rgb", "grey"] = "native"
     # labels renumbered, new = label_order[old]: a stand-in's classes in the order of the data it stands in for
     label_order: tuple[int, ...] | None = added(None)
+    # masks that travel with each training image through the augmentation to the method (Batch.masks):
+    # 'lung_rule', the rule-based lung mask of the grey image (data.lung_mask; cached on disk)
+    masks: Literal["none", "lung_rule"] = added("none")
     n_classes: int
     task: Literal["binary", "multi-class", "multi-label", "ordinal"]
     split: Split

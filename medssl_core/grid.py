@@ -286,7 +286,7 @@ class _Builder:
         hp["split"] = {**hp["split"], "script": self.study.pretrain_script}
         hp = self._finish(config.PretrainHP, hp, decisions, ("data", "pretrain"), self._where("pretraining"))
         return RunSpec(self.study.name, "pretrain", self.target.ds.key, self.target.source, self.method.name, seed,
-                       self.profile.name, hp, decisions, code=code_fingerprint("pretrain", self.target.source),
+                       self.profile.name, hp, decisions, code=code_fingerprint("pretrain", self.target.source, hp),
                        data=self.target.data)
 
     def evaluate(self, base: dict, protocol, pre: RunSpec | None, seed: int, choice: dict) -> list[RunSpec]:
@@ -322,7 +322,8 @@ class _Builder:
                 specs.append(start)
             specs.append(RunSpec(self.study.name, "evaluate", self.target.ds.key, self.target.source,
                                  self.method.name, seed, self.profile.name, hp, recorded, protocol.name, fraction,
-                                 pre, code=code_fingerprint("evaluate", self.target.source), data=self.target.data,
+                                 pre, code=code_fingerprint("evaluate", self.target.source, hp),
+                                 data=self.target.data,
                                  start=start))
         return specs
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -24,11 +25,16 @@ _SHARED = ("data/dataset.py", "data/sources.py", "data/splits.py", "data/split_s
 NUMERIC: dict[str, tuple[str, ...]] = {
     "pretrain": (*_SHARED, "losses.py", "methods/__init__.py", "methods/base.py", "methods/builtin.py", "train.py",
                  "run_pretrain.py"),
-    "evaluate": (*_SHARED, "evaluate.py", "metrics.py", "run_evaluate.py", "gradcam.py", "embedding.py",
-                 "data/lung_mask.py"),
+    "evaluate": (*_SHARED, "evaluate.py", "metrics.py", "run_evaluate.py"),
 }
 # Readers of one source layout (registry kind): they count for the runs that read such a source only.
 BY_SOURCE_KIND: dict[str, tuple[str, ...]] = {"mimeta": ("data/medimeta.py",)}
+# Modules that count only for the runs whose settings use them: (run kind, does a spec's hparams use them, modules)
+BY_SETTING: tuple[tuple[str, Callable[[dict], bool], tuple[str, ...]], ...] = (
+    ("pretrain", lambda hp: hp.get("masks", "none") != "none", ("data/lung_mask.py",)),
+    ("evaluate", lambda hp: hp["protocol"].get("gradcam", 0) > 0, ("gradcam.py", "data/lung_mask.py")),
+    ("evaluate", lambda hp: hp["protocol"].get("embedding", "none") != "none", ("embedding.py",)),
+)
 # Modules whose changes cannot change a number already computed: their effect on a run, if any, is written
 # into its spec (config, grid, study, registry, pipelines) or they only move, store or show results.
 NOT_NUMERIC = ("__init__.py", "atomic.py", "augment_show.py", "cli.py", "config.py", "errors.py", "execute.py",
@@ -70,24 +76,28 @@ def _module_hash(name: str) -> str:
     return module_hash((PACKAGE / name).read_text())
 
 
-def numeric_modules(kind: str, dataset_used: str) -> tuple[str, ...]:
-    """The modules that compute a run of ``kind`` reading the registered dataset ``dataset_used``."""
+def numeric_modules(kind: str, dataset_used: str, hparams: dict | None = None) -> tuple[str, ...]:
+    """The modules that compute a run of ``kind`` reading the registered dataset ``dataset_used`` with the
+    spec's ``hparams`` (as written in the spec; None: none of the optional parts)."""
     from medssl_core.data.registry import MERGE, REGISTRY
 
     kinds = sorted({REGISTRY[p].kind for p in dataset_used.split(MERGE) if p in REGISTRY})
-    return NUMERIC[kind] + tuple(m for k in kinds for m in BY_SOURCE_KIND.get(k, ()))
+    modules = NUMERIC[kind] + tuple(m for k in kinds for m in BY_SOURCE_KIND.get(k, ()))
+    if hparams is not None:
+        modules += tuple(m for k, uses, mods in BY_SETTING if k == kind and uses(hparams) for m in mods)
+    return tuple(dict.fromkeys(modules))
 
 
-def code_fingerprint(kind: str, dataset_used: str) -> dict[str, str]:
+def code_fingerprint(kind: str, dataset_used: str, hparams: dict | None = None) -> dict[str, str]:
     """module -> hash of its normalised syntax tree, for the modules that compute such a run."""
-    return {name: _module_hash(name) for name in numeric_modules(kind, dataset_used)}
+    return {name: _module_hash(name) for name in numeric_modules(kind, dataset_used, hparams)}
 
 
 def digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
-def code_changes(recorded: dict[str, str], kind: str, dataset_used: str) -> list[str]:
+def code_changes(recorded: dict[str, str], kind: str, dataset_used: str, hparams: dict | None = None) -> list[str]:
     """Modules whose code differs between a recorded fingerprint and the current one."""
-    current = code_fingerprint(kind, dataset_used)
+    current = code_fingerprint(kind, dataset_used, hparams)
     return sorted(m for m in set(current) | set(recorded) if current.get(m) != recorded.get(m))

@@ -13,6 +13,7 @@ import torch
 from medssl_core.config import Data
 from medssl_core.data import load_dataset
 from medssl_core.data.dataset import ArrayDataset
+from medssl_core.data.lung_mask import lung_masks
 from medssl_core.data.split_schemes import label_subset, split_dataset
 from medssl_core.models import build_backbone
 from medssl_core.run_context import Context
@@ -101,6 +102,14 @@ def to_grey(x: np.ndarray) -> np.ndarray:
         out[start:start + 1024, ..., 0] = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471
                                            + 0x8000) >> 16
     return out
+
+
+def masks_to_device(hp: Data, images: np.ndarray, device: torch.device) -> torch.Tensor | None:
+    """The configured masks of uint8 (N, H, W, C) images as uint8 (N, 1, H, W) on ``device``; None without."""
+    if hp.masks == "none":
+        return None
+    grey = to_grey(images)[..., 0]  # the radiograph as one channel (grey data passes unchanged)
+    return torch.from_numpy(lung_masks(grey).astype(np.uint8)[:, None]).to(device)
 
 
 def images_to_device(x: np.ndarray, device: torch.device, channels: int | None = None) -> torch.Tensor:

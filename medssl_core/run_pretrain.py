@@ -11,7 +11,7 @@ from medssl_core.config import PretrainHP
 from medssl_core.methods import build_method
 from medssl_core.models import FEATURE_DIMS
 from medssl_core.run_context import Context, Outcome, save_artifact
-from medssl_core.run_inputs import images_to_device, run_backbone, split_arrays
+from medssl_core.run_inputs import images_to_device, masks_to_device, run_backbone, split_arrays
 from medssl_core.runspec import RunSpec
 from medssl_core.train import monitor_metric, pretrain
 
@@ -38,7 +38,8 @@ def run_pretrain(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
         bank, bank_y = train_images[keep.to(ctx.device)], bank_y[keep]
     monitor = (bank, bank_y, images_to_device(splits["val"][0], ctx.device, ch), torch.from_numpy(splits["val"][1]))
     checkpoint = ctx.checkpoints_dir / spec.run_id / "train.pt"
-    result = pretrain(method, Batch(pretrain_images), BatchAugment(aug, channels_last), hp.train, seed=spec.seed,
+    data = Batch(pretrain_images, masks=masks_to_device(hp, unlabeled, ctx.device))
+    result = pretrain(method, data, BatchAugment(aug, channels_last), hp.train, seed=spec.seed,
                       device=ctx.device, bf16=bf16, checkpoint=checkpoint, monitor=monitor,
                       eval_augment=BatchAugment(aug.without_randomness(), channels_last),
                       progress=ctx.progress, desc=spec.label(), checkpoint_every_s=CHECKPOINT_EVERY_S)

@@ -43,7 +43,7 @@ def stale_reasons(spec: RunSpec, data: Callable[[str, int | None], str | None] |
     """Why a recorded run no longer matches the current code (and data, where ``data`` can tell). A pretraining
     in ``kept`` (stale, kept on purpose) does not make its evaluations stale."""
     reasons = []
-    changed = code_changes(spec.code, spec.kind, spec.dataset_used)
+    changed = code_changes(spec.code, spec.kind, spec.dataset_used, spec.hparams)
     if changed:
         reasons.append(f"code changed: {', '.join(changed)}")
     if data is not None and spec.data is not None:

@@ -134,3 +134,34 @@ def test_masks_show_draws_real_radiographs(tmp_path, medmnist_dir):
                  "--out", str(tmp_path)]) == 0
     png = tmp_path / "masks_pneumoniamnist_28.png"
     assert png.is_file() and cv2.imread(str(png)).shape[1] > 400
+
+
+def test_lung_masks_travel_with_the_images_to_the_method(tmp_path, medmnist_dir, monkeypatch):
+    """Data.masks 'lung_rule': each pretraining batch carries its images' lung masks, and every view the
+    masks that went through the view's own geometry."""
+    from medssl_core.grid import expand
+    from medssl_core.methods.builtin import SimCLR
+    from medssl_core.study import get_study
+    from tests.conftest import cpu_store, execute_cleanly
+
+    seen = []
+    original = SimCLR.training_step
+
+    def spy(self, views, batch):
+        seen.append((batch, views))
+        return original(self, views, batch)
+
+    monkeypatch.setattr(SimCLR, "training_step", spy)
+    plan = expand(get_study("demo"), "quick", data_dir=medmnist_dir, seeds=[0], methods=["simclr"], protocols=["knn"],
+                  overrides={"pretrain": {"masks": "lung_rule", "pretrain_subset": 128, "train": {"epochs": 1}}})
+    assert plan.pretrain[0].hparams["masks"] == "lung_rule" and "masks" not in plan.evaluate[0].hparams
+    assert "data/lung_mask.py" in plan.pretrain[0].code
+    store, ctx = cpu_store(tmp_path, medmnist_dir)
+    execute_cleanly(plan, store, ctx)
+    batch, views = seen[0]
+    assert batch.masks.dtype == torch.uint8 and batch.masks.shape[1] == 1
+    expected = lung_masks(batch.images[:, 0].cpu().numpy())
+    assert np.array_equal(batch.masks[:, 0].bool().cpu().numpy(), expected)
+    for view in views:
+        assert view.mask is not None and view.mask.shape[-2:] == view.image.shape[-2:]
+    assert not torch.equal(views[0].mask, views[1].mask)  # each view's own crop

@@ -42,7 +42,8 @@ def test_module_hash_ignores_comments_docstrings_and_messages_but_not_numerics()
 
 def test_every_module_is_classified_numeric_or_not():
     modules = {str(p.relative_to(identity.PACKAGE)) for p in identity.PACKAGE.rglob("*.py")}
-    numeric = {m for mods in (*identity.NUMERIC.values(), *identity.BY_SOURCE_KIND.values()) for m in mods}
+    numeric = {m for mods in (*identity.NUMERIC.values(), *identity.BY_SOURCE_KIND.values(),
+                              *(mods for _, _, mods in identity.BY_SETTING)) for m in mods}
     assert modules == numeric | set(identity.NOT_NUMERIC), modules ^ (numeric | set(identity.NOT_NUMERIC))
     assert not numeric & set(identity.NOT_NUMERIC)
     assert "metrics.py" not in identity.NUMERIC["pretrain"]  # a metrics fix does not re-run pretrainings
@@ -92,8 +93,8 @@ def test_stale_code_is_rerun_and_left_out_of_tables(tmp_path, medmnist_dir, monk
     (first,) = run_sql(db, "SELECT run_id FROM runs")[1][0]
     real = identity.code_fingerprint
 
-    def changed(kind, dataset_used):  # as if metrics.py had been edited
-        fp = dict(real(kind, dataset_used))
+    def changed(kind, dataset_used, hparams=None):  # as if metrics.py had been edited
+        fp = dict(real(kind, dataset_used, hparams))
         if "metrics.py" in fp:
             fp["metrics.py"] = "000000000000"
         return fp
@@ -190,7 +191,8 @@ ADDED_LATER = {("Data", "label_order"): None, ("Split", "per_part"): False,
                ("Backbone", "random_init"): "torchvision", ("Backbone", "zero_init_residual"): True,
                ("Fit", "val_limit"): None, ("Fit", "score_on"): "test", ("Split", "patient_fraction"): None,
                ("EvaluateHP", "start_from"): None, ("SSLMethod", "projector_hidden_bn"): True,
-               ("FitProtocol", "gradcam"): 0, ("FitProtocol", "embedding"): "none"}
+               ("FitProtocol", "gradcam"): 0, ("FitProtocol", "embedding"): "none",
+               ("Data", "masks"): "none"}
 
 
 def _strict_models(cls=config.Strict):
@@ -221,6 +223,18 @@ def test_a_sources_reader_counts_only_for_the_runs_that_read_that_source():
     without_reader = {k: v for k, v in recorded.items() if k != "data/medimeta.py"}
     assert identity.code_changes(without_reader, "evaluate", "mimeta_crc") == ["data/medimeta.py"]
     assert identity.code_changes(without_reader, "evaluate", "breastmnist") == []
+
+
+def test_optional_analyses_count_only_for_the_runs_that_use_them():
+    plain = {"protocol": {"kind": "fit"}}
+    cams = {"protocol": {"kind": "fit", "gradcam": 8}}
+    assert "gradcam.py" not in identity.numeric_modules("evaluate", "breastmnist", plain)
+    assert {"gradcam.py", "data/lung_mask.py"} <= set(identity.numeric_modules("evaluate", "breastmnist", cams))
+    assert "data/lung_mask.py" in identity.numeric_modules("pretrain", "breastmnist", {"masks": "lung_rule"})
+    assert "data/lung_mask.py" not in identity.numeric_modules("pretrain", "breastmnist", {})
+    edited = {**identity.code_fingerprint("evaluate", "breastmnist", cams), "gradcam.py": "0" * 12}
+    assert identity.code_changes(edited, "evaluate", "breastmnist", cams) == ["gradcam.py"]  # stale
+    assert "gradcam.py" not in identity.code_fingerprint("evaluate", "breastmnist", plain)  # others: untouched
 
 
 def test_profile_overrides_refuse_unknown_sections_and_names(medmnist_dir):
