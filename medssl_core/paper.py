@@ -372,7 +372,10 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
         knn_ax.set_title(f"{ds}: kNN on val (accuracy; mean AUC if multi-label)", fontsize=9)
         knn_ax.set_xlabel("epoch")
         knn_ax.grid(alpha=0.3)
-        knn_ax.legend(fontsize=6)
+        if knn_ax.get_legend_handles_labels()[0]:
+            knn_ax.legend(fontsize=6)
+        else:  # no monitor (monitor_every 0, as the studies that read no labels while pretraining)
+            knn_ax.text(0.5, 0.5, "not monitored", ha="center", va="center", transform=knn_ax.transAxes)
     fig.suptitle(f"{study.title}: pretraining curves, mean ± std over seeds", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, out, "pretraining_curves")

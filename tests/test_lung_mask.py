@@ -165,3 +165,15 @@ def test_lung_masks_travel_with_the_images_to_the_method(tmp_path, medmnist_dir,
     for view in views:
         assert view.mask is not None and view.mask.shape[-2:] == view.image.shape[-2:]
     assert not torch.equal(views[0].mask, views[1].mask)  # each view's own crop
+
+
+def test_lung_masks_of_the_real_pneumoniamnist_test_radiographs(medmnist_dir, tmp_path):
+    """All 624 test images (28 px): a mask on both sides of nearly every chest, none empty, no fallback."""
+    with np.load(medmnist_dir / "pneumoniamnist.npz") as f:
+        images = f["test_images"]
+    masks = lung_masks(images, cache=tmp_path)
+    coverage = masks.mean(axis=(1, 2))
+    assert 0.25 < np.median(coverage) < 0.5 and coverage.min() > 0 and (coverage == 1).sum() == 0
+    half = masks.shape[2] // 2
+    both = (masks[:, :, :half].mean(axis=(1, 2)) > 0.05) & (masks[:, :, half:].mean(axis=(1, 2)) > 0.05)
+    assert both.mean() > 0.95
