@@ -17,6 +17,7 @@ from medssl_core.data import get_dataset, load_dataset
 from medssl_core.data.dataset import missing_message
 from medssl_core.errors import DataError
 from medssl_core.grid import resolve_source
+from medssl_core.paper_output import save_png
 from medssl_core.study import AS_PUBLISHED, CORRECTED, get_study
 
 
@@ -67,8 +68,4 @@ def show(study_name: str, dataset: str, out: Path, *, data_dir=None, profile: st
         ax.set_yticks([])
     fig.suptitle(f"{study.title}: augmentation on {source} ({size} px)", fontsize=10)
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{study.name}_{source}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, out, f"{study.name}_{source}.png")

@@ -14,6 +14,7 @@ import numpy as np
 from medssl_core.data import load_dataset
 from medssl_core.data.lung_mask import PATCH, lung_masks, patch_mask
 from medssl_core.errors import DataError
+from medssl_core.paper_output import save_png
 from medssl_core.run_inputs import to_grey
 
 
@@ -47,8 +48,4 @@ def show(dataset: str, out: Path, *, data_dir=None, size: int = 224, n: int = 8,
         axes[1][0].set_ylabel(f"{PATCH}x{PATCH} patches > 0.3", fontsize=8)
     fig.suptitle(f"Rule-based lung masks on {dataset} ({split}, {size} px)", fontsize=10)
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"masks_{dataset}_{size}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, out, f"masks_{dataset}_{size}.png")

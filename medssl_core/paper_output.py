@@ -19,6 +19,15 @@ def write_table(out: Path, stem: str, title: str, headers: list, table: list, no
     return [md, tex]
 
 
+def save_png(fig, out: Path, name: str) -> Path:
+    """A tool's single PNG (``medssl augment show``, ``medssl masks show``): ``out/name``, the figure closed."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def save_figure(fig, out: Path, stem: str) -> list[Path]:
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     fig.savefig(paths[0], dpi=130, bbox_inches="tight")

@@ -72,10 +72,12 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
             train_aug = BatchAugment(AugmentConfig(size=hp.image_size, mean=hp.augment.mean, std=hp.augment.std,
                                                    **proto.fit.augment.model_dump()), channels_last=True)
             augment_train = functools.partial(train_aug, g=torch.Generator().manual_seed(spec.seed))
+        frozen_test = None  # the test features of a frozen backbone, when they are extracted anyway
         if not proto.train_backbone and not proto.backbone_bn_train and augment_train is None:
             # frozen features and no augmentation: extract once
             feats = frozen_features(spec, hp, ctx, backbone, aug, splits, keep, bf16)
             data = {s: (feats[s], y[s]) for s in images}
+            frozen_test = feats["test"]
             artifacts.append(save_artifact(ctx, spec.run_id, TEST_FEATURES, test_features(feats["test"],
                                                                                           labels["test"])))
             model, prepare = Classifier(None, head), (lambda t: t)
@@ -99,7 +101,8 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
                 metrics["test"]["cam_lung_energy"] = float(np.nanmean(cams["lung_energy"]))
             artifacts.append(save_artifact(ctx, spec.run_id, GRADCAM, cams))
         if proto.embedding != "none":
-            emb = embedding_record(hp, proto.embedding, backbone, images["test"], labels["test"], aug, ctx, bf16)
+            emb = embedding_record(hp, proto.embedding, backbone, images["test"], labels["test"], aug, ctx, bf16,
+                                   frozen_test)
             if np.isfinite(emb["silhouette"]):
                 metrics["test"]["silhouette"] = float(emb["silhouette"])
             artifacts.append(save_artifact(ctx, spec.run_id, EMBEDDING, emb))
@@ -128,12 +131,16 @@ def gradcam_record(hp: EvaluateHP, backbone, head, images: np.ndarray, scores: n
 
 
 def embedding_record(hp: EvaluateHP, method: str, backbone, images: np.ndarray, labels: np.ndarray, aug,
-                     ctx: Context, bf16: bool) -> dict:
+                     ctx: Context, bf16: bool, features: torch.Tensor | None = None) -> dict:
     """The scored backbone's test features (up to MAX_SAVED_FEATURES, a fixed subset) in 2-D, with their
-    categories (by finding) and silhouette."""
+    categories (by finding) and silhouette. ``features``: all test features already extracted (frozen backbone)."""
     keep = _saved_subset(len(labels))
-    x = images_to_device(images[keep], ctx.device, hp.input_channels)
-    feats = extract_features(backbone, x, aug, device=ctx.device, bf16=bf16).float().cpu().numpy()
+    if features is None:
+        x = images_to_device(images[keep], ctx.device, hp.input_channels)
+        features = extract_features(backbone, x, aug, device=ctx.device, bf16=bf16)
+    else:
+        features = features[torch.from_numpy(keep).to(features.device)]
+    feats = features.float().cpu().numpy()
     cats = categories(labels[keep], hp.task)
     xy = embed_2d(feats, method)
     return {"xy": xy.astype(np.float32), "categories": cats, "labels": labels[keep],
