@@ -48,6 +48,9 @@ class AugmentConfig:
     # a resize without a crop: 'bilinear' (antialiased) or 'nearest' (PIL NEAREST, as the MedMNIST baselines
     # enlarge 28 px images to 224); crops are always resampled bilinearly
     resize_mode: str = "bilinear"
+    # the masks (passed with the images, or else the images' last channel, 0/1) end the pipeline as one more input
+    # channel, 0/1 and not normalised (MedSGSSL option 6)
+    mask_channel: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> AugmentConfig:
@@ -62,7 +65,7 @@ class AugmentConfig:
 
     def without_randomness(self) -> AugmentConfig:
         """Only resizing and normalisation: what evaluation uses."""
-        return AugmentConfig(size=self.size, mean=self.mean, std=self.std)
+        return AugmentConfig(size=self.size, mean=self.mean, std=self.std, mask_channel=self.mask_channel)
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> Tensor:
@@ -248,6 +251,8 @@ class BatchAugment:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"augment expects uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
         cfg, n = self.cfg, images.shape[0]
+        if cfg.mask_channel and masks is None:  # the mask travels as the images' last channel
+            images, masks = images[:, :-1], images[:, -1:]
         x = images.float().div_(255)
         _, c, height, width = x.shape
         if masks is not None:  # one tensor through the geometry: the same sampling grid for both
@@ -291,6 +296,8 @@ class BatchAugment:
             noise = torch.randn(x.shape, generator=g).to(x.device) * cfg.noise_std
             x = torch.where(on, (x + noise).clamp(0, 1), x)
         x = normalize(x, cfg.mean, cfg.std)
+        if cfg.mask_channel:
+            x = torch.cat([x, mask_out.to(x.dtype)], dim=1)
         return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), mask_out
 
     def _jitter(self, x: Tensor, g: torch.Generator) -> Tensor:

@@ -18,6 +18,7 @@ class Batch:
     labels: Tensor | None = None  # (N,) class indices or (N, L) multi-label 0/1, -1 where missing/uncertain
     index: Tensor | None = None  # positions in the dataset the batch was taken from
     patients: np.ndarray | None = None  # patient ids (strings), where the data has them
+    domains: Tensor | None = None  # (N,) the source dataset of each image in a merged pretraining set (0, 1, ...)
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -28,7 +29,7 @@ class Batch:
                                        or self.masks.shape[0] != n or self.masks.shape[2:] != (height, width)):
             raise ValueError(f"Batch.masks must be uint8 (N, K, H, W) with the images' N, H, W "
                              f"{(n, height, width)}, got {self.masks.dtype} {tuple(self.masks.shape)}")
-        for name in ("labels", "index"):
+        for name in ("labels", "index", "domains"):
             value = getattr(self, name)
             if value is not None and value.shape[0] != n:
                 raise ValueError(f"Batch.{name} has {value.shape[0]} rows for {n} images")
@@ -45,7 +46,7 @@ class Batch:
         index = idx if self.index is None else self.index[idx.to(self.index.device)]
         patients = None if self.patients is None else self.patients[idx.cpu().numpy()]
         return replace(self, images=self.images[idx], masks=pick(self.masks), labels=pick(self.labels),
-                       index=index, patients=patients)
+                       index=index, patients=patients, domains=pick(self.domains))
 
 
 @dataclass(frozen=True)

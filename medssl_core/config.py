@@ -49,13 +49,16 @@ def _drop_absent(model: BaseModel, out: dict) -> None:
 
 
 class Backbone(Strict):
-    arch: Literal["resnet18", "resnet50", "mobilenet_v2", "vit_small"]
+    # sg_cnn, sg_guided_cnn: MedSGSSL's custom encoders (medssl_core.sg_encoders; random init only)
+    arch: Literal["resnet18", "resnet50", "mobilenet_v2", "vit_small", "sg_cnn", "sg_guided_cnn"]
     small_stem: bool = False  # ResNet 3x3 stride-1 stem without max-pool
     init: Literal["random", "imagenet", "imagenet_v2"] = "random"  # imagenet_v2: torchvision's IMAGENET1K_V2
     # a random init's weights: torchvision's ResNet init (Kaiming normal, fan-out), or each layer's own
     # reset_parameters(), which a ResNet written from plain nn layers gets (MedMNIST v2's "(28)" models)
     random_init: Literal["torchvision", "layer_default"] = added("torchvision")
     zero_init_residual: bool = added(True)  # each residual branch's last BN starts at 0 (random init only)
+    # vit_small: every block attends with the last block's qkv/proj weights (MedSGSSL options 7/8's closure bug)
+    shared_attention: bool = added(False)
 
 
 class AugmentOps(Strict):
@@ -107,9 +110,9 @@ class Optimizer(Strict):
 
 
 class Schedule(Strict):
-    name: Literal["none", "step", "multistep", "cosine", "warmup_cosine", "onecycle"] = "none"
+    name: Literal["none", "step", "multistep", "cosine", "warmup_cosine", "onecycle", "plateau"] = "none"
     step_size: int = 1
-    gamma: float = 0.1
+    gamma: float = 0.1  # step, multistep; plateau: the factor (torch's ReduceLROnPlateau 'factor')
     start_epoch: int = -1  # step: the scheduler steps only after 0-based epochs > start_epoch
     warmup_epochs: int = 0
     milestones: tuple[int, ...] = ()  # multistep: lr x gamma from each of these (0-based) epochs on
@@ -117,6 +120,9 @@ class Schedule(Strict):
     pct_start: float = 0.3
     div_factor: float = 25.0
     final_div_factor: float = 1e4
+    # plateau (fine-tuning only): torch's ReduceLROnPlateau on the validation selection value (mode 'max', relative
+    # threshold 1e-4): lr x gamma once it has not improved for more than this many epochs
+    plateau_patience: int = added(10, ge=0)
 
 
 class Split(Strict):
@@ -172,6 +178,14 @@ class Train(Strict):
     # training set at every monitored epoch would cost more than the epoch itself (NIH, CheXpert)
     monitor_bank: int | None = Field(default=None, ge=1)
 
+    @field_validator("schedule")
+    @classmethod
+    def _no_plateau(cls, v: Schedule) -> Schedule:
+        if v.name == "plateau":
+            raise ValueError("schedule 'plateau' follows a validation metric, which pretraining does not have; use "
+                             "it in a fit protocol, or choose cosine / warmup_cosine here.")
+        return v
+
 
 class SSLMethod(Strict):
     """A registered method (``medssl_core.methods``), its heads, its loss's arguments and its own options."""
@@ -204,10 +218,15 @@ class SSLMethod(Strict):
         return self
 
 
-def input_channels(hp: dict) -> int:
-    """Channels the backbone sees: 3 under channel_mode 'rgb' (grey replicated, as `.convert('RGB')`) and
+def image_channels(hp: dict) -> int:
+    """Image channels the backbone sees: 3 under channel_mode 'rgb' (grey replicated, as `.convert('RGB')`) and
     'grey' (colour made grey, then replicated, as `Grayscale(num_output_channels=3)`)."""
     return 3 if hp["channel_mode"] in ("rgb", "grey") else hp["channels"]
+
+
+def input_channels(hp: dict) -> int:
+    """Channels the backbone sees: the image's, and one more for a lung mask given as a channel (mask_channel)."""
+    return image_channels(hp) + int(bool(hp.get("mask_channel", False)))
 
 
 class Data(Strict):
@@ -224,6 +243,9 @@ class Data(Strict):
     # masks that travel with each training image through the augmentation to the method (Batch.masks):
     # 'lung_rule', the rule-based lung mask of the grey image (data.lung_mask; cached on disk)
     masks: Literal["none", "lung_rule"] = added("none")
+    # the mask joins the image as one more input channel, 0/1 after the augmentation, not normalised (MedSGSSL
+    # option 6: image + lung mask); pretraining and evaluation alike
+    mask_channel: bool = added(False)
     n_classes: int
     task: Literal["binary", "multi-class", "multi-label", "ordinal"]
     split: Split
@@ -232,7 +254,18 @@ class Data(Strict):
 
     @property
     def input_channels(self) -> int:
-        return input_channels({"channel_mode": self.channel_mode, "channels": self.channels})
+        return input_channels(self.model_dump(include={"channel_mode", "channels", "mask_channel"}))
+
+    @property
+    def image_channels(self) -> int:
+        return image_channels({"channel_mode": self.channel_mode, "channels": self.channels})
+
+    @model_validator(mode="after")
+    def _mask_channel_needs_masks(self):
+        if self.mask_channel and self.masks == "none":
+            raise ValueError("mask_channel gives the model the lung mask as a channel, but masks is 'none': set "
+                             "masks: lung_rule, or drop mask_channel.")
+        return self
 
     @model_validator(mode="after")
     def _label_order_is_a_permutation(self):
@@ -250,6 +283,17 @@ class PretrainHP(Data):
     method: SSLMethod
     pretrain_subset: int | None = None  # train on a seeded subset of this many images
 
+    @model_validator(mode="after")
+    def _method_gets_what_it_reads(self):
+        cls = methods.METHODS[self.method.name]
+        if cls.needs_masks and self.masks == "none":
+            raise ValueError(f"method {self.method.name!r} reads lung masks, but masks is 'none': set masks: "
+                             "lung_rule for its runs.")
+        if cls.archs is not None and self.backbone.arch not in cls.archs:
+            raise ValueError(f"method {self.method.name!r} works with the backbone(s) {list(cls.archs)}, not "
+                             f"{self.backbone.arch!r}.")
+        return self
+
 
 class KnnProtocol(Strict):
     kind: Literal["knn"]
@@ -262,6 +306,8 @@ class Head(Strict):
     hidden: tuple[int, ...] = (512,)
     activation: Literal["relu", "leaky_relu", "gelu"] = "relu"
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # before the last linear layer (ChestX: Dropout 0.5)
+    hidden_bn: bool = added(True)  # mlp: BatchNorm after each hidden layer (MedSGSSL's classifier: none)
+    input_norm: Literal["none", "layernorm"] = added("none")  # a LayerNorm of the features first (MedSGSSL)
 
 
 class FitLoss(Strict):
@@ -316,6 +362,9 @@ class Fit(Strict):
     # the split whose metrics are the run's test numbers: its test set, or val itself, so that the number reported
     # is the very value that selected the epoch (Gravity-2010's best-epoch AUC on its validation batches)
     score_on: Literal["test", "val"] = added("test")
+    # the split whose labels choose each label's F1 threshold: val, or the test set itself (MedSGSSL options 7/8/10,
+    # an optimistic F1)
+    thresholds_on: Literal["val", "test"] = added("val")
 
 
 class FitProtocol(Strict):

@@ -21,7 +21,7 @@ from medssl_core.errors import ConfigError
 from medssl_core.features import knn_predict
 from medssl_core.labels import MULTI_LABEL, default_fit_loss, headline_metric, observed_mask
 from medssl_core.metrics import choose_thresholds, classification_metrics
-from medssl_core.optim import build_optimizer, lr_factor, set_lr
+from medssl_core.optim import Plateau, build_optimizer, lr_factor, set_lr
 
 
 class Classifier(nn.Module):
@@ -198,6 +198,7 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
     loss_fn = fit_loss(task, cfg.loss)
     train_input = augment_train or prepare
     since_best = 0
+    plateau = Plateau(cfg.schedule.gamma, cfg.schedule.plateau_patience, "min" if select_metric == "loss" else "max")
     for epoch in range(cfg.epochs):
         if cfg.reload_best_each_epoch and epoch > 0:
             model.load_state_dict(best_state)
@@ -208,7 +209,7 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
         model.train()
         total = torch.zeros((), device=device)  # on the device: no host sync per step
         for step in tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress):
-            set_lr(optimizer, base_lrs, lr_factor(cfg.schedule, epoch, step, steps, cfg.epochs))
+            set_lr(optimizer, base_lrs, lr_factor(cfg.schedule, epoch, step, steps, cfg.epochs) * plateau.scale)
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             if idx.numel() < 2:
                 continue  # BatchNorm in the head needs two samples
@@ -228,6 +229,9 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
         else:
             val = _selection_value(classification_metrics(task, y_val_np, _scores(task, val_logits)), select_metric)
             curves.append({"step": epoch + 1, "name": f"val_{select_metric}", "value": val})
+        if cfg.schedule.name == "plateau":
+            plateau.step(val_loss if select_metric == "loss" else val)
+            curves.append({"step": epoch + 1, "name": "lr", "value": optimizer.param_groups[0]["lr"]})
         # ties: the later epoch wins as SmallDataSSL selects (>=), the earlier under select_ties 'earlier' (>);
         # a NaN (e.g. no label with both classes in val) never beats a number, and with no number at all the
         # last epoch is kept rather than the untrained weights
@@ -241,7 +245,8 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
     if cfg.scored == "selected":
         model.load_state_dict(best_state)  # else the last epoch's weights; best_epoch says what val preferred
     scores = {split: predict(model, x, prepare, task, device, bf16) for split, (x, _) in data.items()}
-    thresholds = choose_thresholds(task, y_val_np, scores["val"])
+    chooser = cfg.thresholds_on  # 'test': thresholds tuned on the very labels they are scored on (optimistic F1)
+    thresholds = choose_thresholds(task, data[chooser][1].cpu().numpy(), scores[chooser])
     results = {split: classification_metrics(task, y.cpu().numpy(), scores[split], thresholds)
                for split, (_, y) in data.items()}
     return FitResult(results, curves, best_epoch, epoch + 1, scores)

@@ -29,9 +29,18 @@ NUMERIC: dict[str, tuple[str, ...]] = {
 }
 # Readers of one source layout (registry kind): they count for the runs that read such a source only.
 BY_SOURCE_KIND: dict[str, tuple[str, ...]] = {"mimeta": ("data/medimeta.py",)}
+def _arch(hp: dict) -> str:
+    return hp.get("backbone", {}).get("arch", "")
+
+
 # Modules that count only for the runs whose settings use them: (run kind, does a spec's hparams use them, modules)
 BY_SETTING: tuple[tuple[str, Callable[[dict], bool], tuple[str, ...]], ...] = (
     ("pretrain", lambda hp: hp.get("masks", "none") != "none", ("data/lung_mask.py",)),
+    ("evaluate", lambda hp: hp.get("masks", "none") != "none", ("data/lung_mask.py",)),
+    ("pretrain", lambda hp: _arch(hp).startswith("sg_"), ("sg_encoders.py",)),
+    ("evaluate", lambda hp: _arch(hp).startswith("sg_"), ("sg_encoders.py",)),
+    ("pretrain", lambda hp: hp.get("method", {}).get("name") in ("sg_contrastive", "sg_attention", "anatomy_vit"),
+     ("methods/segmentation_guided.py", "sg_encoders.py")),
     ("evaluate", lambda hp: hp["protocol"].get("gradcam", 0) > 0, ("gradcam.py", "data/lung_mask.py")),
     ("evaluate", lambda hp: hp["protocol"].get("embedding", "none") != "none", ("embedding.py",)),
 )

@@ -7,13 +7,16 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tvm
 
+from medssl_core import sg_encoders
 from medssl_core.cpu_conv import use_fast_cpu_convolutions
 from medssl_core.errors import ConfigError
 
-FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048, "mobilenet_v2": 1280, "vit_small": 384}
+FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048, "mobilenet_v2": 1280, "vit_small": 384, "sg_cnn": 256,
+                "sg_guided_cnn": 256}
 
 # torchvision's ImageNet checkpoints, looked for in the torch hub cache only: never downloaded by medssl.
 IMAGENET_FILES = {
@@ -94,7 +97,8 @@ class ViTSmall(nn.Module):
     torchvision has no ViT-S and no ImageNet weights for it). ``forward`` gives the CLS token after the final
     norm; ``tokens`` the CLS and patch tokens; ``attention_maps`` every block's attention probabilities."""
 
-    def __init__(self, image_size: int = 224, in_channels: int = 3, weights: Path | None = None):
+    def __init__(self, image_size: int = 224, in_channels: int = 3, weights: Path | None = None,
+                 shared_attention: bool = False):
         super().__init__()
         import timm  # imported after medssl's torchvision shim (torchvision_compat), which timm needs
 
@@ -103,9 +107,39 @@ class ViTSmall(nn.Module):
         # and resamples the position embedding to image_size
         self.vit = timm.create_model(VIT_SMALL, pretrained=weights is not None, num_classes=0, img_size=image_size,
                                      in_chans=in_channels, **overlay)
+        # MedSGSSL options 7/8's closure bug: every block attends with the last block's qkv and proj weights
+        self.shared_attention = shared_attention
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shared_attention:
+            return self.run(x)[0][:, 0]  # the CLS token after the final norm, as timm's pooling 'token'
         return self.vit(x)
+
+    def run(self, x: torch.Tensor, *, input_mask: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+            keep_attention: bool = False, attention_from: ViTSmall | None = None
+            ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Tokens (N, 1 + P, D) after the final norm, block by block, and (``keep_attention``) each block's CLS
+        attention over the patches (N, heads, P).
+
+        ``input_mask`` (N, P) bool: those patch embeddings are zeroed before the position embedding (masked input).
+        ``bias`` (L, N, 1 + P, 1 + P): added to block l's attention logits (MedSGSSL's log-prior).
+        ``attention_from``: the model whose attention modules (qkv, norms, proj) the blocks use (a teacher calling
+        its student's, as MedSGSSL's deep-copied closures do); its ``shared_attention`` applies.
+        """
+        vit, source = self.vit, attention_from or self
+        attns = [source.vit.blocks[-1].attn if source.shared_attention else b.attn for b in source.vit.blocks]
+        x = vit.patch_embed(x)
+        if input_mask is not None:
+            x = x * (~input_mask).unsqueeze(-1).to(x.dtype)
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
+        maps = []
+        for i, (block, attn) in enumerate(zip(vit.blocks, attns, strict=True)):
+            out, probs = _attention(attn, block.norm1(x), None if bias is None else bias[i], keep_attention)
+            if keep_attention:
+                maps.append(probs[:, :, 0, 1:])
+            x = x + block.drop_path1(block.ls1(out))
+            x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+        return vit.norm(x), maps
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1 + patches, 384): the CLS token then the patch tokens, after the final norm."""
@@ -130,9 +164,31 @@ class ViTSmall(nn.Module):
         return tokens, maps
 
 
+def _attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor | None, keep: bool
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """timm's Attention.forward, with an additive logit bias and the probabilities returned when ``keep``."""
+    n, t, _ = x.shape
+    qkv = attn.qkv(x).reshape(n, t, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    probs = None
+    if keep:
+        logits = (q * attn.scale) @ k.transpose(-2, -1)
+        if bias is not None:
+            logits = logits + bias.unsqueeze(1).to(logits.dtype)
+        probs = attn.attn_drop(logits.softmax(dim=-1))
+        out = probs @ v
+    else:
+        mask = None if bias is None else bias.unsqueeze(1).to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                             dropout_p=attn.attn_drop.p if attn.training else 0.0)
+    out = attn.norm(out.transpose(1, 2).reshape(n, t, -1))
+    return attn.proj_drop(attn.proj(out)), probs
+
+
 def build_backbone(arch: str, in_channels: int = 3, *, small_stem: bool = False, init: str = "random",
                    random_init: str = "torchvision", zero_init_residual: bool = True,
-                   image_size: int = 224) -> nn.Module:
+                   image_size: int = 224, shared_attention: bool = False) -> nn.Module:
     """A feature extractor returning (N, FEATURE_DIMS[arch]).
 
     ``small_stem``: ResNet 3x3 stride-1 first conv and no max-pool, for 28-64 px inputs.
@@ -141,6 +197,7 @@ def build_backbone(arch: str, in_channels: int = 3, *, small_stem: bool = False,
     ``random_init``: 'torchvision' (its ResNet init: Kaiming normal, fan-out) or 'layer_default' (every layer's
     own ``reset_parameters()``, as a ResNet written from plain nn layers, e.g. MedMNIST v2's "(28)" models).
     ``zero_init_residual``: each residual branch's last BatchNorm starts at zero (random init only).
+    ``shared_attention``: ViT-S blocks all attend with the last block's weights (MedSGSSL's closure bug).
     """
     if arch not in FEATURE_DIMS:
         raise ConfigError(f"Unknown backbone {arch!r}; choose one of {sorted(FEATURE_DIMS)}.")
@@ -148,13 +205,19 @@ def build_backbone(arch: str, in_channels: int = 3, *, small_stem: bool = False,
         raise ConfigError(f"init must be one of {INITS}, not {init!r}")
     if random_init not in ("torchvision", "layer_default"):
         raise ConfigError(f"random_init must be 'torchvision' or 'layer_default', not {random_init!r}")
+    if shared_attention and arch != "vit_small":
+        raise ConfigError(f"shared_attention is a ViT-S setting (MedSGSSL's closure bug); {arch} has no attention.")
     if arch == "vit_small":
         weights = None
         if init == "imagenet":
             weights = imagenet_weights_path(arch)
             if weights is None:
                 raise ConfigError(imagenet_missing_message(arch))
-        return ViTSmall(image_size, in_channels, weights)
+        return ViTSmall(image_size, in_channels, weights, shared_attention)
+    if arch in sg_encoders.ENCODERS:
+        if init != "random":
+            raise ConfigError(f"{arch} is MedSGSSL's own encoder: it has no ImageNet weights (init 'random').")
+        return use_fast_cpu_convolutions(sg_encoders.ENCODERS[arch](in_channels))
     if arch.startswith("resnet"):
         model = getattr(tvm, arch)(zero_init_residual=zero_init_residual and init == "random")
     else:
@@ -211,16 +274,19 @@ def mlp(dims: list[int], *, hidden_bn: bool = True, last_bn: bool = False, last_
 
 
 def build_head(spec: dict, in_dim: int, n_out: int) -> nn.Module:
-    """Downstream heads: {'type': 'linear'} or {'type': 'mlp', 'hidden': [512], 'activation': 'leaky_relu'};
-    'dropout': p > 0 puts a Dropout before the last linear layer."""
+    """Downstream heads: {'type': 'linear'} or {'type': 'mlp', 'hidden': [512], 'activation': 'leaky_relu',
+    'hidden_bn': True}; 'dropout': p > 0 puts a Dropout before the last linear layer; 'input_norm': 'layernorm'
+    normalises the features first (MedSGSSL: LayerNorm, Linear(384, 192), GELU, Dropout 0.3, Linear(192, 14))."""
     kind, dropout = spec.get("type", "linear"), spec.get("dropout", 0.0)
     if kind == "linear":
         head = nn.Sequential(nn.Linear(in_dim, n_out))
     elif kind == "mlp":
         act = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}[spec.get("activation", "relu")]
-        head = mlp([in_dim, *spec.get("hidden", [512]), n_out], activation=act)
+        head = mlp([in_dim, *spec.get("hidden", [512]), n_out], activation=act, hidden_bn=spec.get("hidden_bn", True))
     else:
         raise ConfigError(f"Unknown head type {kind!r}; use 'linear' or 'mlp'.")
     if dropout:
         head.insert(len(head) - 1, nn.Dropout(dropout))
+    if spec.get("input_norm", "none") == "layernorm":
+        head.insert(0, nn.LayerNorm(in_dim))
     return head if len(head) > 1 else head[0]

@@ -57,7 +57,7 @@ def lr_factor(cfg: Schedule | dict, epoch: int, step_in_epoch: int, steps_per_ep
     > start_epoch, as SmallDataSSL's `if epoch > 25: scheduler.step()` (its lr halves after epochs 51, 76, 101)."""
     cfg = parse(Schedule, cfg, "schedule")
     t = epoch + step_in_epoch / max(1, steps_per_epoch)
-    if cfg.name == "none":
+    if cfg.name in ("none", "plateau"):  # plateau: a multiplier the fitting loop keeps (Plateau)
         return 1.0
     if cfg.name == "step":
         return cfg.gamma ** (max(0, epoch - cfg.start_epoch - 1) // cfg.step_size)
@@ -87,3 +87,24 @@ def _one_cycle(cfg: Schedule, t: int, total: int) -> float:
 def set_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
     for group, base in zip(optimizer.param_groups, base_lrs):
         group["lr"] = base * factor
+
+
+class Plateau:
+    """torch's ReduceLROnPlateau (relative threshold 1e-4, no cooldown, no minimum lr) as an lr multiplier:
+    after more than ``patience`` epochs without a better value, the multiplier is scaled by ``factor``."""
+
+    def __init__(self, factor: float, patience: int, mode: str = "max", threshold: float = 1e-4):
+        self.factor, self.patience, self.mode, self.threshold = factor, patience, mode, threshold
+        self.best = -math.inf if mode == "max" else math.inf
+        self.bad_epochs, self.scale = 0, 1.0
+
+    def step(self, value: float) -> None:
+        better = (value > self.best * (1 + self.threshold) if self.mode == "max"
+                  else value < self.best * (1 - self.threshold))
+        if better:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        if self.bad_epochs > self.patience:
+            self.scale *= self.factor
+            self.bad_epochs = 0

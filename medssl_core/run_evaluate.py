@@ -17,7 +17,7 @@ from medssl_core.gradcam import grad_cams, lung_scores
 from medssl_core.labels import MISSING, MULTI_LABEL
 from medssl_core.models import FEATURE_DIMS, build_head
 from medssl_core.run_context import Context, Outcome, save_artifact
-from medssl_core.run_inputs import images_to_device, labelled_subset, run_backbone, split_arrays, split_seed
+from medssl_core.run_inputs import labelled_subset, model_inputs, run_backbone, split_arrays, split_seed
 from medssl_core.runspec import RunSpec, canonical_json
 from medssl_core.store.records import EMBEDDING, FINETUNED, GRADCAM, TEST_FEATURES, TEST_SCORES
 
@@ -53,8 +53,8 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
         backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     backbone.to(ctx.device, memory_format=torch.channels_last)
     aug = BatchAugment(AugmentConfig(size=hp.image_size, mean=hp.augment.mean, std=hp.augment.std,
-                                     resize_mode=hp.augment.resize_mode), channels_last=True)
-    ch = hp.input_channels
+                                     resize_mode=hp.augment.resize_mode, mask_channel=hp.mask_channel),
+                       channels_last=True)
     labels = {"train": y_train, "val": splits["val"][1], "test": splits["test"][1]}
     images = {"train": x_train, "val": splits["val"][0], "test": splits["test"][0]}
     y = {s: torch.from_numpy(v).to(ctx.device) for s, v in labels.items()}
@@ -70,7 +70,8 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
         augment_train = None
         if proto.fit.augment is not None:
             train_aug = BatchAugment(AugmentConfig(size=hp.image_size, mean=hp.augment.mean, std=hp.augment.std,
-                                                   **proto.fit.augment.model_dump()), channels_last=True)
+                                                   mask_channel=hp.mask_channel, **proto.fit.augment.model_dump()),
+                                     channels_last=True)
             augment_train = functools.partial(train_aug, g=torch.Generator().manual_seed(spec.seed))
         frozen_test = None  # the test features of a frozen backbone, when they are extracted anyway
         if not proto.train_backbone and not proto.backbone_bn_train and augment_train is None:
@@ -82,7 +83,7 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
                                                                                           labels["test"])))
             model, prepare = Classifier(None, head), (lambda t: t)
         else:
-            data = {s: (images_to_device(v, ctx.device, ch), y[s]) for s, v in images.items()}
+            data = {s: (model_inputs(hp, v, ctx.device), y[s]) for s, v in images.items()}
             model = Classifier(backbone, head, train_backbone=proto.train_backbone,
                                backbone_bn_train=proto.backbone_bn_train)
             prepare = functools.partial(aug, g=torch.Generator())
@@ -121,7 +122,7 @@ def gradcam_record(hp: EvaluateHP, backbone, head, images: np.ndarray, scores: n
     import cv2
 
     targets = scores[:len(images)].argmax(axis=1)
-    inputs = aug(images_to_device(images, ctx.device, hp.input_channels), g=torch.Generator())
+    inputs = aug(model_inputs(hp, images, ctx.device), g=torch.Generator())
     cams = grad_cams(backbone, head, hp.backbone.arch, inputs, targets)
     side = hp.image_size
     grey = np.stack([cv2.resize(np.ascontiguousarray(x[..., 0]), (side, side), interpolation=cv2.INTER_AREA)
@@ -136,7 +137,7 @@ def embedding_record(hp: EvaluateHP, method: str, backbone, images: np.ndarray, 
     categories (by finding) and silhouette. ``features``: all test features already extracted (frozen backbone)."""
     keep = _saved_subset(len(labels))
     if features is None:
-        x = images_to_device(images[keep], ctx.device, hp.input_channels)
+        x = model_inputs(hp, images[keep], ctx.device)
         features = extract_features(backbone, x, aug, device=ctx.device, bf16=bf16)
     else:
         features = features[torch.from_numpy(keep).to(features.device)]
@@ -160,12 +161,12 @@ def frozen_features(spec: RunSpec, hp: EvaluateHP, ctx: Context, backbone, aug, 
         start = spec.start.run_id if spec.start else None
         key = canonical_json([spec.parent, start, hp.checkpoint, hp.backbone.model_dump(mode="json"), spec.dataset_used,
                               spec.data, hp.split.model_dump(mode="json"), split_seed(spec, hp), hp.image_size,
-                              hp.source_size, hp.input_channels, hp.channel_mode, hp.label_order,
+                              hp.source_size, hp.input_channels, hp.channel_mode, hp.label_order, hp.masks,
                               hp.augment.model_dump(mode="json"), bf16,
                               str(ctx.device)])
     feats = _FEATURES.get(key) if key is not None else None
     if feats is None:
-        feats = {s: extract_features(backbone, images_to_device(x, ctx.device, hp.input_channels), aug,
+        feats = {s: extract_features(backbone, model_inputs(hp, x, ctx.device), aug,
                                      device=ctx.device, bf16=bf16) for s, (x, _) in splits.items()}
         _FEATURES.clear()
         if key is not None:

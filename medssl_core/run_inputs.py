@@ -112,6 +112,13 @@ def masks_to_device(hp: Data, images: np.ndarray, device: torch.device) -> torch
     return torch.from_numpy(lung_masks(grey).astype(np.uint8)[:, None]).to(device)
 
 
+def model_inputs(hp: Data, x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (N, H, W, C) images as the model's uint8 input on ``device``: the image channels it sees, and the lung
+    mask (0/1) as the last channel under ``mask_channel`` (augment.AugmentConfig.mask_channel splits it off)."""
+    t = images_to_device(x, device, hp.image_channels)
+    return torch.cat([t, masks_to_device(hp, x, device)], dim=1) if hp.mask_channel else t
+
+
 def images_to_device(x: np.ndarray, device: torch.device, channels: int | None = None) -> torch.Tensor:
     """uint8 (N, H, W, C) numpy -> uint8 (N, C, H, W) tensor on ``device``; grey replicated to ``channels``."""
     t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
@@ -125,4 +132,4 @@ def run_backbone(hp: Data) -> torch.nn.Module:
     b = hp.backbone
     return build_backbone(b.arch, hp.input_channels, small_stem=b.small_stem, init=b.init,
                           random_init=b.random_init, zero_init_residual=b.zero_init_residual,
-                          image_size=hp.image_size)
+                          image_size=hp.image_size, shared_attention=b.shared_attention)

@@ -11,7 +11,7 @@ from medssl_core.config import PretrainHP
 from medssl_core.methods import build_method
 from medssl_core.models import FEATURE_DIMS
 from medssl_core.run_context import Context, Outcome, save_artifact
-from medssl_core.run_inputs import images_to_device, masks_to_device, run_backbone, split_arrays
+from medssl_core.run_inputs import images_to_device, masks_to_device, model_inputs, run_backbone, split_arrays
 from medssl_core.runspec import RunSpec
 from medssl_core.train import monitor_metric, pretrain
 
@@ -25,18 +25,20 @@ def run_pretrain(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
     unlabeled = x_train
     if hp.pretrain_subset and hp.pretrain_subset < len(x_train):
         unlabeled = x_train[np.random.default_rng(spec.seed).permutation(len(x_train))[:hp.pretrain_subset]]
-    method = build_method(hp.method, lambda: run_backbone(hp), FEATURE_DIMS[hp.backbone.arch])
-    aug = AugmentConfig.from_dict({**hp.augment.model_dump(), "size": hp.image_size})
+    method = build_method(hp.method, lambda: run_backbone(hp), FEATURE_DIMS[hp.backbone.arch], hp.image_size)
+    aug = AugmentConfig.from_dict({**hp.augment.model_dump(), "size": hp.image_size, "mask_channel": hp.mask_channel})
     channels_last = True  # faster on CUDA and on CPU alike (1.5x for a ResNet-18 step on 2 CPU cores)
-    ch = hp.input_channels
+    ch = hp.image_channels
     train_images = images_to_device(x_train, ctx.device, ch)  # once on the device: monitor and training share it
     pretrain_images = train_images if unlabeled is x_train else images_to_device(unlabeled, ctx.device, ch)
-    bank, bank_y = train_images, torch.from_numpy(y_train)
+    # the monitor's images carry the mask channel where the model reads one (training takes masks from the Batch)
+    bank = model_inputs(hp, x_train, ctx.device) if hp.mask_channel else train_images
+    bank_y = torch.from_numpy(y_train)
     if hp.train.monitor_bank and hp.train.monitor_bank < len(x_train):
         keep = torch.from_numpy(np.sort(np.random.default_rng(spec.seed).permutation(len(x_train))
                                         [:hp.train.monitor_bank]))
         bank, bank_y = train_images[keep.to(ctx.device)], bank_y[keep]
-    monitor = (bank, bank_y, images_to_device(splits["val"][0], ctx.device, ch), torch.from_numpy(splits["val"][1]))
+    monitor = (bank, bank_y, model_inputs(hp, splits["val"][0], ctx.device), torch.from_numpy(splits["val"][1]))
     checkpoint = ctx.checkpoints_dir / spec.run_id / "train.pt"
     data = Batch(pretrain_images, masks=masks_to_device(hp, unlabeled, ctx.device))
     result = pretrain(method, data, BatchAugment(aug, channels_last), hp.train, seed=spec.seed,

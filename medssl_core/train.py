@@ -74,19 +74,24 @@ def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainCo
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
     method.on_fit_start(steps, cfg.epochs)
+    restarts = method.optimizer_restarts()
     last_write = time.monotonic()
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         g = epoch_generator(seed, epoch)
         order = torch.randperm(n, generator=g).to(device)
         method.train()
         method.on_epoch_start(epoch)
+        if epoch in restarts:  # a fresh optimiser over what trains from now on (a resumed run rebuilds it alike)
+            optimizer = build_optimizer([{"params": [p for p in method.student_parameters() if p.requires_grad]}],
+                                        cfg.optimizer)
+        start = max((r for r in restarts if r <= epoch), default=0)  # the schedule runs from the last restart
         sums: dict[str, Tensor] = {}  # loss and its terms, summed on the device: no host sync per step
         losses_so_far = [c["value"] for c in state["curves"] if c["name"] == "loss"]
         last_loss = {"loss": f"{losses_so_far[-1]:.4f}"} if losses_so_far else None  # the previous epoch's
         bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress,
                    postfix=last_loss)
         for step in bar:
-            set_lr(optimizer, base_lrs, lr_factor(cfg.schedule, epoch, step, steps, cfg.epochs))
+            set_lr(optimizer, base_lrs, lr_factor(cfg.schedule, epoch - start, step, steps, cfg.epochs - start))
             batch = data.take(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
             views = augment.views(batch, g, method.n_views)
             with autocast(device, bf16):

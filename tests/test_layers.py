@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "medssl_core"
 LAYERS = [
     ("data", {"data"}),
     ("augment", {"batch", "augment"}),
-    ("models", {"models", "cpu_conv", "losses", "methods"}),
+    ("models", {"models", "sg_encoders", "cpu_conv", "losses", "methods"}),
     ("train", {"train", "optim", "features", "evaluate", "metrics", "gradcam", "embedding"}),
     ("runner", {"run_inputs", "run_context", "run_pretrain", "run_evaluate", "run_record", "runner"}),
     ("plan", {"grid", "execute", "stale", "selection"}),

@@ -520,3 +520,129 @@ def test_byol_targets_get_no_gradient():
     p0, p1, t0, t1 = (x.requires_grad_() for x in (*_pair(6, 5), *_pair(6, 5, seed=1)))
     L.byol(p0, p1, t0, t1).backward()
     assert t0.grad is None and t1.grad is None and p0.grad.abs().sum() > 0
+
+
+# -- segmentation-guided losses (MedSGSSL): float64 loop references and properties ------------------------------
+def ref_weighted_nt_xent(z0, z1, w, tau):
+    z = torch.cat([z0, z1])
+    z = z / z.norm(dim=1, keepdim=True)
+    n2, n = z.shape[0], z0.shape[0]
+    total = 0
+    for i in range(n2):
+        j = (i + n) % n2
+        den = sum(torch.exp(z[i] @ z[k] / tau) for k in range(n2) if k != i)
+        total = total - w[i % n] * torch.log(torch.exp(z[i] @ z[j] / tau) / den)
+    return total / n2
+
+
+def ref_masked_token_mse(pred, target, mask):
+    num, count = 0, 0
+    for b in range(pred.shape[0]):
+        for j in range(pred.shape[1]):
+            if mask[b, j]:
+                num = num + sum((pred[b, j, d] - target[b, j, d]) ** 2 for d in range(pred.shape[2]))
+                count += 1
+    return num / max(count, 1)
+
+
+def ref_attention_alignment(att, m, weights):
+    n_layers, n, heads, _ = att.shape
+    total = 0
+    for layer in range(n_layers):
+        per = 0
+        for b in range(n):
+            p = 0.9 * m[b] + 0.1
+            p = p / p.sum()
+            for h in range(heads):
+                per = per - (p * torch.log(torch.clamp(att[layer, b, h], min=1e-8))).sum()
+        total = total + weights[layer] * per / (n * heads)
+    return total
+
+
+def ref_cross_domain(f, d):
+    a, b = f[d == 0], f[d == 1]
+    if len(a) < 2 or len(b) < 2:
+        return torch.zeros((), dtype=f.dtype)
+    ma, mb = a.mean(0), b.mean(0)
+    return 1 - (ma @ mb) / (ma.norm() * mb.norm())
+
+
+def _sg_inputs(seed=0, n=5, p=6, d=4, layers=3, heads=2):
+    g = torch.Generator().manual_seed(seed)
+    att = torch.softmax(torch.randn(layers, n, heads, p + 1, generator=g, dtype=torch.float64), -1)[..., 1:]
+    return {"pred": torch.randn(n, p, d, generator=g, dtype=torch.float64),
+            "target": torch.randn(n, p, d, generator=g, dtype=torch.float64),
+            "mask": torch.rand(n, p, generator=g) > 0.5, "att": att,
+            "m": (torch.rand(n, p, generator=g) > 0.4).double(),
+            "lw": torch.softmax(torch.arange(layers, dtype=torch.float64) / 2, 0),
+            "w": 1 + 0.3 * torch.rand(n, generator=g, dtype=torch.float64),
+            "f": torch.randn(n + 3, d, generator=g, dtype=torch.float64),
+            "domains": torch.tensor([0, 1, 0, 1, 1, 0, 0, 1])}
+
+
+SG_CASES = {
+    "weighted_nt_xent": (lambda t: L.weighted_nt_xent(t["pred"][:, 0], t["target"][:, 0], t["w"], 0.1),
+                         lambda t: ref_weighted_nt_xent(t["pred"][:, 0], t["target"][:, 0], t["w"], 0.1),
+                         ("pred", "target")),
+    "masked_token_mse": (lambda t: L.masked_token_mse(t["pred"], t["target"], t["mask"]),
+                         lambda t: ref_masked_token_mse(t["pred"], t["target"], t["mask"]), ("pred", "target")),
+    "attention_alignment": (lambda t: L.attention_alignment(t["att"], t["m"], t["lw"]),
+                            lambda t: ref_attention_alignment(t["att"], t["m"], t["lw"]), ("att",)),
+    "cross_domain_alignment": (lambda t: L.cross_domain_alignment(t["f"], t["domains"]),
+                               lambda t: ref_cross_domain(t["f"], t["domains"]), ("f",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SG_CASES))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_segmentation_guided_losses_match_float64_reference(name, seed):
+    ours, ref, grads = SG_CASES[name]
+    a = {k: v.clone().requires_grad_(k in grads) for k, v in _sg_inputs(seed).items()}
+    b = {k: v.clone().requires_grad_(k in grads) for k, v in _sg_inputs(seed).items()}
+    lo, lr = ours(a), ref(b)
+    assert torch.allclose(lo, lr, atol=1e-10), (float(lo), float(lr))
+    lo.backward()
+    lr.backward()
+    for k in grads:
+        assert torch.allclose(a[k].grad, b[k].grad, atol=1e-10), k
+
+
+@SETTINGS
+@given(shape=batches, tau=st.floats(0.05, 1.0))
+def test_weighted_nt_xent_with_unit_weights_is_nt_xent_and_scales_with_a_constant(shape, tau):
+    z0, z1 = _pair(*shape)
+    n = z0.shape[0]
+    plain = L.nt_xent(z0, z1, temperature=tau)
+    assert torch.allclose(L.weighted_nt_xent(z0, z1, torch.ones(n, dtype=torch.float64), tau), plain)
+    assert torch.allclose(L.weighted_nt_xent(z0, z1, torch.full((n,), 1.3, dtype=torch.float64), tau), 1.3 * plain)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000))
+def test_masked_token_mse_ignores_unmasked_tokens(seed):
+    t = _sg_inputs(seed)
+    changed = torch.where(t["mask"][..., None], t["target"], t["target"] + 100)
+    assert torch.allclose(L.masked_token_mse(t["pred"], t["target"], t["mask"]),
+                          L.masked_token_mse(t["pred"], changed, t["mask"]))
+    assert float(L.masked_token_mse(t["pred"], t["pred"], t["mask"])) == 0.0
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000))
+def test_attention_alignment_is_smallest_when_attention_equals_the_prior(seed):
+    t = _sg_inputs(seed)
+    prior = L.lung_attention_prior(t["m"])
+    at_prior = prior[None, :, None, :].expand_as(t["att"])
+    # cross-entropy >= entropy (Gibbs): attention that equals the prior minimises it
+    assert float(L.attention_alignment(at_prior, t["m"])) <= float(L.attention_alignment(t["att"], t["m"])) + 1e-12
+    assert torch.allclose(prior.sum(-1), torch.ones(prior.shape[0], dtype=prior.dtype))
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), scale=st.floats(0.1, 10))
+def test_cross_domain_alignment_zero_for_one_domain_and_scale_invariant(seed, scale):
+    t = _sg_inputs(seed)
+    f, d = t["f"], t["domains"]
+    assert float(L.cross_domain_alignment(f, torch.zeros_like(d))) == 0.0
+    assert 0 <= float(L.cross_domain_alignment(f, d)) <= 2
+    assert torch.allclose(L.cross_domain_alignment(f * scale, d), L.cross_domain_alignment(f, d))

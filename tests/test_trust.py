@@ -192,7 +192,9 @@ ADDED_LATER = {("Data", "label_order"): None, ("Split", "per_part"): False,
                ("Fit", "val_limit"): None, ("Fit", "score_on"): "test", ("Split", "patient_fraction"): None,
                ("EvaluateHP", "start_from"): None, ("SSLMethod", "projector_hidden_bn"): True,
                ("FitProtocol", "gradcam"): 0, ("FitProtocol", "embedding"): "none",
-               ("Data", "masks"): "none"}
+               ("Data", "masks"): "none", ("Schedule", "plateau_patience"): 10, ("Head", "hidden_bn"): True,
+               ("Head", "input_norm"): "none", ("Fit", "thresholds_on"): "val",
+               ("Backbone", "shared_attention"): False, ("Data", "mask_channel"): False}
 
 
 def _strict_models(cls=config.Strict):

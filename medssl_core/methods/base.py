@@ -38,12 +38,14 @@ class Method(nn.Module):
     loss: ClassVar[Callable[..., Tensor] | None] = None
     Options: ClassVar[type[BaseModel]] = NoOptions
     n_views: ClassVar[int] = 2
+    needs_masks: ClassVar[bool] = False  # reads Batch.masks / View.mask: the run must set masks
+    archs: ClassVar[tuple[str, ...] | None] = None  # the backbones it works with; None: any
 
-    def __init__(self, cfg, backbone: Callable[[], nn.Module], feature_dim: int):
+    def __init__(self, cfg, backbone: Callable[[], nn.Module], feature_dim: int, image_size: int = 224):
         """``cfg``: the run's ``config.SSLMethod``. ``backbone`` builds the encoder; it is called after the heads
         are made (the order fixes which random numbers initialise which layer)."""
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.image_size = cfg, image_size
         self.options = self.Options.model_validate(cfg.options)
         self.loss_kwargs = dict(cfg.loss_kwargs)
         self.projector = mlp([feature_dim, *cfg.projector], hidden_bn=cfg.projector_hidden_bn,
@@ -74,6 +76,11 @@ class Method(nn.Module):
 
     def on_step_end(self, epoch: int, step: int) -> None:
         pass
+
+    def optimizer_restarts(self) -> tuple[int, ...]:
+        """0-based epochs at whose start the loop builds a fresh optimiser over the parameters that then require
+        gradients, and restarts the schedule over the epochs left (MedSGSSL's re-created AdamW after unfreezing)."""
+        return ()
 
     def scheduled_values(self) -> dict[str, float]:
         """Values a method schedules (e.g. EMA momentum), logged as curves at each epoch's end."""
@@ -111,5 +118,5 @@ def loss_parameters(cls: type[Method]) -> dict[str, Any]:
     return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
 
 
-def build_method(cfg, backbone: Callable[[], nn.Module], feature_dim: int) -> Method:
-    return method_class(cfg.name)(cfg, backbone, feature_dim)
+def build_method(cfg, backbone: Callable[[], nn.Module], feature_dim: int, image_size: int = 224) -> Method:
+    return method_class(cfg.name)(cfg, backbone, feature_dim, image_size)

@@ -1,0 +1,34 @@
+"""Engine pieces MedSGSSL's fine-tuning needs: ReduceLROnPlateau, its classifier head, F1 thresholds on test."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from medssl_core.models import build_head
+from medssl_core.optim import Plateau
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=40),
+       patience=st.integers(0, 6), factor=st.sampled_from([0.1, 0.3, 0.5]), mode=st.sampled_from(["max", "min"]))
+def test_plateau_follows_torch_reduce_lr_on_plateau(values, patience, factor, mode):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=factor, patience=patience)
+    ours = Plateau(factor, patience, mode)
+    for v in values:
+        reference.step(v)
+        ours.step(v)
+        assert abs(ours.scale - opt.param_groups[0]["lr"]) < 1e-12
+
+
+def test_medsgssl_classifier_head_layers():
+    head = build_head({"type": "mlp", "hidden": [192], "activation": "gelu", "dropout": 0.3, "hidden_bn": False,
+                       "input_norm": "layernorm"}, 384, 14)
+    assert [type(m) for m in head] == [nn.LayerNorm, nn.Linear, nn.GELU, nn.Dropout, nn.Linear]
+    assert head[1].in_features == 384 and head[1].out_features == 192 and head[4].out_features == 14
+    assert head[3].p == 0.3
+    # the defaults keep the BatchNorm heads of the other studies
+    assert any(isinstance(m, nn.BatchNorm1d) for m in build_head({"type": "mlp", "hidden": [16]}, 8, 2))
