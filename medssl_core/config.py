@@ -153,6 +153,9 @@ class Split(Strict):
     # patient: only this fraction of the patients is kept, drawn before the split as np.random.choice(unique
     # patients, int(f * n), replace=False) with the split's seed (Gravity-2010's 70 %); None: every patient
     patient_fraction: float | None = added(None, gt=0, le=1)
+    # patient: only this share of the training patients stays in train (drawn after the split, as
+    # np.random.RandomState(seed).choice: MedSGSSL's fine-tuning on 20 % of the patients); None: all of them
+    train_patients: float | None = added(None, gt=0, le=1)
 
     @model_validator(mode="after")
     def _scheme_and_its_fields(self):

@@ -215,7 +215,9 @@ def _expand_pair(plan, seen, study: Study, profile: Profile, target: _Target, pr
         if target.ds.methods is not None and method_name not in target.ds.methods:
             continue
         init = deep_merge({"backbone": {"init": method.init}}, method.hparams)
-        base, pre_base = deep_merge(target.base, init), deep_merge(pre_target.base, init)
+        # the profile's pretraining overrides last: a CPU profile shrinks a method's own settings too
+        again = profile.overrides.get("pretrain", {})
+        base, pre_base = (deep_merge(deep_merge(t.base, init), again) for t in (target, pre_target))
         arch = base["backbone"]["arch"]
         if method.init != "random" and imagenet_weights_path(arch, method.init) is None:
             plan.skipped.append((f"{target.ds.key}/{method.name}", imagenet_missing_message(arch, method.init)))
@@ -293,7 +295,7 @@ class _Builder:
         """The protocol's runs, one per label fraction, preceded by any evaluation they start from."""
         decisions = self._decisions(choice, protocol.name)
         shared = ("image_size", "source_size", "split", "channels", "channel_mode", "label_order", "n_classes",
-                  "task", "backbone", "amp", "deterministic")
+                  "task", "backbone", "amp", "deterministic", "masks", "mask_channel")
         declared = deep_merge(self.study.evaluate_defaults, {
             **{k: base[k] for k in shared if k in base},
             "augment": {k: base["augment"][k] for k in ("mean", "std", "resize_mode") if k in base["augment"]},

@@ -26,7 +26,7 @@ to the next (the code's BatchNorm statistics drifted across fractions). The orig
 never reproduced: a missing checkpoint or image is an error.
 """
 
-from medssl_core.data.chest import NIH_FINDINGS
+from medssl_core.data.chest import CHESTMNIST_TO_NIH, NIH_FINDINGS
 from medssl_core.study import (
     AS_DECLARED,
     Comparison,
@@ -46,9 +46,6 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # the findings both datasets label (the notebook's chexpert_to_nih_mapping): CheXpert name -> NIH name
 SHARED_LABELS = {"Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Consolidation": "Consolidation",
                  "Edema": "Edema", "Pleural Effusion": "Effusion"}
-CHESTMNIST_NAMES = dict(zip(("atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule",
-                             "pneumonia", "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural",
-                             "hernia"), NIH_FINDINGS, strict=True))
 
 # train_data/val_data: 70 % of the patients (unseeded np.random.choice), then a patient-level 85/15 split;
 # train_subset/val_subset: .sample(5000 / 1000, random_state=42); U-zeros; test: CheXpert's valid.csv
@@ -66,7 +63,7 @@ DATASETS = (
     StudyDataset("chexpert", "CheXpert-v1.0-small, 5 competition findings", ("chexpert_small",), CHEXPERT_SPLIT,
                  _GREY_AS_RGB, pretrained_on=("chexpert", "nih")),
     StudyDataset("nih", "NIH ChestX-ray14, 14 findings", ("nih_chestxray14", "chestmnist"), NIH_SPLIT, _GREY_AS_RGB,
-                 pretrained_on=("nih", "chexpert"), classes=NIH_FINDINGS, class_names={"chestmnist": CHESTMNIST_NAMES},
+                 pretrained_on=("nih", "chexpert"), classes=NIH_FINDINGS, class_names={"chestmnist": CHESTMNIST_TO_NIH},
                  source_split={"chestmnist": CHESTMNIST_SPLIT}),
     # smoke data for a CPU (the quick profile): the real PneumoniaMNIST, a binary chest X-ray task, 1,000 images
     StudyDataset("smoke_pneumonia", "PneumoniaMNIST (smoke data, not the study's)", ("pneumoniamnist",),

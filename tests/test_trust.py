@@ -194,7 +194,8 @@ ADDED_LATER = {("Data", "label_order"): None, ("Split", "per_part"): False,
                ("FitProtocol", "gradcam"): 0, ("FitProtocol", "embedding"): "none",
                ("Data", "masks"): "none", ("Schedule", "plateau_patience"): 10, ("Head", "hidden_bn"): True,
                ("Head", "input_norm"): "none", ("Fit", "thresholds_on"): "val",
-               ("Backbone", "shared_attention"): False, ("Data", "mask_channel"): False}
+               ("Backbone", "shared_attention"): False, ("Data", "mask_channel"): False,
+               ("Split", "train_patients"): None}
 
 
 def _strict_models(cls=config.Strict):

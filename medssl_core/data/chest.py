@@ -31,6 +31,10 @@ from medssl_core.labels import MISSING
 NIH_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
                 "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
 NIH_NO_FINDING = "No Finding"
+# ChestMNIST (NIH at 28-224 px) names the same 14 findings its own way: its name -> NIH's
+CHESTMNIST_TO_NIH = dict(zip(("atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
+                              "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia"),
+                             NIH_FINDINGS, strict=True))
 # The 14 observations in the column order of CheXpert's CSVs; the 13 findings leave out 'No Finding'.
 CHEXPERT_OBSERVATIONS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
                          "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",

@@ -21,7 +21,9 @@ Schemes and the ``Split`` fields each reads (every scheme also reads ``roles``, 
 - ``patient``: no patient on two sides. Unique patients in order of first appearance (``patient_fraction``: only
   that share of them, drawn first as ``np.random.choice`` draws), then sklearn's ``train_test_split`` with
   ``test_fraction`` (if given; else the official test), then ``val_fraction`` of the remaining patients
-  (MedSGSSL: 0.02 then 0.052, seed 42). Fractions are of patients.
+  (MedSGSSL: 0.02 then 0.052, seed 42). Fractions are of patients. ``train_patients``: only that share of the
+  training patients stays in train, drawn as ``np.random.RandomState(seed).choice`` (MedSGSSL's fine-tuning on
+  20 % of them).
 - ``sample``: the ``base`` scheme, then ``sizes`` images of the named roles, drawn as pandas'
   ``DataFrame.sample(n, random_state=sample_seed)`` draws them (None: the first n).
 
@@ -56,7 +58,7 @@ ROLES = ("train", "val", "test")
 DEFAULT_ROLES = {"train": ("train", "train_val"), "val": ("val", "valid"), "test": ("test",)}
 # Fields only some schemes read: set on another scheme, they are a mistake in the declaration.
 SCHEME_FIELDS = ("merge", "val_fraction", "test_fraction", "fractions", "base", "sizes", "sample_seed",
-                 "patient_fraction")
+                 "patient_fraction", "train_patients")
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
@@ -241,6 +243,9 @@ def patient(ds: ArrayDataset, split: Split, seed: int) -> SplitIndices:
     if carves_test:
         patients, test_patients = holdout_patients(patients, split.test_fraction, seed)
     train_patients, val_patients = holdout_patients(patients, split.val_fraction, seed)
+    if split.train_patients is not None:  # MedSGSSL options 6/7 fine-tune on 20 % of the training patients
+        train_patients = np.random.RandomState(seed).choice(
+            train_patients, int(len(train_patients) * split.train_patients), replace=False)
     test = whole[np.isin(ids, test_patients)] if carves_test else official_positions(pool, split, "test")
     return SplitIndices(pool, whole[np.isin(ids, train_patients)], whole[np.isin(ids, val_patients)], test)
 
@@ -293,7 +298,7 @@ SCHEMES: dict[str, SchemeInfo] = {
     "holdout_val": SchemeInfo(holdout_val, ("val_fraction",)),
     "stratified": SchemeInfo(stratified, ("test_fraction", "val_fraction"), ("merge",)),
     "random_split": SchemeInfo(random_split, ("fractions",), ("merge",)),
-    "patient": SchemeInfo(patient, ("val_fraction",), ("test_fraction", "merge", "patient_fraction")),
+    "patient": SchemeInfo(patient, ("val_fraction",), ("test_fraction", "merge", "patient_fraction", "train_patients")),
     "sample": SchemeInfo(sample, ("base", "sizes"), ("sample_seed",)),
 }
 

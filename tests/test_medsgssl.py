@@ -1,0 +1,126 @@
+"""MedSGSSL end to end: every option on real chest radiographs (PneumoniaMNIST, smoke data) and on the real NIH
+metadata (14 labels, patient-level splits), its decisions, its reported tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision import models as tvm
+
+from medssl_core import models
+from medssl_core.grid import expand
+from medssl_core.store import run_sql
+from replications.medsgssl import MEASURED, STUDY
+from tests.chest_layout import write_nih, xrv_data
+from tests.conftest import cpu_store, execute_cleanly
+
+
+@pytest.fixture
+def stand_in_imagenet(tmp_path, monkeypatch):
+    """Random weights under the names of the ImageNet files the options start from (CI cannot download them;
+    nothing here tests what ImageNet weights learnt)."""
+    import timm
+    from safetensors.torch import save_file
+
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    torch.manual_seed(0)
+    for arch in ("resnet50", "mobilenet_v2"):
+        torch.save(getattr(tvm, arch)().state_dict(), hub / models.IMAGENET_FILES[arch])
+    vit = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=1000)
+    snapshot = tmp_path / "hf" / f"models--{models.VIT_SMALL_IMAGENET.replace('/', '--')}" / "snapshots" / "x"
+    snapshot.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, snapshot / "model.safetensors")
+
+
+def metrics_of(db):
+    return {(rid, split, name): v for rid, split, name, v in run_sql(
+        db, "SELECT run_id, split, metric, value FROM run_metrics")[1]}
+
+
+def test_paper_plan_declares_every_option_with_its_code_recipe(stand_in_imagenet):
+    plan = expand(STUDY, "paper", every_source=True, fingerprint_data=False, variant_names=["as_published"],
+                  datasets=["nih"])
+    pre = {s.method: s.hparams for s in plan.pretrain if s.dataset_used == "nih_chestxray14"}
+    assert set(pre) == {"baseline_ssl", "option1", "option2", "option5", "option6", "option7", "option8", "option10"}
+    assert pre["option7"]["backbone"]["shared_attention"]
+    assert "shared_attention" not in pre["option10"]["backbone"]  # its default (False) is left out of the spec
+    assert pre["option7"]["split"] == pre["option1"]["split"]  # one split for every option (the docstring says why)
+    assert pre["option10"]["method"]["options"]["detach_attention"] is True
+    assert pre["option8"]["train"]["batch_size"] == 128 and pre["option7"]["train"]["optimizer"]["lr"] == 1e-4
+    assert pre["option6"]["mask_channel"] and "mask_channel" not in pre["option7"]
+    assert pre["option6"]["backbone"]["arch"] == "resnet50"
+    ev = {(s.method, s.fraction): s.hparams for s in plan.evaluate if s.dataset_used == "nih_chestxray14"}
+    assert ev[("option7", 1.0)]["split"]["train_patients"] == 0.2
+    assert "train_patients" not in ev[("option8", 1.0)]["split"]
+    assert ev[("option7", 1.0)]["protocol"]["fit"]["thresholds_on"] == "test"
+    assert ev[("option7", 1.0)]["backbone"]["shared_attention"]  # the bug fine-tunes too
+    assert ev[("direct_mask", 0.01)]["protocol"]["fit"]["loss"]["name"] == "bce"
+    assert ev[("option10", 1.0)]["protocol"]["head"]["input_norm"] == "layernorm"
+    corrected = expand(STUDY, "paper", every_source=True, fingerprint_data=False, variant_names=["corrected"],
+                       datasets=["nih"], methods=["option7"])
+    split = next(s.hparams["split"] for s in corrected.pretrain if s.dataset_used == "nih_chestxray14")
+    assert (split["test_fraction"], split["val_fraction"]) == (0.15, pytest.approx(0.15 / 0.85))
+
+
+def test_reported_tables_hold_the_measured_and_the_hard_coded_numbers():
+    rows = STUDY.reported_rows()
+    measured = {(r["method"], r["metric"]): r["value"] for r in rows if r["source"].startswith("measured")}
+    assert measured[("direct_mask", "auc")] == 0.8278 > measured[("option10", "auc")] == 0.8160
+    for method, (per, mean) in MEASURED.items():  # each printed mean is the mean of its per-disease AUCs
+        assert abs(np.mean(per) - mean) < 0.0015, method
+    hard = [r for r in rows if "hard-coded" in r["source"]]
+    assert {r["fraction"] for r in hard} == {0.01, 0.1, 0.5, 1.0}
+
+
+@pytest.mark.slow
+def test_quick_profile_runs_every_option_on_real_radiographs(tmp_path, medmnist_dir, stand_in_imagenet):
+    # the quick profile at 32 px and one epoch each (CI's minutes): every network, loss and mask path still runs
+    split = {"split": {"sizes": {"train": 128, "val": 128, "test": 128}}}
+    small = {"pretrain": {"image_size": 32, "train": {"epochs": 1}, **split},
+             "evaluate": {"image_size": 32, "protocol": {"fit": {"epochs": 1}}, **split}}
+    plan = expand(STUDY, "quick", data_dir=medmnist_dir, overrides=small)
+    assert not plan.skipped
+    assert {s.method for s in plan.pretrain} == {m.name for m in STUDY.methods if m.pretrain}
+    store, ctx = cpu_store(tmp_path, medmnist_dir)
+    execute_cleanly(plan, store, ctx)
+    db = store.db_path
+    metric = metrics_of(db)
+    for spec in plan.evaluate:
+        assert 0 <= metric[(spec.run_id, "test", "auc")] <= 1
+    curves = {(m, name) for m, name in run_sql(db, "SELECT DISTINCT r.method, c.name FROM curves c JOIN runs r "
+                                                   "USING (run_id) WHERE r.kind = 'pretrain'")[1]}
+    for method, term in (("option1", "reconstruction"), ("option5", "segmentation"), ("option10", "gamma_5"),
+                         ("option7", "attention"), ("option10", "mask_ratio"), ("option6", "loss")):
+        assert (method, term) in curves
+    # the decisions of options 7/8/10 pretrain twice; the others once for both variants
+    per_method = {}
+    for spec in plan.pretrain:
+        per_method[spec.method] = per_method.get(spec.method, 0) + 1
+    assert per_method == {"baseline_ssl": 1, "option1": 1, "option2": 1, "option5": 1, "option6": 1, "option7": 2,
+                          "option8": 2, "option10": 2}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(xrv_data() is None, reason="torchxrayvision (dev extra) ships the real NIH metadata")
+def test_tiny_profile_runs_the_14_label_patient_level_path(tmp_path, stand_in_imagenet):
+    data = tmp_path / "data"
+    write_nih(data, n=600)
+    plan = expand(STUDY, "tiny", data_dir=data, methods=["option7", "direct_mask"])
+    assert not plan.skipped
+    store, ctx = cpu_store(tmp_path, data)
+    execute_cleanly(plan, store, ctx)
+    metric = metrics_of(store.db_path)
+    for spec in plan.evaluate:
+        labelled = metric[(spec.run_id, "train", "n_labelled")]
+        per_label = {k[2] for k in metric if k[0] == spec.run_id and k[2].startswith("auc_label")}
+        assert per_label <= {f"auc_label{j}" for j in range(14)} and per_label
+        assert 0 <= metric[(spec.run_id, "test", "f1")] <= 1
+        if spec.method == "option7" and spec.decisions["finetune_patients"] == "as_published":
+            # 20 % of the training patients: fewer images than the direct baseline fine-tunes on with the same split
+            direct = next(s for s in plan.evaluate if s.method == "direct_mask" and s.fraction == spec.fraction
+                          and s.decisions["split"] == "as_published")
+            assert labelled < 0.35 * metric[(direct.run_id, "train", "n_labelled")]
