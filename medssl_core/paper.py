@@ -15,7 +15,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from medssl_core.errors import StoreError
-from medssl_core.paper_analysis import embedding_figures, gradcam_figures, per_label_tables, roc_figures, slug
+from medssl_core.paper_analysis import (
+    embedding_figures,
+    gradcam_figures,
+    per_label_tables,
+    reported_per_label,
+    roc_figures,
+    slug,
+)
 from medssl_core.paper_classes import class_names, confusion_figures, recall_table
 from medssl_core.paper_output import save_figure, write_table
 from medssl_core.runspec import RunSpec
@@ -31,7 +38,7 @@ from medssl_core.store.labels import (
 )
 from medssl_core.store.records import TEST_FEATURES
 from medssl_core.store.store import connect
-from medssl_core.study import AS_PUBLISHED, CORRECTED, Study
+from medssl_core.study import AS_DECLARED, AS_PUBLISHED, CORRECTED, Reported, Study
 
 VARIANT_TITLES = {AS_PUBLISHED: "as published (the study's code)", CORRECTED: "with every decision corrected"}
 
@@ -81,7 +88,9 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
     """
     methods, protocols, _ = _titles(study)
     second = secondary_metric(metric)
-    reported = {(r.dataset, r.method, r.protocol, r.metric, r.fraction or 1.0): r for r in study.reported}
+    reported: dict[tuple, Reported] = {}
+    for r in study.reported:  # the first declared wins a cell
+        reported.setdefault((r.dataset, r.method, r.protocol, r.metric, r.fraction or 1.0), r)
     test = [r for r in rows if r["split"] == "test"]
     collapsed = {r["run_id"] for r in test if r["metric"] == "collapsed" and r["value"] == 1}
     datasets = sorted({(r["dataset"], r["dataset_used"]) for r in test})
@@ -127,7 +136,8 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
                 line.append(_fmt(*_stats(auc)) if auc else "-")
                 rep = reported.get((ds, method, protocol, metric, fraction))
                 rep_value = rep.value if rep is not None and rep.value is not None else None
-                line.append(f"{rep_value * 100:.2f}" if rep_value is not None else "-")
+                hard = " (hard-coded)" if rep is not None and not rep.backed_by_runs else ""
+                line.append(f"{rep_value * 100:.2f}{hard}" if rep_value is not None else "-")
                 line.append(f"{(mean - rep_value) * 100:+.2f}" if rep_value is not None and mean is not None else "-")
             table.append(line)
         tables[variant] = (headers, table)
@@ -169,13 +179,20 @@ def decision_table(study: Study, rows: list[dict], metric: str) -> tuple[list, l
                 what, change = "all decisions corrected", "-"
             else:
                 d = descriptions[key]
-                what, change = d.description, f"{d.as_published} → {d.corrected}"
+                what, change = d.description, f"{_setting(d.as_published)} → {_setting(d.corrected)}"
             table.append([profile, used, methods.get(method, method), protocols.get(protocol, protocol),
                           format_fraction(fraction), what, change, _fmt(base, base_std, base_n), _fmt(mean, std, n),
                           f"{(mean - base) * 100:+.2f}"])
     headers = ["profile", "dataset", "method", "protocol", "labels", "decision", "as published → corrected",
                f"{metric} as published", f"{metric} corrected", "Δ (pp)"]
     return headers, table
+
+
+def _setting(value) -> str:
+    """A decision's value as a reader wants it: several params' values joined, AS_DECLARED as words."""
+    if isinstance(value, tuple):
+        return ", ".join(_setting(v) for v in value)
+    return "the code's own" if value == AS_DECLARED else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def claim_verdicts(study: Study, rows: list[dict], metric: str) -> tuple[list, list[list]]:
@@ -283,10 +300,12 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
     colors, styles = plt.get_cmap("tab10").colors, ["-", "--", ":", "-."]
     method_names = list(dict.fromkeys(m for m, _ in lines))
     proto_names = list(dict.fromkeys(p for _, p in lines))
-    reported = defaultdict(dict)  # (study dataset, method, protocol) -> fraction -> reported value (%)
+    # (study dataset, method, protocol, backed by runs) -> fraction -> reported value (%); the first declared wins
+    reported: dict[tuple, dict[float, float]] = defaultdict(dict)
     for rep in study.reported:
         if rep.metric == metric and rep.value is not None:
-            reported[(rep.dataset, rep.method, rep.protocol)][rep.fraction or 1.0] = rep.value * 100
+            reported[(rep.dataset, rep.method, rep.protocol, rep.backed_by_runs)].setdefault(rep.fraction or 1.0,
+                                                                                          rep.value * 100)
     left_out = False
     for ax, ds in zip(axes[0], datasets, strict=True):
         for method, proto in lines:
@@ -303,9 +322,12 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
             ax.plot(xs, mean, styles[proto_names.index(proto) % 4], color=color, marker="o", ms=3,
                     label=f"{methods.get(method, method)}, {protocols.get(proto, proto)}")
             ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.15)
-            points = sorted((f, v) for key in keys for f, v in reported.get((key, method, proto), {}).items())
-            if points:
-                ax.plot(*zip(*points, strict=True), "x", color=color, ms=6, label="reported (the source's runs)")
+            for backed, marker, what in ((True, "x", "reported (the source's runs)"),
+                                         (False, "+", "reported, hard-coded (no run behind it)")):
+                points = sorted((f, v) for key in keys for f, v in reported.get((key, method, proto, backed),
+                                                                                  {}).items())
+                if points:
+                    ax.plot(*zip(*points, strict=True), marker, color=color, ms=7, label=what)
         ax.set_xscale("log")
         ticks = sorted({r["fraction"] or 1.0 for r in test if r["dataset_used"] == ds})
         ax.set_xticks(ticks, [format_fraction(t) for t in ticks])
@@ -315,7 +337,7 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
         ax.set_title(ds, fontsize=10)
         ax.grid(alpha=0.3)
     handles, labels = axes[0][-1].get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))  # one 'reported' entry (x: the source's numbers)
+    unique = dict(zip(labels, handles, strict=True))  # one entry per kind of reported number
     rows = -(-len(unique) // 2)
     fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=2, fontsize=7, frameon=False)
     which = f" ({VARIANT_TITLES[variant]})" if study.decisions else ""
@@ -512,7 +534,7 @@ def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted:
                                headers, table, f"Profile {profile}. Test recall per class (%), mean ± sample std "
                                "over the seeds of one config id, from the runs' confusion matrices.")
     shared = "; ".join(f"{k}: {', '.join(v)}" for k, v in study.shared_labels.items())
-    for used, (headers, table) in per_label_tables(study, rows).items():
+    for used, (headers, table) in per_label_tables(study, rows, reported_per_label(study)).items():
         written += write_table(out, f"per_label_auc_{slug(used)}", f"{study.title}: test AUC per label on {used}",
                                headers, table, f"Profile {profile}. Test ROC-AUC (%) of each label, mean ± sample "
                                "std over the seeds of one config id; '-': no run had both classes of the label among "

@@ -22,8 +22,28 @@ from medssl_core.study import AS_PUBLISHED, CORRECTED, Study
 _LABEL_AUC = re.compile(r"auc_label(\d+)$")
 
 
-def per_label_tables(study: Study, rows: list[dict]) -> dict[str, tuple[list, list[list]]]:
-    """Per dataset read: test AUC (%) of each label, mean ± std over the seeds of one config id, and the mean."""
+def reported_per_label(study: Study) -> dict[str, list[tuple]]:
+    """Per study dataset: the source's per-label AUCs, one entry per (method, protocol, fraction, source):
+    (method, protocol, fraction, source, backed by runs, {label index: value}, its reported mean or None)."""
+    found: dict[tuple, dict[int, float]] = defaultdict(dict)
+    means: dict[tuple, float] = {}
+    for r in study.reported:
+        key = (r.dataset, r.method, r.protocol, r.fraction or 1.0, r.source, r.backed_by_runs)
+        m = _LABEL_AUC.match(r.metric)
+        if m and r.value is not None:
+            found[key][int(m[1])] = r.value
+        elif r.metric == "auc" and r.value is not None:
+            means.setdefault(key, r.value)
+    out: dict[str, list[tuple]] = defaultdict(list)
+    for key, values in found.items():
+        out[key[0]].append((*key[1:], values, means.get(key)))
+    return out
+
+
+def per_label_tables(study: Study, rows: list[dict], reported: dict[str, list[tuple]] | None = None
+                     ) -> dict[str, tuple[list, list[list]]]:
+    """Per dataset read: test AUC (%) of each label, mean ± std over the seeds of one config id, and the mean;
+    then the source's own per-label numbers (``reported_per_label``), each marked with where it comes from."""
     runs: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     means: dict[tuple, dict[str, float]] = defaultdict(dict)
     for r in rows:
@@ -51,6 +71,11 @@ def per_label_tables(study: Study, rows: list[dict]) -> dict[str, tuple[list, li
                                  if any(j in v for j in shared)])] if shared else []
             table.append([key[2], key[3], format_fraction(key[4]), key[5], *cells,
                           _mean_std(list(means[key].values())), *common, len(by_run)])
+        for method, protocol, fraction, source, backed, values, mean in (reported or {}).get(keys[0][0], []):
+            where = f"reported: {source}" if backed else f"reported, hard-coded (no run behind it): {source}"
+            cells = [f"{values[j] * 100:.1f}" if j in values else "-" for j in range(len(names))]
+            table.append([method, protocol, format_fraction(fraction), where, *cells,
+                          f"{mean * 100:.1f}" if mean is not None else "-", *(["-"] if shared else []), "-"])
         out[used] = (headers, table)
     return out
 

@@ -174,6 +174,9 @@ class Reported:
     source: str
     fraction: float | None = 1.0
     note: str = ""
+    # False: a number the source typed in rather than computed (MedSGSSL's paper tables); tables and figures mark it.
+    # Where two reported numbers share a cell, the first declared is the one compared with.
+    backed_by_runs: bool = True
 
 
 @dataclass(frozen=True)
@@ -265,7 +268,8 @@ class Study:
 
     def reported_rows(self) -> list[dict]:
         return [{"dataset": r.dataset, "method": r.method, "protocol": r.protocol, "fraction": r.fraction,
-                 "metric": r.metric, "value": r.value, "source": r.source, "note": r.note} for r in self.reported]
+                 "metric": r.metric, "value": r.value, "source": r.source, "note": r.note,
+                 "backed_by_runs": r.backed_by_runs} for r in self.reported]
 
 
 def _as_declared(value) -> bool:

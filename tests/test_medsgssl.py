@@ -10,8 +10,9 @@ from torchvision import models as tvm
 
 from medssl_core import models
 from medssl_core.grid import expand
+from medssl_core.paper import generate
 from medssl_core.store import run_sql
-from replications.medsgssl import MEASURED, STUDY
+from replications.medsgssl import ABLATIONS, MEASURED, STUDY
 from tests.chest_layout import write_nih, xrv_data
 from tests.conftest import cpu_store, execute_cleanly
 
@@ -45,7 +46,10 @@ def test_paper_plan_declares_every_option_with_its_code_recipe(stand_in_imagenet
     plan = expand(STUDY, "paper", every_source=True, fingerprint_data=False, variant_names=["as_published"],
                   datasets=["nih"])
     pre = {s.method: s.hparams for s in plan.pretrain if s.dataset_used == "nih_chestxray14"}
-    assert set(pre) == {"baseline_ssl", "option1", "option2", "option5", "option6", "option7", "option8", "option10"}
+    assert set(pre) == {"baseline_ssl", "option1", "option2", "option5", "option6", "option7", "option8", "option10",
+                        *ABLATIONS}
+    assert pre["option10_no_anatomy"]["method"]["options"]["lungs_only"] is False
+    assert pre["option10_no_gamma"]["method"]["options"]["detach_attention"] is True  # option 10's decisions too
     assert pre["option7"]["backbone"]["shared_attention"]
     assert "shared_attention" not in pre["option10"]["backbone"]  # its default (False) is left out of the spec
     assert pre["option7"]["split"] == pre["option1"]["split"]  # one split for every option (the docstring says why)
@@ -84,7 +88,7 @@ def test_quick_profile_runs_every_option_on_real_radiographs(tmp_path, medmnist_
              "evaluate": {"image_size": 32, "protocol": {"fit": {"epochs": 1}}, **split}}
     plan = expand(STUDY, "quick", data_dir=medmnist_dir, overrides=small)
     assert not plan.skipped
-    assert {s.method for s in plan.pretrain} == {m.name for m in STUDY.methods if m.pretrain}
+    assert {s.method for s in plan.pretrain} == {m.name for m in STUDY.methods if m.pretrain} - set(ABLATIONS)
     store, ctx = cpu_store(tmp_path, medmnist_dir)
     execute_cleanly(plan, store, ctx)
     db = store.db_path
@@ -124,3 +128,13 @@ def test_tiny_profile_runs_the_14_label_patient_level_path(tmp_path, stand_in_im
             direct = next(s for s in plan.evaluate if s.method == "direct_mask" and s.fraction == spec.fraction
                           and s.decisions["split"] == "as_published")
             assert labelled < 0.35 * metric[(direct.run_id, "train", "n_labelled")]
+
+    generate(STUDY, store.db_path, tmp_path / "paper", data_dir=data, tsne=False)
+    paper = tmp_path / "paper" / "tiny"
+    per_label = (paper / "per_label_auc_nih_chestxray14.md").read_text()
+    assert "reported: measured notebook output" in per_label and "Hernia" in per_label
+    assert "99.5" in per_label  # option 10's measured Hernia AUC, .9945
+    assert "hard-coded (no run behind it)" in per_label and "92.8" in per_label  # the paper's typed-in Hernia
+    main = (paper / "main_as_published.md").read_text()
+    assert "82.78" in main and "80.00 (hard-coded)" not in main  # the measured number is the one compared with
+    assert (paper / "label_efficiency.png").is_file()

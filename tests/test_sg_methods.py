@@ -206,3 +206,14 @@ def test_a_method_that_reads_masks_is_refused_at_plan_time_without_them():
     with pytest.raises(ConfigError, match="vit_small"):
         parse(PretrainHP, {**hp, "masks": "lung_rule", "backbone": {"arch": "resnet18"}}, "test")
     parse(PretrainHP, {**hp, "masks": "lung_rule"}, "test")
+
+
+def test_no_anatomy_ablation_masks_any_patch():
+    m = vit_method(mask_ratio=(0.5, 0.5), lungs_only=False, attention_weight=0.0)
+    out = step(m)
+    assert torch.isfinite(out.loss)
+    m.on_fit_start(1, 10)
+    lung = torch.zeros(2, 16)
+    lung[:, :2] = 1
+    masked = m.choose_masked(torch.ones_like(lung))
+    assert (masked.sum(1) == 8).all()  # half of all 16 patches, not of the 2 lung patches

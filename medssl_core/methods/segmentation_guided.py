@@ -117,6 +117,7 @@ class AnatomyOptions(_Strict):
     mask_ratio: tuple[float, float] = (0.5, 0.5)
     mask_input: bool = False  # True: zero the masked input patches (the paper); False: zero the output tokens (code)
     mask_follows_view: bool = False  # True: view 1's own patch mask; False: the un-augmented image's (code)
+    lungs_only: bool = True  # masked patches drawn among the lung patches; False: among all (no anatomy, ablation)
     attention_weight: float = Field(0.05, ge=0)
     attention_after: int = Field(5, ge=0)  # the alignment counts only after this many epochs
     detach_attention: bool = False  # option 10 stores the maps detached: the alignment has no gradient
@@ -198,7 +199,7 @@ class AnatomyViT(Method):
         size = v1.image.shape[-1]
         source = v1.mask if o.mask_follows_view else F.interpolate(batch.masks.float(), size=(size, size))
         lung = patch_masks(source)
-        masked = self.choose_masked(lung)
+        masked = self.choose_masked(lung if o.lungs_only else torch.ones_like(lung))
         bias = self.attention_bias(lung)
         tokens1, _ = self.backbone.run(v1.image, bias=bias, input_mask=masked if o.mask_input else None)
         patches1 = tokens1[:, 1:]

@@ -18,14 +18,15 @@ TABLES = {
     "artifacts": "run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, path VARCHAR, sha256 VARCHAR, bytes BIGINT",
     "reported": """
         study VARCHAR NOT NULL, dataset VARCHAR, method VARCHAR, protocol VARCHAR, fraction DOUBLE,
-        metric VARCHAR, value DOUBLE, source VARCHAR NOT NULL, note VARCHAR""",
+        metric VARCHAR, value DOUBLE, source VARCHAR NOT NULL, note VARCHAR, backed_by_runs BOOLEAN""",
     # runs kept although their code or data changed, because `replicate --reuse-stale` was asked
     "reused": "run_id VARCHAR PRIMARY KEY, study VARCHAR NOT NULL, reason VARCHAR, reused_at TIMESTAMP",
 }
 
 # Columns added since the first release: added in place to an older database.
 ADDED_COLUMNS = {"runs": ("config_id VARCHAR", "code_version VARCHAR", "data_version VARCHAR",
-                         "pretrain_dataset VARCHAR")}
+                         "pretrain_dataset VARCHAR"),
+                 "reported": ("backed_by_runs BOOLEAN",)}  # false: a number the source typed in, not computed
 
 RUN_TABLES = ("runs", "params", "metrics", "curves", "environment", "artifacts")
 
@@ -44,7 +45,8 @@ VIEWS = {
                stddev_samp(value) AS std, list(seed ORDER BY seed) AS seeds, list(run_id ORDER BY run_id) AS run_ids
         FROM run_metrics WHERE config_id IS NOT NULL GROUP BY ALL""",
     "reported_vs_reproduced": """
-        SELECT s.*, rep.value AS reported, s.mean - rep.value AS diff, rep.source AS reported_source
+        SELECT s.*, rep.value AS reported, s.mean - rep.value AS diff, rep.source AS reported_source,
+               rep.backed_by_runs AS reported_backed_by_runs
         FROM metric_summary s LEFT JOIN reported rep
           ON rep.study = s.study AND rep.dataset = s.dataset AND rep.method = s.method
          AND rep.protocol = s.protocol AND rep.metric = s.metric AND s.split = 'test'
