@@ -279,12 +279,23 @@ class Data(Strict):
         return self
 
 
+class ExtraImages(Strict):
+    """Images of another registered dataset added, unlabelled, to a pretraining set as a domain of their own
+    (Batch.domains 1; the run's own images 0): MedSGSSL options 8/10 pretrain on NIH's training images and
+    CheXpert's frontal ones. They are read at the run's size and channel mode."""
+
+    dataset: str
+    splits: tuple[str, ...]  # its source splits, taken whole (e.g. CheXpert's train and valid)
+    views: tuple[str, ...] = ()  # chest X-ray views kept (data.chest.VIEW_FILTERS); (): all
+
+
 class PretrainHP(Data):
     backbone: Backbone
     augment: Augment
     train: Train
     method: SSLMethod
     pretrain_subset: int | None = None  # train on a seeded subset of this many images
+    extra_images: ExtraImages | None = added(None)
 
     @model_validator(mode="after")
     def _method_gets_what_it_reads(self):

@@ -163,7 +163,7 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
                             "provide both datasets, or neither")))
                         pair_names = [m for m in names if study.method(m).pretrain is None]
                     _expand_pair(plan, seen, study, profile, target, pre_target, pair_names, protocol_names,
-                                 runs, overrides or {})
+                                 runs, overrides or {}, data_dir, fingerprint_data)
     return plan
 
 
@@ -206,7 +206,7 @@ def _target(study: Study, profile: Profile, ds: StudyDataset, source: str, bf16:
 
 
 def _expand_pair(plan, seen, study: Study, profile: Profile, target: _Target, pre_target: _Target, method_names,
-                 protocol_names, runs, extra: dict) -> None:
+                 protocol_names, runs, extra: dict, data_dir=None, fingerprint_data: bool = True) -> None:
     """Runs evaluated on ``target`` whose encoders were pretrained on ``pre_target`` (the same one in-domain)."""
     for method_name in method_names:
         method = study.method(method_name)
@@ -228,8 +228,19 @@ def _expand_pair(plan, seen, study: Study, profile: Profile, target: _Target, pr
                 raise ConfigError(f"{study.name} method {method.name!r}: its hparams change the size of the files "
                                   f"read from {t.source} ({read} px): a method may resize its input (image_size, "
                                   "with source_size set to the file's size) but not read other files.")
-        builder = _Builder(study, profile, target, method, extra)
-        pre_builder = builder if pre_target is target else _Builder(study, profile, pre_target, method, extra)
+        more = pre_base.get("extra_images") if method.pretrain is not None else None
+        more_data = None  # the version of the extra images a pretraining reads besides its own dataset
+        if more:
+            side = pre_base.get("source_size") or pre_base["image_size"]
+            if fingerprint_data and not is_available(more["dataset"], side, data_dir):  # (paper: data not needed)
+                plan.skipped.append((f"{target.ds.key}/{method.name}", "its pretraining adds the images of "
+                                     f"{more['dataset']}: " + missing_message(get_dataset(more["dataset"]), data_dir,
+                                                                              side)))
+                continue
+            more_data = data_version(more["dataset"], side, data_dir) if fingerprint_data else None
+        builder = _Builder(study, profile, target, method, extra, more_data)
+        pre_builder = builder if pre_target is target else _Builder(study, profile, pre_target, method, extra,
+                                                                    more_data)
         for seed, choice in runs:
             pre = pre_builder.pretrain(pre_base, seed, choice)
             if pre is not None and pre.run_id not in seen:
@@ -251,6 +262,7 @@ class _Builder:
     target: _Target
     method: object
     extra: dict
+    more_data: str | None = None  # the data version of a pretraining's extra_images
 
     def _applies(self, d: Decision, protocol: str | None) -> bool:
         return d.name not in self.profile.moot_decisions and d.applies(
@@ -287,9 +299,12 @@ class _Builder:
                         self.extra.get("pretrain", {}))
         hp["split"] = {**hp["split"], "script": self.study.pretrain_script}
         hp = self._finish(config.PretrainHP, hp, decisions, ("data", "pretrain"), self._where("pretraining"))
+        data = self.target.data
+        if hp.get("extra_images") and data is not None and self.more_data is not None:
+            data = f"{data}+{self.more_data}"  # both datasets' bytes: either changing makes the run stale
         return RunSpec(self.study.name, "pretrain", self.target.ds.key, self.target.source, self.method.name, seed,
                        self.profile.name, hp, decisions, code=code_fingerprint("pretrain", self.target.source, hp),
-                       data=self.target.data)
+                       data=data)
 
     def evaluate(self, base: dict, protocol, pre: RunSpec | None, seed: int, choice: dict) -> list[RunSpec]:
         """The protocol's runs, one per label fraction, preceded by any evaluation they start from."""

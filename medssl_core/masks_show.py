@@ -18,9 +18,10 @@ from medssl_core.paper_output import save_png
 from medssl_core.run_inputs import to_grey
 
 
-def show(dataset: str, out: Path, *, data_dir=None, size: int = 224, n: int = 8, seed: int = 0) -> Path:
+def show(dataset: str, out: Path, *, data_dir=None, size: int = 224, n: int = 8, seed: int = 0,
+         allow_download: bool = True) -> Path:
     """Write ``out/masks_<dataset>_<size>.png`` for ``n`` seeded images of a registered dataset at ``size`` px."""
-    ds = load_dataset(dataset, size, data_dir)
+    ds = load_dataset(dataset, size, data_dir, allow_download=allow_download)
     split = "train" if "train" in ds.images else next(iter(ds.images))
     images = ds.images[split]
     if not len(images):

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from medssl_core.errors import StoreError
+from medssl_core.errors import MedsslError, StoreError
 from medssl_core.paper_analysis import (
     embedding_figures,
     gradcam_figures,
@@ -486,6 +486,7 @@ def generate(study: Study, db: Path, out: Path, *, data_dir=None, profile: str |
         accepted = {rid: note for rid, note in chosen.accepted.items() if specs[rid].profile == name}
         written += _generate_profile(study, db, out / name, name, accepted,
                                      {rid: spec.kind for rid, spec in specs.items()}, tsne=tsne)
+        written += mask_figures([specs[rid] for rid in accepted], out / name, data_dir)
     left_out = out / "left_out.csv"
     out.mkdir(parents=True, exist_ok=True)
     with open(left_out, "w", newline="") as f:
@@ -503,6 +504,22 @@ def generate(study: Study, db: Path, out: Path, *, data_dir=None, profile: str |
             why.split(":")[0] if why.startswith("stale") else why for _, _, why in chosen.left_out).most_common())
            or "nothing\n"))
     return [*written, left_out, readme]
+
+
+def mask_figures(specs: list[RunSpec], out: Path, data_dir) -> list[Path]:
+    """The rule-based lung masks of each dataset the runs read with masks, at the side they were computed at
+    (masks_show); nothing where the data is not at hand (the tables never need it)."""
+    from medssl_core.masks_show import show
+
+    read = sorted({(s.dataset_used, s.hparams.get("source_size") or s.hparams["image_size"]) for s in specs
+                   if s.hparams.get("masks", "none") != "none"})
+    written = []
+    for dataset, size in read:
+        try:
+            written.append(show(dataset, out, data_dir=data_dir, size=size, allow_download=False))
+        except MedsslError:
+            continue  # the data is elsewhere: `medssl masks show` draws them where it is
+    return written
 
 
 def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted: dict[str, str],

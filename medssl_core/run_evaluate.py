@@ -161,7 +161,7 @@ def frozen_features(spec: RunSpec, hp: EvaluateHP, ctx: Context, backbone, aug, 
         start = spec.start.run_id if spec.start else None
         key = canonical_json([spec.parent, start, hp.checkpoint, hp.backbone.model_dump(mode="json"), spec.dataset_used,
                               spec.data, hp.split.model_dump(mode="json"), split_seed(spec, hp), hp.image_size,
-                              hp.source_size, hp.input_channels, hp.channel_mode, hp.label_order, hp.masks,
+                              hp.source_size, hp.input_channels, hp.channel_mode, hp.label_order,
                               hp.augment.model_dump(mode="json"), bf16,
                               str(ctx.device)])
     feats = _FEATURES.get(key) if key is not None else None

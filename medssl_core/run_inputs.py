@@ -14,7 +14,8 @@ from medssl_core.config import Data
 from medssl_core.data import load_dataset
 from medssl_core.data.dataset import ArrayDataset
 from medssl_core.data.lung_mask import lung_masks
-from medssl_core.data.split_schemes import label_subset, split_dataset
+from medssl_core.data.split_schemes import build_pool, gather_images, label_subset, split_dataset
+from medssl_core.errors import DataError
 from medssl_core.models import build_backbone
 from medssl_core.run_context import Context
 from medssl_core.runspec import RunSpec
@@ -84,6 +85,24 @@ def split_arrays(spec: RunSpec, hp: Data, ctx: Context):
         labels = part.labels if order is None else np.where(part.labels >= 0, order[part.labels.clip(0)], part.labels)
         out[role] = (images, labels)
     return out, ds.files
+
+
+def extra_images(hp, ctx: Context) -> tuple[np.ndarray, dict[str, str]]:
+    """A pretraining's ``extra_images`` (config.ExtraImages): the named source splits of another dataset, its view
+    filter applied, at the run's size and channel mode; and the files read."""
+    from medssl_core.config import Split
+
+    extra = hp.extra_images
+    ds = DATASETS.get(extra.dataset, hp.source_size or hp.image_size, ctx.data_dir, ctx.allow_download, None)
+    coded = bool(ds.label_codes)  # CheXpert: its labels need a policy to be read at all (they are not used)
+    split = Split(scheme="official", views=extra.views, uncertain="zeros" if coded else None,
+                  blank="negative" if coded else None)
+    pool = build_pool(ds, split)
+    unknown = sorted(set(extra.splits) - set(pool.parts))
+    if unknown:
+        raise DataError(f"extra_images: {extra.dataset} has no split(s) {unknown}; its splits: {list(pool.parts)}")
+    images = gather_images(ds.images, pool, pool.positions(tuple(extra.splits)))
+    return (to_grey(images) if hp.channel_mode == "grey" else images), ds.files
 
 
 def labelled_subset(spec: RunSpec, hp: Data, ctx: Context, train_labels: np.ndarray, fraction: float) -> np.ndarray:

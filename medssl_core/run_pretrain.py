@@ -8,10 +8,18 @@ import torch
 from medssl_core.augment import AugmentConfig, BatchAugment
 from medssl_core.batch import Batch
 from medssl_core.config import PretrainHP
+from medssl_core.errors import DataError
 from medssl_core.methods import build_method
 from medssl_core.models import FEATURE_DIMS
 from medssl_core.run_context import Context, Outcome, save_artifact
-from medssl_core.run_inputs import images_to_device, masks_to_device, model_inputs, run_backbone, split_arrays
+from medssl_core.run_inputs import (
+    extra_images,
+    images_to_device,
+    masks_to_device,
+    model_inputs,
+    run_backbone,
+    split_arrays,
+)
 from medssl_core.runspec import RunSpec
 from medssl_core.train import monitor_metric, pretrain
 
@@ -25,6 +33,14 @@ def run_pretrain(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
     unlabeled = x_train
     if hp.pretrain_subset and hp.pretrain_subset < len(x_train):
         unlabeled = x_train[np.random.default_rng(spec.seed).permutation(len(x_train))[:hp.pretrain_subset]]
+    domains = None
+    if hp.extra_images is not None:  # another dataset's images, unlabelled, as domain 1
+        more, more_files = extra_images(hp, ctx)
+        if more.shape[1:] != unlabeled.shape[1:]:
+            raise DataError(f"extra_images: {hp.extra_images.dataset} images are {more.shape[1:]}, the run's "
+                            f"{unlabeled.shape[1:]}: both must be read at one size and channel mode")
+        domains = torch.cat([torch.zeros(len(unlabeled), dtype=torch.long), torch.ones(len(more), dtype=torch.long)])
+        unlabeled, files = np.concatenate([unlabeled, more]), {**files, **more_files}
     method = build_method(hp.method, lambda: run_backbone(hp), FEATURE_DIMS[hp.backbone.arch], hp.image_size)
     aug = AugmentConfig.from_dict({**hp.augment.model_dump(), "size": hp.image_size, "mask_channel": hp.mask_channel})
     channels_last = True  # faster on CUDA and on CPU alike (1.5x for a ResNet-18 step on 2 CPU cores)
@@ -40,7 +56,8 @@ def run_pretrain(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
         bank, bank_y = train_images[keep.to(ctx.device)], bank_y[keep]
     monitor = (bank, bank_y, model_inputs(hp, splits["val"][0], ctx.device), torch.from_numpy(splits["val"][1]))
     checkpoint = ctx.checkpoints_dir / spec.run_id / "train.pt"
-    data = Batch(pretrain_images, masks=masks_to_device(hp, unlabeled, ctx.device))
+    data = Batch(pretrain_images, masks=masks_to_device(hp, unlabeled, ctx.device),
+                 domains=None if domains is None else domains.to(ctx.device))
     result = pretrain(method, data, BatchAugment(aug, channels_last), hp.train, seed=spec.seed,
                       device=ctx.device, bf16=bf16, checkpoint=checkpoint, monitor=monitor,
                       eval_augment=BatchAugment(aug.without_randomness(), channels_last),

@@ -48,6 +48,10 @@ def stale_reasons(spec: RunSpec, data: Callable[[str, int | None], str | None] |
         reasons.append(f"code changed: {', '.join(changed)}")
     if data is not None and spec.data is not None:
         now = data(spec.dataset_used, _size(spec))
+        more = spec.hparams.get("extra_images")
+        if more and now is not None:  # a pretraining that adds another dataset's images holds both versions
+            extra = data(more["dataset"], _size(spec))
+            now = None if extra is None else f"{now}+{extra}"
         if now is not None and now != spec.data:
             reasons.append(f"data changed: {spec.dataset_used} {spec.data[:8]} -> {now[:8]}")
     if spec.pretrain is not None and spec.pretrain.run_id not in kept:

@@ -11,9 +11,10 @@ from torchvision import models as tvm
 from medssl_core import models
 from medssl_core.grid import expand
 from medssl_core.paper import generate
+from medssl_core.stale import current_data, stale_reasons
 from medssl_core.store import run_sql
 from replications.medsgssl import ABLATIONS, MEASURED, STUDY
-from tests.chest_layout import write_nih, xrv_data
+from tests.chest_layout import write_chexpert, write_nih, xrv_data
 from tests.conftest import cpu_store, execute_cleanly
 
 
@@ -57,6 +58,8 @@ def test_paper_plan_declares_every_option_with_its_code_recipe(stand_in_imagenet
     assert pre["option8"]["train"]["batch_size"] == 128 and pre["option7"]["train"]["optimizer"]["lr"] == 1e-4
     assert pre["option6"]["mask_channel"] and "mask_channel" not in pre["option7"]
     assert pre["option6"]["backbone"]["arch"] == "resnet50"
+    assert pre["option10"]["extra_images"]["dataset"] == "chexpert_small" and "extra_images" not in pre["option7"]
+    assert "extra_images" not in pre["option10_nih_only"]
     ev = {(s.method, s.fraction): s.hparams for s in plan.evaluate if s.dataset_used == "nih_chestxray14"}
     assert ev[("option7", 1.0)]["split"]["train_patients"] == 0.2
     assert "train_patients" not in ev[("option8", 1.0)]["split"]
@@ -113,7 +116,10 @@ def test_quick_profile_runs_every_option_on_real_radiographs(tmp_path, medmnist_
 def test_tiny_profile_runs_the_14_label_patient_level_path(tmp_path, stand_in_imagenet):
     data = tmp_path / "data"
     write_nih(data, n=600)
-    plan = expand(STUDY, "tiny", data_dir=data, methods=["option7", "direct_mask"])
+    without_chexpert = expand(STUDY, "tiny", data_dir=data, methods=["option10"])
+    assert not without_chexpert.pretrain and "chexpert_small" in without_chexpert.skipped[0][1]
+    write_chexpert(data, n_train=300, n_valid=20)
+    plan = expand(STUDY, "tiny", data_dir=data, methods=["option7", "option10", "direct_mask"])
     assert not plan.skipped
     store, ctx = cpu_store(tmp_path, data)
     execute_cleanly(plan, store, ctx)
@@ -129,6 +135,14 @@ def test_tiny_profile_runs_the_14_label_patient_level_path(tmp_path, stand_in_im
                           and s.decisions["split"] == "as_published")
             assert labelled < 0.35 * metric[(direct.run_id, "train", "n_labelled")]
 
+    # option 10 pretrains on NIH's training images and CheXpert's frontal ones, the cross-domain term between them
+    for spec in (s for s in plan.pretrain if s.method == "option10"):
+        assert "+" in spec.data  # both datasets' bytes are its identity
+        domain = run_sql(store.db_path, f"SELECT value FROM curves WHERE run_id = '{spec.run_id}' AND name = "
+                                        "'domain'")[1]
+        assert domain and all(0 <= v <= 2 for (v,) in domain) and any(v > 0 for (v,) in domain)
+        assert stale_reasons(spec, current_data(data)) == []  # the combined version is not 'changed'
+
     generate(STUDY, store.db_path, tmp_path / "paper", data_dir=data, tsne=False)
     paper = tmp_path / "paper" / "tiny"
     per_label = (paper / "per_label_auc_nih_chestxray14.md").read_text()
@@ -138,3 +152,4 @@ def test_tiny_profile_runs_the_14_label_patient_level_path(tmp_path, stand_in_im
     main = (paper / "main_as_published.md").read_text()
     assert "82.78" in main and "80.00 (hard-coded)" not in main  # the measured number is the one compared with
     assert (paper / "label_efficiency.png").is_file()
+    assert (paper / "masks_nih_chestxray14_40.png").is_file()  # the masks the runs read, at the side they read

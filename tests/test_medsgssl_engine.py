@@ -32,3 +32,22 @@ def test_medsgssl_classifier_head_layers():
     assert head[3].p == 0.3
     # the defaults keep the BatchNorm heads of the other studies
     assert any(isinstance(m, nn.BatchNorm1d) for m in build_head({"type": "mlp", "hidden": [16]}, 8, 2))
+
+
+def test_mask_channel_follows_the_geometry_and_skips_photometry_and_normalisation():
+    from medssl_core.augment import AugmentConfig, BatchAugment
+
+    g = torch.Generator().manual_seed(0)
+    grey = torch.randint(0, 256, (6, 1, 32, 32), generator=g, dtype=torch.uint8)
+    mask = torch.zeros(6, 1, 32, 32, dtype=torch.uint8)
+    mask[:, :, 8:24, 4:12] = 1
+    aug = BatchAugment(AugmentConfig(size=32, hflip=1.0, jitter=(0.5, 0.5, 0.0, 0.0), jitter_p=1.0, noise_p=1.0,
+                                     noise_std=0.2, mean=(0.449,), std=(0.226,), mask_channel=True))
+    out = aug(torch.cat([grey, mask], 1), torch.Generator().manual_seed(1))  # the mask as the last channel
+    assert out.shape == (6, 2, 32, 32)
+    torch.testing.assert_close(out[:, 1:], mask.flip(-1).float())  # flipped with the image, 0/1, untouched else
+    # the same views when the masks come beside the images (a pretraining Batch)
+    from medssl_core.batch import Batch
+
+    view = aug.view(Batch(grey, masks=mask), torch.Generator().manual_seed(1))
+    torch.testing.assert_close(view.image, out)

@@ -195,7 +195,7 @@ ADDED_LATER = {("Data", "label_order"): None, ("Split", "per_part"): False,
                ("Data", "masks"): "none", ("Schedule", "plateau_patience"): 10, ("Head", "hidden_bn"): True,
                ("Head", "input_norm"): "none", ("Fit", "thresholds_on"): "val",
                ("Backbone", "shared_attention"): False, ("Data", "mask_channel"): False,
-               ("Split", "train_patients"): None}
+               ("Split", "train_patients"): None, ("PretrainHP", "extra_images"): None}
 
 
 def _strict_models(cls=config.Strict):
