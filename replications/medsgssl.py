@@ -323,7 +323,7 @@ STUDY = Study(
                 datasets=("nih",), needs_gpu=True),
         Profile("quick", "smoke data only (512 PneumoniaMNIST radiographs upsampled from 28 to 64 px, not the study's "
                 "data): every option's network, loss and lung masks for 2 SSL epochs (the ViT's freeze 1 epoch), "
-                "fine-tuned 2 epochs (no frozen epochs); about 10 minutes on a CPU", seeds=(0,),
+                "fine-tuned 2 epochs (no frozen epochs); about 15 minutes on 2 CPU cores", seeds=(0,),
                 variants=("as_published", "corrected"),
                 image_size={"pneumoniamnist": 64}, source_size={"pneumoniamnist": 28}, datasets=("smoke_pneumonia",),
                 methods=OPTIONS,
