@@ -38,17 +38,21 @@ def _pair(fn):
     return wrapper
 
 
-@_pair
-def nt_xent(z0: Tensor, z1: Tensor, temperature: float = 0.5) -> Tensor:
-    """SimCLR's NT-Xent over all 2N anchors. Default tau 0.5: lightly NTXentLoss and SmallDataSSL's code."""
+def _nt_xent_logits(z0: Tensor, z1: Tensor, temperature: float, name: str) -> tuple[Tensor, Tensor]:
+    """The 2N anchors' similarity logits (self-similarity excluded) and each anchor's positive: NT-Xent's inputs."""
     if temperature <= 0:
-        raise ValueError(f"nt_xent: temperature must be positive, got {temperature}")
+        raise ValueError(f"{name}: temperature must be positive, got {temperature}")
     n = z0.shape[0]
     z = F.normalize(torch.cat([z0, z1]), dim=1)
     logits = z @ z.T / temperature
     logits.fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(logits, targets)
+    return logits, torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+
+
+@_pair
+def nt_xent(z0: Tensor, z1: Tensor, temperature: float = 0.5) -> Tensor:
+    """SimCLR's NT-Xent over all 2N anchors. Default tau 0.5: lightly NTXentLoss and SmallDataSSL's code."""
+    return F.cross_entropy(*_nt_xent_logits(z0, z1, temperature, "nt_xent"))
 
 
 def _dcl_one_way(z0: Tensor, z1: Tensor, temperature: float, weights: Tensor | None) -> Tensor:
@@ -194,15 +198,8 @@ def weighted_nt_xent(z0: Tensor, z1: Tensor, weights: Tensor, temperature: float
 
 @_pair
 def _weighted_nt_xent(z0: Tensor, z1: Tensor, weights: Tensor, temperature: float) -> Tensor:
-    if temperature <= 0:
-        raise ValueError(f"weighted_nt_xent: temperature must be positive, got {temperature}")
-    n = z0.shape[0]
-    z = F.normalize(torch.cat([z0, z1]), dim=1)
-    logits = z @ z.T / temperature
-    logits.fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    per_anchor = F.cross_entropy(logits, targets, reduction="none")
-    return (weights.to(z.dtype).repeat(2) * per_anchor).mean()
+    per_anchor = F.cross_entropy(*_nt_xent_logits(z0, z1, temperature, "weighted_nt_xent"), reduction="none")
+    return (weights.to(per_anchor.dtype).repeat(2) * per_anchor).mean()
 
 
 def masked_token_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
