@@ -59,6 +59,12 @@ class Backbone(Strict):
     zero_init_residual: bool = added(True)  # each residual branch's last BN starts at 0 (random init only)
     # vit_small: every block attends with the last block's qkv/proj weights (MedSGSSL options 7/8's closure bug)
     shared_attention: bool = added(False)
+    # a Linear from the pooled features to this many (MedSGSSL option 4: MobileNetV2's 1280 -> 256); not for ViT-S
+    # or MedSGSSL's own encoders, which end in their own layers
+    out_dim: int | None = added(None, gt=0)
+    # a 1-channel first conv from ImageNet's RGB weights: summed (the grey image as RGB) or averaged (MedSGSSL's direct
+    # baselines)
+    grey_weights: Literal["sum", "mean"] = added("sum")
 
 
 class AugmentOps(Strict):
@@ -244,8 +250,12 @@ class Data(Strict):
     # labels renumbered, new = label_order[old]: a stand-in's classes in the order of the data it stands in for
     label_order: tuple[int, ...] | None = added(None)
     # masks that travel with each training image through the augmentation to the method (Batch.masks):
-    # 'lung_rule', the rule-based lung mask of the grey image (data.lung_mask; cached on disk)
-    masks: Literal["none", "lung_rule"] = added("none")
+    # 'lung_rule', the rule-based lung mask of the grey image (data.lung_mask; cached on disk); 'pathology_rule',
+    # MedSGSSL option 3's edge-and-local-contrast mask (data.pathology_mask)
+    masks: Literal["none", "lung_rule", "pathology_rule"] = added("none")
+    # each image cut to its lung mask's bounding box and resized back, before anything else, in pretraining and
+    # evaluation alike (MedSGSSL option 4; data.lung_mask.crop_to_lungs)
+    crop_to_lungs: bool = added(False)
     # the mask joins the image as one more input channel, 0/1 after the augmentation, not normalised (MedSGSSL
     # option 6: image + lung mask); pretraining and evaluation alike
     mask_channel: bool = added(False)
@@ -266,8 +276,8 @@ class Data(Strict):
     @model_validator(mode="after")
     def _mask_channel_needs_masks(self):
         if self.mask_channel and self.masks == "none":
-            raise ValueError("mask_channel gives the model the lung mask as a channel, but masks is 'none': set "
-                             "masks: lung_rule, or drop mask_channel.")
+            raise ValueError("mask_channel gives the model the mask as a channel, but masks is 'none': set "
+                             "masks: lung_rule (or pathology_rule), or drop mask_channel.")
         return self
 
     @model_validator(mode="after")
@@ -301,8 +311,8 @@ class PretrainHP(Data):
     def _method_gets_what_it_reads(self):
         cls = methods.METHODS[self.method.name]
         if cls.needs_masks and self.masks == "none":
-            raise ValueError(f"method {self.method.name!r} reads lung masks, but masks is 'none': set masks: "
-                             "lung_rule for its runs.")
+            raise ValueError(f"method {self.method.name!r} reads masks, but masks is 'none': set masks: "
+                             "lung_rule (or pathology_rule) for its runs.")
         if cls.archs is not None and self.backbone.arch not in cls.archs:
             raise ValueError(f"method {self.method.name!r} works with the backbone(s) {list(cls.archs)}, not "
                              f"{self.backbone.arch!r}.")

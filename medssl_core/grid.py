@@ -310,7 +310,7 @@ class _Builder:
         """The protocol's runs, one per label fraction, preceded by any evaluation they start from."""
         decisions = self._decisions(choice, protocol.name)
         shared = ("image_size", "source_size", "split", "channels", "channel_mode", "label_order", "n_classes",
-                  "task", "backbone", "amp", "deterministic", "masks", "mask_channel")
+                  "task", "backbone", "amp", "deterministic", "masks", "mask_channel", "crop_to_lungs")
         declared = deep_merge(self.study.evaluate_defaults, {
             **{k: base[k] for k in shared if k in base},
             "augment": {k: base["augment"][k] for k in ("mean", "std", "resize_mode") if k in base["augment"]},

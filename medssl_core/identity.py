@@ -35,8 +35,11 @@ def _arch(hp: dict) -> str:
 
 # Modules that count only for the runs whose settings use them: (run kind, does a spec's hparams use them, modules)
 BY_SETTING: tuple[tuple[str, Callable[[dict], bool], tuple[str, ...]], ...] = (
-    ("pretrain", lambda hp: hp.get("masks", "none") != "none", ("data/lung_mask.py",)),
-    ("evaluate", lambda hp: hp.get("masks", "none") != "none", ("data/lung_mask.py",)),
+    *((kind, lambda hp, m=masks: hp.get("masks", "none") == m, (module, "data/mask_cache.py"))
+      for kind in ("pretrain", "evaluate")
+      for masks, module in (("lung_rule", "data/lung_mask.py"), ("pathology_rule", "data/pathology_mask.py"))),
+    *((kind, lambda hp: hp.get("crop_to_lungs", False), ("data/lung_mask.py", "data/mask_cache.py"))
+      for kind in ("pretrain", "evaluate")),
     ("pretrain", lambda hp: _arch(hp).startswith("sg_"), ("sg_encoders.py",)),
     ("evaluate", lambda hp: _arch(hp).startswith("sg_"), ("sg_encoders.py",)),
     ("pretrain", lambda hp: hp.get("method", {}).get("name") in ("sg_contrastive", "sg_attention", "anatomy_vit"),

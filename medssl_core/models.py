@@ -70,9 +70,10 @@ def imagenet_missing_message(arch: str, init: str = "imagenet") -> str:
             f"{arch}(weights='{weights}')\"` once (or copy the file there).")
 
 
-def _adapt_first_conv(conv: nn.Conv2d, in_channels: int, **overrides) -> nn.Conv2d:
+def _adapt_first_conv(conv: nn.Conv2d, in_channels: int, grey_weights: str = "sum", **overrides) -> nn.Conv2d:
     """A copy of ``conv`` for ``in_channels``. For 1 channel, RGB weights are summed: exactly equivalent to
-    feeding the grey image replicated to RGB, as the studies do with `.convert('RGB')`."""
+    feeding the grey image replicated to RGB, as the studies do with `.convert('RGB')`; or averaged
+    (``grey_weights`` 'mean', MedSGSSL's direct baselines)."""
     new = nn.Conv2d(in_channels, conv.out_channels, overrides.get("kernel_size", conv.kernel_size),
                     overrides.get("stride", conv.stride), overrides.get("padding", conv.padding),
                     bias=conv.bias is not None)
@@ -80,7 +81,7 @@ def _adapt_first_conv(conv: nn.Conv2d, in_channels: int, **overrides) -> nn.Conv
         with torch.no_grad():
             w = conv.weight
             if in_channels == 1:
-                new.weight.copy_(w.sum(dim=1, keepdim=True))
+                new.weight.copy_(w.sum(dim=1, keepdim=True) if grey_weights == "sum" else w.mean(dim=1, keepdim=True))
             elif in_channels == w.shape[1]:
                 new.weight.copy_(w)
             else:  # e.g. image + mask: mean RGB filter per extra channel (as MedSGSSL option 6)
@@ -186,10 +187,16 @@ def _attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor | None, keep
     return attn.proj_drop(attn.proj(out)), probs
 
 
+def feature_dim(arch: str, out_dim: int | None = None) -> int:
+    """Size of the features a backbone returns: ``out_dim`` where it ends in a Linear to it, else the arch's."""
+    return out_dim or FEATURE_DIMS[arch]
+
+
 def build_backbone(arch: str, in_channels: int = 3, *, small_stem: bool = False, init: str = "random",
                    random_init: str = "torchvision", zero_init_residual: bool = True,
-                   image_size: int = 224, shared_attention: bool = False) -> nn.Module:
-    """A feature extractor returning (N, FEATURE_DIMS[arch]).
+                   image_size: int = 224, shared_attention: bool = False, out_dim: int | None = None,
+                   grey_weights: str = "sum") -> nn.Module:
+    """A feature extractor returning (N, feature_dim(arch, out_dim)).
 
     ``small_stem``: ResNet 3x3 stride-1 first conv and no max-pool, for 28-64 px inputs.
     ``init``: 'random', 'imagenet' or 'imagenet_v2' (torchvision's IMAGENET1K_V2; local weights only, a clear
@@ -198,7 +205,16 @@ def build_backbone(arch: str, in_channels: int = 3, *, small_stem: bool = False,
     own ``reset_parameters()``, as a ResNet written from plain nn layers, e.g. MedMNIST v2's "(28)" models).
     ``zero_init_residual``: each residual branch's last BatchNorm starts at zero (random init only).
     ``shared_attention``: ViT-S blocks all attend with the last block's weights (MedSGSSL's closure bug).
+    ``out_dim``: a Linear from the pooled features to ``out_dim`` (PyTorch's default init; MedSGSSL option 4).
+    ``grey_weights``: a 1-channel first conv from pretrained RGB weights: their 'sum' or 'mean'.
     """
+    if out_dim is not None:
+        if arch == "vit_small" or arch in sg_encoders.ENCODERS:
+            raise ConfigError(f"out_dim adds a Linear after a torchvision backbone's pooling; {arch} ends in its own "
+                              "layers: drop out_dim.")
+        model = build_backbone(arch, in_channels, small_stem=small_stem, init=init, random_init=random_init,
+                               zero_init_residual=zero_init_residual, image_size=image_size, grey_weights=grey_weights)
+        return nn.Sequential(model, nn.Linear(FEATURE_DIMS[arch], out_dim))
     if arch not in FEATURE_DIMS:
         raise ConfigError(f"Unknown backbone {arch!r}; choose one of {sorted(FEATURE_DIMS)}.")
     if init not in INITS:
@@ -229,14 +245,15 @@ def build_backbone(arch: str, in_channels: int = 3, *, small_stem: bool = False,
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     if arch.startswith("resnet"):
         if small_stem:
-            model.conv1 = _adapt_first_conv(model.conv1, in_channels, kernel_size=3, stride=1, padding=1)
+            model.conv1 = _adapt_first_conv(model.conv1, in_channels, grey_weights, kernel_size=3, stride=1,
+                                             padding=1)
             model.maxpool = nn.Identity()
         elif in_channels != 3:
-            model.conv1 = _adapt_first_conv(model.conv1, in_channels)
+            model.conv1 = _adapt_first_conv(model.conv1, in_channels, grey_weights)
         model.fc = nn.Identity()
     else:
         if in_channels != 3:
-            model.features[0][0] = _adapt_first_conv(model.features[0][0], in_channels)
+            model.features[0][0] = _adapt_first_conv(model.features[0][0], in_channels, grey_weights)
         model.classifier = nn.Identity()
     if init == "random" and random_init == "layer_default":
         _reset_every_layer(model, zero_init_residual)

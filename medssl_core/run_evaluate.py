@@ -15,9 +15,16 @@ from medssl_core.evaluate import Classifier, fit_classifier, knn_evaluate
 from medssl_core.features import extract_features
 from medssl_core.gradcam import grad_cams, lung_scores
 from medssl_core.labels import MISSING, MULTI_LABEL
-from medssl_core.models import FEATURE_DIMS, build_head
+from medssl_core.models import build_head
 from medssl_core.run_context import Context, Outcome, save_artifact
-from medssl_core.run_inputs import labelled_subset, model_inputs, run_backbone, split_arrays, split_seed
+from medssl_core.run_inputs import (
+    labelled_subset,
+    model_inputs,
+    run_backbone,
+    run_feature_dim,
+    split_arrays,
+    split_seed,
+)
 from medssl_core.runspec import RunSpec, canonical_json
 from medssl_core.store.records import EMBEDDING, FINETUNED, GRADCAM, TEST_FEATURES, TEST_SCORES
 
@@ -66,7 +73,7 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
                                k=proto.k, metric=proto.metric, n_classes=hp.n_classes)
         artifacts.append(save_artifact(ctx, spec.run_id, TEST_FEATURES, test_features(feats["test"], labels["test"])))
     else:
-        head = build_head(proto.head.model_dump(), FEATURE_DIMS[hp.backbone.arch], hp.n_classes)
+        head = build_head(proto.head.model_dump(), run_feature_dim(hp), hp.n_classes)
         augment_train = None
         if proto.fit.augment is not None:
             train_aug = BatchAugment(AugmentConfig(size=hp.image_size, mean=hp.augment.mean, std=hp.augment.std,

@@ -13,10 +13,11 @@ import torch
 from medssl_core.config import Data
 from medssl_core.data import load_dataset
 from medssl_core.data.dataset import ArrayDataset
-from medssl_core.data.lung_mask import lung_masks
+from medssl_core.data.lung_mask import crop_to_lungs, lung_masks
+from medssl_core.data.pathology_mask import pathology_masks
 from medssl_core.data.split_schemes import build_pool, gather_images, label_subset, split_dataset
 from medssl_core.errors import DataError
-from medssl_core.models import build_backbone
+from medssl_core.models import build_backbone, feature_dim
 from medssl_core.run_context import Context
 from medssl_core.runspec import RunSpec
 
@@ -81,7 +82,7 @@ def split_arrays(spec: RunSpec, hp: Data, ctx: Context):
     order = None if hp.label_order is None else np.asarray(hp.label_order)
     out = {}
     for role, part in parts.items():
-        images = to_grey(part.images) if hp.channel_mode == "grey" else part.images
+        images = cropped(hp, to_grey(part.images) if hp.channel_mode == "grey" else part.images)
         labels = part.labels if order is None else np.where(part.labels >= 0, order[part.labels.clip(0)], part.labels)
         out[role] = (images, labels)
     return out, ds.files
@@ -102,7 +103,7 @@ def extra_images(hp, ctx: Context) -> tuple[np.ndarray, dict[str, str]]:
     if unknown:
         raise DataError(f"extra_images: {extra.dataset} has no split(s) {unknown}; its splits: {list(pool.parts)}")
     images = gather_images(ds.images, pool, pool.positions(tuple(extra.splits)))
-    return (to_grey(images) if hp.channel_mode == "grey" else images), ds.files
+    return cropped(hp, to_grey(images) if hp.channel_mode == "grey" else images), ds.files
 
 
 def labelled_subset(spec: RunSpec, hp: Data, ctx: Context, train_labels: np.ndarray, fraction: float) -> np.ndarray:
@@ -123,12 +124,20 @@ def to_grey(x: np.ndarray) -> np.ndarray:
     return out
 
 
+MASKS = {"lung_rule": lung_masks, "pathology_rule": pathology_masks}
+
+
 def masks_to_device(hp: Data, images: np.ndarray, device: torch.device) -> torch.Tensor | None:
     """The configured masks of uint8 (N, H, W, C) images as uint8 (N, 1, H, W) on ``device``; None without."""
     if hp.masks == "none":
         return None
     grey = to_grey(images)[..., 0]  # the radiograph as one channel (grey data passes unchanged)
-    return torch.from_numpy(lung_masks(grey).astype(np.uint8)[:, None]).to(device)
+    return torch.from_numpy(MASKS[hp.masks](grey).astype(np.uint8)[:, None]).to(device)
+
+
+def cropped(hp: Data, images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, C) images cut to their lungs' bounding boxes under ``crop_to_lungs``, else as they are."""
+    return crop_to_lungs(images, lung_masks(to_grey(images)[..., 0])) if hp.crop_to_lungs else images
 
 
 def model_inputs(hp: Data, x: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -151,4 +160,9 @@ def run_backbone(hp: Data) -> torch.nn.Module:
     b = hp.backbone
     return build_backbone(b.arch, hp.input_channels, small_stem=b.small_stem, init=b.init,
                           random_init=b.random_init, zero_init_residual=b.zero_init_residual,
-                          image_size=hp.image_size, shared_attention=b.shared_attention)
+                          image_size=hp.image_size, shared_attention=b.shared_attention, out_dim=b.out_dim,
+                          grey_weights=b.grey_weights)
+
+
+def run_feature_dim(hp: Data) -> int:
+    return feature_dim(hp.backbone.arch, hp.backbone.out_dim)

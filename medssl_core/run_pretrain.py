@@ -10,7 +10,6 @@ from medssl_core.batch import Batch
 from medssl_core.config import PretrainHP
 from medssl_core.errors import DataError
 from medssl_core.methods import build_method
-from medssl_core.models import FEATURE_DIMS
 from medssl_core.run_context import Context, Outcome, save_artifact
 from medssl_core.run_inputs import (
     extra_images,
@@ -18,6 +17,7 @@ from medssl_core.run_inputs import (
     masks_to_device,
     model_inputs,
     run_backbone,
+    run_feature_dim,
     split_arrays,
 )
 from medssl_core.runspec import RunSpec
@@ -41,7 +41,8 @@ def run_pretrain(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
                             f"{unlabeled.shape[1:]}: both must be read at one size and channel mode")
         domains = torch.cat([torch.zeros(len(unlabeled), dtype=torch.long), torch.ones(len(more), dtype=torch.long)])
         unlabeled, files = np.concatenate([unlabeled, more]), {**files, **more_files}
-    method = build_method(hp.method, lambda: run_backbone(hp), FEATURE_DIMS[hp.backbone.arch], hp.image_size)
+    method = build_method(hp.method, lambda: run_backbone(hp), run_feature_dim(hp), hp.image_size,
+                          image_channels=hp.image_channels)
     aug = AugmentConfig.from_dict({**hp.augment.model_dump(), "size": hp.image_size, "mask_channel": hp.mask_channel})
     channels_last = True  # faster on CUDA and on CPU alike (1.5x for a ResNet-18 step on 2 CPU cores)
     ch = hp.image_channels

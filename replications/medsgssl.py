@@ -2,7 +2,7 @@
 
 Spec: ../shared/studies.md section 5 (code: Aysha-rishana-k/MedSGSSL @603e043, its notebooks read, nothing
 copied). Every option is declared with the encoder, losses and recipe its notebook really uses (the README says
-MobileNetV2 for options 1-6; the code builds custom CNNs for 1/2/5 and the baseline, ResNet-50 for option 6):
+MobileNetV2 for options 1-6; the code builds custom CNNs for 1/2/3/5 and the baseline, ResNet-50 for option 6):
 
 - ``baseline_ssl``: custom CNN, NT-Xent (tau 0.1) + 0.5 x pixel reconstruction; F1 thresholds on test.
 - ``option1``: the same with each image's NT-Xent terms weighted by 1 + 0.3 x its lung coverage.
@@ -16,11 +16,19 @@ MobileNetV2 for options 1-6; the code builds custom CNNs for 1/2/5 and the basel
   and reconstruction of the teacher's tokens, NT-Xent on CLS (tau 0.1), CLS attention aligned with the lung prior;
   option 10 adds the learnable log-prior bias, layer weights softmax(l/2), the 0.3 -> 0.75 mask curriculum and the
   cross-domain term. Option 7 fine-tunes on 20 % of the patients.
+- ``option3``: the custom CNN, NT-Xent times the batch's mean 1 + 0.5 x 'pathology' coverage (data.pathology_mask:
+  adaptive threshold AND Sobel edges) + 0.5 reconstruction; as intended (its notebook cannot run: its classes are
+  never defined).
+- ``option4``: an ImageNet MobileNetV2 + Linear 1280-256 on 3-channel ImageNet-normalised crops to the lung mask's
+  bounding box (pretraining and fine-tuning), NT-Xent + 0.5 reconstruction of the normalised view; its models are
+  built as an earlier commit of the notebook builds them (HEAD leaves the lines blank).
+- ``direct``: the template of direct/option1-5: an ImageNet MobileNetV2 on the image alone (no mask, whatever the
+  names say), BCE, Adam 1e-4, 8 epochs; the paper's "Direct" row is shown against it.
 - ``direct_mask``: the direct baseline with saved outputs (direct/option6): an ImageNet MobileNetV2 on image + mask,
   BCE, Adam 1e-4, 8 epochs. Its 0.8278 is the study's best measured number, above every SSL option.
 
-Each bug that changes what was trained is a decision (see DECISIONS). Not declared: option 3 (its notebook cannot
-run and its 'pathology mask' is another segmenter), option 4 (its models are never built at HEAD), option 9.
+Each bug that changes what was trained is a decision (see DECISIONS). Not declared: option 9 (option 6 on NIH +
+CheXpert, with no saved output).
 
 Known deviations, not decisions: options 7/8/10 held out 5.4 % of the remaining patients as val, the others
 5.2 %; here every option uses 5.2 % (the same test set either way, and one training set for all). Options 8/10 add
@@ -110,6 +118,20 @@ METHODS = (
     Method("option2", "Option 2: multi-region, as intended (custom CNN; constant weight 0.852)",
            {"name": "sg_contrastive", "projector": [256, 128], "options": {"scale": 0.852}},
            hparams=_cnn("sg_cnn", 32, 50, 1e-3)),
+    Method("option3", "Option 3: pathology-weighted NT-Xent (custom CNN)",
+           {"name": "sg_contrastive", "projector": [256, 128], "options": {"mask_weight": 0.5, "weight_per": "batch"}},
+           hparams={**_cnn("sg_cnn", 32, 25, 1e-3, 1e-4), "masks": "pathology_rule"}),
+    Method("option4", "Option 4: lung bounding-box crops, ImageNet MobileNetV2",
+           {"name": "sg_contrastive", "projector": [256, 128]}, init="imagenet",
+           hparams={"backbone": {"arch": "mobilenet_v2", "out_dim": 256}, "channel_mode": "rgb", "crop_to_lungs": True,
+                    # rotation +-10 (p 0.5), flip, brightness and contrast 0.8-1.2 (p 0.5), noise 0.02 (p 0.4); the
+                    # reconstruction's target is the ImageNet-normalised view, which its sigmoid cannot reach (as coded)
+                    "augment": {"hflip": 0.5, "rotate_degrees": 10, "rotate_p": 0.5, "jitter": [0.2, 0.2, 0.0, 0.0],
+                                "jitter_p": 0.5, "noise_std": 0.02, "noise_p": 0.4, "mean": IMAGENET_MEAN,
+                                "std": IMAGENET_STD},
+                    # its CosineAnnealingLR is created but never stepped: a constant lr
+                    "train": {"batch_size": 64, "epochs": 25,
+                              "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-5}}}),
     Method("option5", "Option 5: attention / segmentation-guided CNN",
            {"name": "sg_attention", "projector": [256, 128]}, hparams=_cnn("sg_guided_cnn", 32, 40, 1e-3)),
     Method("option6", "Option 6: SimCLR, ResNet-50 on image + lung mask",
@@ -137,6 +159,12 @@ METHODS = (
         ("option10_nih_only", "NIH only (no CheXpert, no cross-domain term)", {}, {}),
         ("option10_no_anatomy", "no anatomy (random patches, no prior, no bias)",
          {"gamma_bias": False, "attention_weight": 0.0, "lungs_only": False}, CHEXPERT_FRONTAL))),
+    # direct/option1-5: one template, none of it reading a mask (their names are their SSL options'): the image
+    # alone, the RGB filters averaged into one channel, /255; option 1's notebook has no data cell and 2-5 crash on
+    # an unimported rotate; run here as intended
+    Method("direct", "Direct: ImageNet MobileNetV2 on the image alone, no SSL", None, init="imagenet",
+           hparams={"backbone": {"arch": "mobilenet_v2", "grey_weights": "mean"}, "channel_mode": "native",
+                    "augment": {"mean": [0.0], "std": [1.0]}}),
     Method("direct_mask", "Direct: ImageNet MobileNetV2 on image + lung mask, no SSL", None, init="imagenet",
            hparams={"backbone": {"arch": "mobilenet_v2"}, "channel_mode": "native", **_LUNG, "mask_channel": True,
                     "augment": {"mean": [0.0], "std": [1.0]}}),
@@ -148,11 +176,17 @@ _FT_AUG = {"hflip": 0.5, "jitter": [0.1, 0.1, 0.0, 0.0], "jitter_p": 1.0, "rotat
 _VIT_FT_AUG = {"crop_scale": [0.8, 1.0], "crop_p": 0.8, "hflip": 0.5, "jitter": [0.1, 0.1, 0.0, 0.0], "jitter_p": 1.0}
 
 
-def _cnn_fit(epochs: int, lr: float) -> dict:
-    """Options 1/2/5 and the baseline: Linear 256-256, ReLU, Dropout 0.3, Linear 256-14; AdamW, the encoder at lr/10,
-    weight decay 1e-4; ReduceLROnPlateau(max, 0.1, patience 2) on val AUC; best val AUC kept."""
-    return {"head": {"type": "mlp", "hidden": [256], "hidden_bn": False, "dropout": 0.3},
-            "fit": {"epochs": epochs, "batch_size": 32, "augment": _FT_AUG, "loss": _FOCAL,
+_MLP_HEAD = {"type": "mlp", "hidden": [256], "hidden_bn": False, "dropout": 0.3}
+# options 3/4: flip, brightness and contrast 0.8-1.2, rotation +-10 (p 0.5); option 4 first a crop 0.85-1 (p 0.6)
+_FT_AUG_3 = {"hflip": 0.5, "jitter": [0.2, 0.2, 0.0, 0.0], "jitter_p": 1.0, "rotate_degrees": 10, "rotate_p": 0.5}
+
+
+def _cnn_fit(epochs: int, lr: float, augment: dict = _FT_AUG, head: dict = _MLP_HEAD) -> dict:
+    """Options 1-5 and the baseline: Linear 256-256, ReLU, Dropout 0.3, Linear 256-14 (option 4: Linear 256-14);
+    AdamW, the encoder at lr/10, weight decay 1e-4; ReduceLROnPlateau(max, 0.1, patience 2) on val AUC; best val
+    AUC kept."""
+    return {"head": head,
+            "fit": {"epochs": epochs, "batch_size": 32, "augment": augment, "loss": _FOCAL,
                     "optimizer": {"name": "adamw", "lr": lr, "head_lr": lr, "backbone_lr": lr / 10,
                                   "weight_decay": 1e-4},
                     "schedule": {"name": "plateau", "gamma": 0.1, "plateau_patience": 2}}}
@@ -169,10 +203,16 @@ def _vit_fit(head_lr: float, backbone_lr: float, weight_decay: float) -> dict:
                     "schedule": {"name": "warmup_cosine", "warmup_epochs": 3}}}
 
 
+# the direct baselines: Dropout 0.2 + Linear 1280-14, BCEWithLogits, Adam 1e-4, batch 32, 8 epochs, best val AUC
+_DIRECT = {"head": {"type": "linear", "dropout": 0.2},
+           "fit": {"epochs": 8, "batch_size": 32, "loss": {"name": None}, "optimizer": {"name": "adam", "lr": 1e-4}}}
 _PER_METHOD = {
     "baseline_ssl": {"protocol": _cnn_fit(30, 5e-5)},
     "option1": {"protocol": _cnn_fit(60, 5e-5)},
     "option2": {"protocol": _cnn_fit(30, 1e-4)},
+    "option3": {"protocol": _cnn_fit(30, 1e-4, _FT_AUG_3)},
+    "option4": {"protocol": _cnn_fit(50, 1e-4, {**_FT_AUG_3, "crop_scale": [0.85, 1.0], "crop_p": 0.6},
+                                     {"type": "linear"})},
     "option5": {"protocol": _cnn_fit(60, 5e-5)},
     # Dropout 0.3 + Linear 2048-14, focal, AdamW 1e-5 / 1e-4 (wd 1e-5), ReduceLROnPlateau(0.5, 5), early stop 10
     "option6": {"protocol": {"head": {"type": "linear", "dropout": 0.3},
@@ -192,10 +232,9 @@ _PER_METHOD = {
                                      "schedule": {"name": "plateau", "gamma": 0.3, "plateau_patience": 5}}}},
     "option8": {"protocol": _vit_fit(5e-4, 5e-5, 1e-3)},
     **{m: {"protocol": _vit_fit(1e-3, 1e-5, 1e-2)} for m in ("option10", *ABLATIONS)},
-    # Dropout 0.2 + Linear 1280-14, BCEWithLogits, Adam 1e-4, batch 32, 8 epochs, best val AUC
-    "direct_mask": {"protocol": {"head": {"type": "linear", "dropout": 0.2},
-                                 "fit": {"epochs": 8, "batch_size": 32, "loss": {"name": None},
-                                         "optimizer": {"name": "adam", "lr": 1e-4}}}},
+    "direct_mask": {"protocol": _DIRECT},
+    # flip, brightness and contrast 0.8-1.2, rotation +-10 (p 0.5, options 2/3/5; option 4 none)
+    "direct": {"protocol": {**_DIRECT, "fit": {**_DIRECT["fit"], "augment": _FT_AUG_3}}},
 }
 PROTOCOLS = (
     Protocol("finetune", "Fine-tuning of the whole network with each option's recipe", {
@@ -257,6 +296,8 @@ MEASURED = {  # studies.md 5.4(b): per-disease test AUC, in NIH_FINDINGS order, 
                 .7549),
     "option6": ((.7331, .8582, .8239, .6425, .7754, .6197, .6445, .7746, .7164, .8525, .7869, .6599, .6820, .8307),
                 .7429),
+    "option4": ((.7160, .7689, .7951, .6432, .7233, .5812, .5836, .7379, .7395, .7991, .7636, .7312, .6669, .8942),
+                .7245),
     "option5": ((.7406, .8425, .8476, .6501, .7697, .6300, .6296, .8145, .7481, .8312, .8453, .7562, .7119, .9298),
                 .7677),
     "direct_mask": ((.7939, .9286, .8933, .6928, .8623, .7088, .7329, .8456, .7819, .8747, .9331, .7963, .7612, .9831),
@@ -266,18 +307,21 @@ _NOTES = {"option10": "early stop at epoch 53; option 10's code (no closure bug,
                       "terms); NIH + CheXpert pretraining",
           "option8": "closure bug, projector dropped; NIH + CheXpert pretraining",
           "option7": "closure bug, projector dropped; fine-tuned on 20 % of the patients",
-          "option6": "fine-tuned on 20 % of the patients", "option5": "", "direct_mask": "8 epochs"}
+          "option6": "fine-tuned on 20 % of the patients", "option5": "",
+          "option4": "an output of mixed code versions (its models are not built at HEAD)", "direct_mask": "8 epochs"}
 # generate_paper_figures.ipynb's "Representative AUCs": typed in, not computed; ROC curves synthesised from them
 _HARD = "paper, hard-coded in generate_paper_figures.ipynb: not backed by any run"
+# the paper's "Direct" does not say which; the direct notebooks' template (the image alone) is the one every option
+# has, so its numbers are shown against it, and the measured direct_mask against the paper's method in COMPARISONS
 PAPER_PER_DISEASE = {  # studies.md 5.4(a), Direct / Baseline SSL / Ours
-    "direct_mask": (76.2, 87.1, 82.4, 69.8, 80.5, 73.6, 71.3, 85.7, 74.1, 83.9, 89.2, 79.8, 76.5, 90.3),
+    "direct": (76.2, 87.1, 82.4, 69.8, 80.5, 73.6, 71.3, 85.7, 74.1, 83.9, 89.2, 79.8, 76.5, 90.3),
     "baseline_ssl": (77.8, 88.3, 83.6, 70.5, 81.9, 74.2, 72.8, 87.1, 75.3, 85.0, 90.1, 80.6, 77.4, 91.2),
     "option10": (79.5, 90.1, 85.2, 71.9, 83.4, 76.1, 74.6, 88.9, 76.8, 86.7, 91.5, 82.3, 78.9, 92.8),
 }
 PAPER_ABLATION = {"option10": 82.8, "option10_no_gamma": 81.4, "option10_uniform_layers": 81.7,
                   "option10_fixed_mask": 81.9, "option10_nih_only": 82.1,
                   "option10_no_anatomy": 81.1}  # Table 3: mean *val* AUC
-PAPER_LOW_LABEL = {"direct_mask": (64.2, 72.5, 78.1, 80.0), "baseline_ssl": (68.4, 75.3, 79.8, 81.1),
+PAPER_LOW_LABEL = {"direct": (64.2, 72.5, 78.1, 80.0), "baseline_ssl": (68.4, 75.3, 79.8, 81.1),
                    "option10": (72.1, 78.0, 81.6, 82.8)}
 LOW_LABEL_FRACTIONS = (0.01, 0.1, 0.5, 1.0)
 REPORTED = (
@@ -296,7 +340,8 @@ REPORTED = (
       for m, per in PAPER_PER_DISEASE.items() for j, v in enumerate(per)),
 )
 
-ORDER_CLAIM = "segmentation-guided SSL (option 10) beats the direct baseline: 82.8 vs 80.0 mean AUC (paper)"
+ORDER_CLAIM = ("segmentation-guided SSL (option 10) beats the direct baseline (no SSL): 82.8 vs 80.0 mean AUC "
+               "(paper)")
 CLAIMS = (ORDER_CLAIM,
           "the notebooks' own outputs reverse it: direct image + mask MobileNetV2 0.8278 > option 10 0.8160",
           "ablation (paper Table 3, not run in any notebook): full 82.8; -gamma bias 81.4; -layer-selective 81.7; "
@@ -347,6 +392,7 @@ STUDY = Study(
     evaluate_defaults={"checkpoint": "last"},  # no notebook selects an encoder by a validation score
     reported=REPORTED,
     claims=CLAIMS,
-    comparisons=(Comparison(ORDER_CLAIM, ("option10",), "direct_mask", "finetune"),),
+    comparisons=(Comparison(ORDER_CLAIM, ("option10",), "direct", "finetune"),
+                 Comparison(CLAIMS[1], ("option10",), "direct_mask", "finetune")),
     main_metric="auc",
 )

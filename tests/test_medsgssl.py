@@ -47,8 +47,10 @@ def test_paper_plan_declares_every_option_with_its_code_recipe(stand_in_imagenet
     plan = expand(STUDY, "paper", every_source=True, fingerprint_data=False, variant_names=["as_published"],
                   datasets=["nih"])
     pre = {s.method: s.hparams for s in plan.pretrain if s.dataset_used == "nih_chestxray14"}
-    assert set(pre) == {"baseline_ssl", "option1", "option2", "option5", "option6", "option7", "option8", "option10",
-                        *ABLATIONS}
+    assert set(pre) == {"baseline_ssl", "option1", "option2", "option3", "option4", "option5", "option6", "option7",
+                        "option8", "option10", *ABLATIONS}
+    assert pre["option3"]["masks"] == "pathology_rule" and pre["option3"]["method"]["options"]["weight_per"] == "batch"
+    assert pre["option4"]["crop_to_lungs"] and pre["option4"]["backbone"]["out_dim"] == 256
     assert pre["option10_no_anatomy"]["method"]["options"]["lungs_only"] is False
     assert pre["option10_no_gamma"]["method"]["options"]["detach_attention"] is True  # option 10's decisions too
     assert pre["option7"]["backbone"]["shared_attention"]
@@ -66,6 +68,8 @@ def test_paper_plan_declares_every_option_with_its_code_recipe(stand_in_imagenet
     assert ev[("option7", 1.0)]["protocol"]["fit"]["thresholds_on"] == "test"
     assert ev[("option7", 1.0)]["backbone"]["shared_attention"]  # the bug fine-tunes too
     assert ev[("direct_mask", 0.01)]["protocol"]["fit"]["loss"]["name"] == "bce"
+    assert ev[("direct", 1.0)]["backbone"]["grey_weights"] == "mean" and "masks" not in ev[("direct", 1.0)]
+    assert ev[("option4", 1.0)]["crop_to_lungs"] and ev[("option4", 1.0)]["protocol"]["head"]["type"] == "linear"
     assert ev[("option10", 1.0)]["protocol"]["head"]["input_norm"] == "layernorm"
     corrected = expand(STUDY, "paper", every_source=True, fingerprint_data=False, variant_names=["corrected"],
                        datasets=["nih"], methods=["option7"])
@@ -100,15 +104,16 @@ def test_quick_profile_runs_every_option_on_real_radiographs(tmp_path, medmnist_
         assert 0 <= metric[(spec.run_id, "test", "auc")] <= 1
     curves = {(m, name) for m, name in run_sql(db, "SELECT DISTINCT r.method, c.name FROM curves c JOIN runs r "
                                                    "USING (run_id) WHERE r.kind = 'pretrain'")[1]}
-    for method, term in (("option1", "reconstruction"), ("option5", "segmentation"), ("option10", "gamma_5"),
+    for method, term in (("option1", "reconstruction"), ("option3", "reconstruction"), ("option4", "contrastive"),
+                         ("option5", "segmentation"), ("option10", "gamma_5"),
                          ("option7", "attention"), ("option10", "mask_ratio"), ("option6", "loss")):
         assert (method, term) in curves
     # the decisions of options 7/8/10 pretrain twice; the others once for both variants
     per_method = {}
     for spec in plan.pretrain:
         per_method[spec.method] = per_method.get(spec.method, 0) + 1
-    assert per_method == {"baseline_ssl": 1, "option1": 1, "option2": 1, "option5": 1, "option6": 1, "option7": 2,
-                          "option8": 2, "option10": 2}
+    assert per_method == {"baseline_ssl": 1, "option1": 1, "option2": 1, "option3": 1, "option4": 1, "option5": 1,
+                          "option6": 1, "option7": 2, "option8": 2, "option10": 2}
 
 
 @pytest.mark.slow

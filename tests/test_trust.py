@@ -195,7 +195,8 @@ ADDED_LATER = {("Data", "label_order"): None, ("Split", "per_part"): False,
                ("Data", "masks"): "none", ("Schedule", "plateau_patience"): 10, ("Head", "hidden_bn"): True,
                ("Head", "input_norm"): "none", ("Fit", "thresholds_on"): "val",
                ("Backbone", "shared_attention"): False, ("Data", "mask_channel"): False,
-               ("Split", "train_patients"): None, ("PretrainHP", "extra_images"): None}
+               ("Split", "train_patients"): None, ("PretrainHP", "extra_images"): None,
+               ("Data", "crop_to_lungs"): False, ("Backbone", "out_dim"): None, ("Backbone", "grey_weights"): "sum"}
 
 
 def _strict_models(cls=config.Strict):
@@ -235,6 +236,9 @@ def test_optional_analyses_count_only_for_the_runs_that_use_them():
     assert {"gradcam.py", "data/lung_mask.py"} <= set(identity.numeric_modules("evaluate", "breastmnist", cams))
     assert "data/lung_mask.py" in identity.numeric_modules("pretrain", "breastmnist", {"masks": "lung_rule"})
     assert "data/lung_mask.py" not in identity.numeric_modules("pretrain", "breastmnist", {})
+    pathology = identity.numeric_modules("evaluate", "breastmnist", {**plain, "masks": "pathology_rule"})
+    assert "data/pathology_mask.py" in pathology and "data/lung_mask.py" not in pathology
+    assert "data/lung_mask.py" in identity.numeric_modules("evaluate", "breastmnist", {**plain, "crop_to_lungs": True})
     edited = {**identity.code_fingerprint("evaluate", "breastmnist", cams), "gradcam.py": "0" * 12}
     assert identity.code_changes(edited, "evaluate", "breastmnist", cams) == ["gradcam.py"]  # stale
     assert "gradcam.py" not in identity.code_fingerprint("evaluate", "breastmnist", plain)  # others: untouched

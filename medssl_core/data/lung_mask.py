@@ -10,8 +10,8 @@
 5. no component at all: the whole image (the notebook's fallback, so that a mask always exists);
 6. the patch mask: each 16x16 patch's mean above 0.3 (196 values at 224 px, one per ViT-S/16 token).
 
-``lung_masks`` runs the segmenter over a stack of images in threads (OpenCV releases the GIL), and caches the
-result on disk by the images' bytes and the segmenter's version, verified on load (``cache_dir()/lung_masks``).
+``lung_masks`` runs the segmenter over a stack of images, cached on disk (data.mask_cache); ``crop_to_lungs`` cuts
+each image to its mask's bounding box (MedSGSSL option 4).
 
 Which image the std is taken of is not stated in the spec; the blurred one is used here. The kernels are the
 notebook's at 224 px and scale with the image's side (odd, at least 3), so that a 28 px image is not opened away.
@@ -19,18 +19,12 @@ notebook's at 224 px and scale with the image's side (odd, at least 3), so that 
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
-import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from medssl_core.atomic import write_atomic
-from medssl_core.data.locate import cache_dir
+from medssl_core.data.mask_cache import cached_masks
 from medssl_core.errors import DataError
 
 # what the cache key holds besides the images: change it whenever the segmenter's output changes
@@ -81,27 +75,27 @@ def patch_mask(mask: np.ndarray, patch: int = PATCH, level: float = PATCH_LEVEL)
 
 def lung_masks(images: np.ndarray, *, cache: Path | None = None, workers: int | None = None) -> np.ndarray:
     """bool (N, H, W) lung masks of uint8 grey images (N, H, W) or (N, H, W, 1), computed once per set of images
-    and segmenter version: cached under ``cache`` (default ``cache_dir()/lung_masks``), checked on load."""
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise DataError(f"lung_masks takes uint8 grey images (N, H, W), got {images.dtype} {images.shape}")
-    key = hashlib.sha256(f"{VERSION}|{images.shape}".encode() + np.ascontiguousarray(images).tobytes()).hexdigest()
-    path = (cache or cache_dir() / "lung_masks") / f"{key[:32]}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as saved:
-                packed, digest = saved["packed"], str(saved["sha256"])
-            if hashlib.sha256(packed.tobytes()).hexdigest() == digest:
-                return np.unpackbits(packed, count=images.size).reshape(images.shape).astype(bool)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass
-        path.unlink()  # corrupt or truncated: computed again below
-    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        masks = np.stack(list(pool.map(lung_mask, images, chunksize=64))) if len(images) else \
-            np.zeros(images.shape, dtype=bool)
-    packed = np.packbits(masks)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, packed=packed, sha256=np.asarray(hashlib.sha256(packed.tobytes()).hexdigest()))
-    write_atomic(path, buf.getvalue())
-    return masks
+    and segmenter version (data.mask_cache; ``cache`` defaults to ``cache_dir()/lung_masks``)."""
+    return cached_masks(images, lambda image: lung_mask(image), VERSION, "lung_masks", cache=cache, workers=workers)
+
+
+def crop_to_lungs(images: np.ndarray, masks: np.ndarray, min_ratio: float = 0.5) -> np.ndarray:
+    """uint8 (N, H, W, C) images each cut to its mask's bounding box and resized back to H x W (bilinear, the aspect
+    ratio not kept), as MedSGSSL option 4's ``get_lung_bbox`` with padding 0: rows y_min..y_max and columns
+    x_min..x_max of the mask, the last ones excluded as its slices do; the whole image when the mask is empty or the
+    box is under ``min_ratio`` of the height or width."""
+    if images.ndim != 4 or masks.shape != images.shape[:3]:
+        raise DataError(f"crop_to_lungs takes images (N, H, W, C) and their masks (N, H, W), got {images.shape} "
+                        f"and {masks.shape}")
+    h, w = images.shape[1:3]
+    out = images.copy()
+    for i, mask in enumerate(masks):
+        ys, xs = np.nonzero(mask)
+        if not len(ys):
+            continue
+        y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+        if y1 - y0 < min_ratio * h or x1 - x0 < min_ratio * w:
+            continue
+        crop = cv2.resize(images[i, y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_LINEAR)
+        out[i] = crop.reshape(out[i].shape)
+    return out

@@ -41,11 +41,13 @@ class Method(nn.Module):
     needs_masks: ClassVar[bool] = False  # reads Batch.masks / View.mask: the run must set masks
     archs: ClassVar[tuple[str, ...] | None] = None  # the backbones it works with; None: any
 
-    def __init__(self, cfg, backbone: Callable[[], nn.Module], feature_dim: int, image_size: int = 224):
+    def __init__(self, cfg, backbone: Callable[[], nn.Module], feature_dim: int, image_size: int = 224,
+                 image_channels: int = 1):
         """``cfg``: the run's ``config.SSLMethod``. ``backbone`` builds the encoder; it is called after the heads
-        are made (the order fixes which random numbers initialise which layer)."""
+        are made (the order fixes which random numbers initialise which layer). ``image_size`` and
+        ``image_channels``: the views' (what a decoder reconstructs)."""
         super().__init__()
-        self.cfg, self.image_size = cfg, image_size
+        self.cfg, self.image_size, self.image_channels = cfg, image_size, image_channels
         self.options = self.Options.model_validate(cfg.options)
         self.loss_kwargs = dict(cfg.loss_kwargs)
         self.projector = mlp([feature_dim, *cfg.projector], hidden_bn=cfg.projector_hidden_bn,
@@ -118,5 +120,6 @@ def loss_parameters(cls: type[Method]) -> dict[str, Any]:
     return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
 
 
-def build_method(cfg, backbone: Callable[[], nn.Module], feature_dim: int, image_size: int = 224) -> Method:
-    return method_class(cfg.name)(cfg, backbone, feature_dim, image_size)
+def build_method(cfg, backbone: Callable[[], nn.Module], feature_dim: int, image_size: int = 224, *,
+                 image_channels: int = 1) -> Method:
+    return method_class(cfg.name)(cfg, backbone, feature_dim, image_size, image_channels)

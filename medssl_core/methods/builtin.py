@@ -75,8 +75,8 @@ class MomentumMethod(Method):
 
     Options = MomentumOptions
 
-    def __init__(self, cfg, backbone, feature_dim: int, image_size: int = 224):
-        super().__init__(cfg, backbone, feature_dim, image_size)
+    def __init__(self, cfg, backbone, feature_dim: int, image_size: int = 224, image_channels: int = 1):
+        super().__init__(cfg, backbone, feature_dim, image_size, image_channels)
         self.teacher_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
         self.teacher_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.momentum = self.options.momentum_base

@@ -1,7 +1,7 @@
 """MedSGSSL's segmentation-guided SSL methods (../shared/studies.md section 5.3), each option as the code trains it;
 its bugs are options, so that a study's decisions can switch them.
 
-- ``sg_contrastive`` (options 1, 2 and the baseline): NT-Xent with per-image weights from the lung mask plus a
+- ``sg_contrastive`` (options 1-4 and the baseline): NT-Xent with weights from a lung or pathology mask plus a
   pixel decoder's reconstruction of each view from its feature.
 - ``sg_attention`` (option 5): the same, with an encoder whose 'segmentation' maps of the two views must agree.
 - ``anatomy_vit`` (options 7, 8, 10): ViT-S with an EMA teacher; lung-aware token masking and reconstruction of
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +32,10 @@ class _Strict(BaseModel):
 
 
 def mask_coverage(masks: Tensor | None, where: str) -> Tensor:
-    """Each image's share of lung pixels (N,), from its 0/1 masks (N, 1, H, W)."""
+    """Each image's share of mask pixels (N,), from its 0/1 masks (N, 1, H, W)."""
     if masks is None:
-        raise ValueError(f"{where} weighs images by their lung masks, but the batch has none: set masks: lung_rule "
-                         "for its runs.")
+        raise ValueError(f"{where} weighs images by their masks, but the batch has none: set masks: lung_rule (or "
+                         "pathology_rule) for its runs.")
     return masks.float().mean(dim=(1, 2, 3))
 
 
@@ -46,7 +47,10 @@ def patch_masks(masks: Tensor, patch: int = PATCH, level: float = PATCH_LEVEL) -
 
 class SegContrastiveOptions(_Strict):
     temperature: float = Field(0.1, gt=0)
-    mask_weight: float = Field(0.0, ge=0)  # w = scale (1 + mask_weight mean(mask)); option 1: 0.3
+    mask_weight: float = Field(0.0, ge=0)  # w = scale (1 + mask_weight mean(mask)); option 1: 0.3, option 3: 0.5
+    # 'image': each image's anchors weighted by its own w (option 1); 'batch': NT-Xent times the batch's mean w
+    # (option 3's pathology weight)
+    weight_per: Literal["image", "batch"] = "image"
     scale: float = Field(1.0, gt=0)  # option 2: 0.852, its weight from fixed rectangles, the same for every image
     recon_weight: float = Field(0.5, ge=0)
 
@@ -54,9 +58,10 @@ class SegContrastiveOptions(_Strict):
 class _PixelReconstruction(Method):
     """A pixel decoder from the backbone's feature back to each view (target: the view as the model sees it)."""
 
-    def __init__(self, cfg, backbone, feature_dim: int, image_size: int = 224):
-        super().__init__(cfg, backbone, feature_dim, image_size)
-        self.decoder = PixelDecoder(image_size, dim=feature_dim) if self.options.recon_weight else None
+    def __init__(self, cfg, backbone, feature_dim: int, image_size: int = 224, image_channels: int = 1):
+        super().__init__(cfg, backbone, feature_dim, image_size, image_channels)
+        self.decoder = (PixelDecoder(image_size, image_channels, dim=feature_dim) if self.options.recon_weight
+                        else None)
 
     def reconstruction(self, features: list[Tensor], views: list[View]) -> Tensor:
         """1/2 [MSE(dec(h1), v1) + MSE(dec(h2), v2)], averaged over pixels and batch."""
@@ -68,9 +73,10 @@ class _PixelReconstruction(Method):
 
 @register("sg_contrastive")
 class SegContrastive(_PixelReconstruction):
-    """Options 1, 2 and the baseline: scale (1 + mask_weight mean(lung mask)) weighted NT-Xent (tau 0.1) on the
-    projections + recon_weight x the pixel reconstruction. Option 1's weight is one number per image, from its
-    un-augmented mask, the same for both views."""
+    """Options 1-4 and the baseline: scale (1 + mask_weight mean(mask)) weighted NT-Xent (tau 0.1) on the
+    projections + recon_weight x the pixel reconstruction. The weight is one number per image, from its
+    un-augmented mask (option 1: lung; option 3: pathology), the same for both views; option 3 multiplies the
+    unweighted NT-Xent by the batch's mean weight."""
 
     Options = SegContrastiveOptions
 
@@ -79,7 +85,11 @@ class SegContrastive(_PixelReconstruction):
         (h0, z0, _), (h1, z1, _) = (self.embed(v.image) for v in views)
         coverage = (mask_coverage(batch.masks, "sg_contrastive (mask_weight > 0)") if o.mask_weight
                     else z0.new_zeros(z0.shape[0]))
-        ctr = losses.weighted_nt_xent(z0, z1, o.scale * (1 + o.mask_weight * coverage), o.temperature)
+        weights = o.scale * (1 + o.mask_weight * coverage)
+        if o.weight_per == "batch":
+            ctr = losses.nt_xent(z0, z1, temperature=o.temperature) * weights.mean()
+        else:
+            ctr = losses.weighted_nt_xent(z0, z1, weights, o.temperature)
         rec = self.reconstruction([h0, h1], views)
         return StepOutput(ctr + o.recon_weight * rec, {"contrastive": ctr, "reconstruction": rec})
 
@@ -144,8 +154,8 @@ class AnatomyViT(Method):
     needs_masks = True
     archs = ("vit_small",)
 
-    def __init__(self, cfg, backbone, feature_dim: int, image_size: int = 224):
-        super().__init__(cfg, backbone, feature_dim, image_size)
+    def __init__(self, cfg, backbone, feature_dim: int, image_size: int = 224, image_channels: int = 1):
+        super().__init__(cfg, backbone, feature_dim, image_size, image_channels)
         o = self.options
         self.recon_head = nn.Sequential(nn.Linear(feature_dim, 2 * feature_dim), nn.GELU(),
                                         nn.Linear(2 * feature_dim, feature_dim))
