@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, replicate, paper.
+"""nox sessions: tests, lint, replicate, paper, bench.
 
 Every session installs medssl with the tested torch/torchvision pair (constraints.txt). Environments are
 reused, and the install is skipped when pyproject.toml and constraints.txt are unchanged, so a second call
@@ -33,8 +33,8 @@ def install(session: nox.Session, extras: str = "dev") -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (CPU; real MedMNIST files from ../shared/data/medmnist)."""
-    install(session)
+    """The test suite (CPU; real MedMNIST files from ../shared/data/medmnist; Ray and Optuna from their extras)."""
+    install(session, "dev,cluster,tune")
     session.run("pytest", *(session.posargs or ["-q"]), env={"OMP_NUM_THREADS": "2"})
 
 
@@ -58,3 +58,10 @@ def paper(session: nox.Session) -> None:
     """`nox -s paper -- [STUDY]` regenerates tables and figures into paper/<study>/."""
     install(session)
     session.run("medssl", "paper", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """`nox -s bench -- [--quick] [medssl bench options]`: pretraining throughput into the 'bench' table."""
+    install(session)
+    session.run("medssl", "bench", *session.posargs)

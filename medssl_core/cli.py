@@ -97,7 +97,7 @@ def cmd_replicate(args) -> int:
     from medssl_core.run_context import Context
     from medssl_core.stale import summarise
     from medssl_core.store import ResultsStore
-    from medssl_core.study import get_study
+    from medssl_core.study import deep_merge, get_study
 
     study = get_study(args.study)
     device = resolve_device(args.device)
@@ -106,7 +106,13 @@ def cmd_replicate(args) -> int:
     profile, notice = choose_profile(study, args.profile, device, args.allow_slow)
     if notice:
         print(notice, file=sys.stderr)
-    overrides = {"pretrain": {"amp": args.amp}, "evaluate": {"amp": args.amp}} if args.amp else None
+    overrides = {"pretrain": {"amp": args.amp}, "evaluate": {"amp": args.amp}} if args.amp else {}
+    if args.overrides:  # e.g. `medssl tune --write`'s file: {"overrides": {"methods": {name: {...}}}}
+        try:
+            overrides = deep_merge(overrides, json.loads(Path(args.overrides).read_text())["overrides"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"--overrides {args.overrides}: not a readable JSON file with an 'overrides' object "
+                              f"({type(exc).__name__}: {exc}); `medssl tune --write FILE` writes one.") from exc
     plan = expand(study, profile, seeds=_seeds(args.seeds), datasets=_csv_list(args.datasets),
                   methods=_csv_list(args.methods), protocols=_csv_list(args.protocols),
                   variant_names=_csv_list(args.variants), data_dir=args.data_dir,
@@ -141,10 +147,18 @@ def cmd_replicate(args) -> int:
         store.sync_reported(study.name, study.reported_rows())
         if fix.reused:
             store.mark_reused(study.name, fix.reused)
-        ctx = Context(args.data_dir, device, store.artifacts_dir, store.checkpoints_dir,
+        shared = Path(args.artifacts_dir) if args.artifacts_dir else None
+        ctx = Context(args.data_dir, device, shared / "artifacts" if shared else store.artifacts_dir,
+                      shared / "checkpoints" if shared else store.checkpoints_dir,
                       allow_download=not args.no_download, progress=not args.no_progress)
+        executor = None
+        if args.executor == "ray":
+            from medssl_core.execute_ray import RayExecutor
+
+            executor = RayExecutor(address=args.address, cpus_per_task=args.cpus_per_task)
         try:
-            summary = execute(plan, store, ctx, retry_failed=args.retry_failed, progress=not args.no_progress)
+            summary = execute(plan, store, ctx, retry_failed=args.retry_failed, progress=not args.no_progress,
+                              executor=executor)
         except KeyboardInterrupt:
             print("\nInterrupted. Every finished run is recorded; run the same command again to resume.",
                   file=sys.stderr)
@@ -269,6 +283,8 @@ def cmd_paper(args) -> int:
     from medssl_core.paper import generate
     from medssl_core.study import get_study, studies
 
+    if args.all and args.study:
+        raise ConfigError("--all writes every study and the cross-study report; name no study with it")
     names = [args.study] if args.study else sorted(n for n in studies() if n != "demo")
     done = 0
     for name in names:
@@ -285,6 +301,70 @@ def cmd_paper(args) -> int:
             print(f"  {p}")
     if not done:
         raise StoreError(f"{args.db} holds no finished runs of any study: run `medssl replicate STUDY` first.")
+    if args.all:
+        from medssl_core.paper_report import write_report
+
+        for p in write_report(Path(args.out), {n: get_study(n) for n in names}, Path(args.db), args.data_dir):
+            print(f"wrote {p}")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from medssl_core.device import resolve_device
+    from medssl_core.run_context import Context
+    from medssl_core.store import ResultsStore
+    from medssl_core.study import get_study
+    from medssl_core.tune import tune, write_overrides
+
+    study = get_study(args.study)
+    device = resolve_device(args.device)
+    profile, notice = choose_profile(study, args.profile, device, args.allow_slow)
+    if notice:
+        print(notice, file=sys.stderr)
+    store = ResultsStore(args.db)
+    journal = Path(args.journal) if args.journal else store.home / "optuna.journal"
+    with store.coordinator_lock():
+        store.init()
+        ctx = Context(args.data_dir, device, store.artifacts_dir, store.checkpoints_dir,
+                      allow_download=not args.no_download, progress=False)
+        result = tune(study, profile, args.method, args.protocol, trials=args.trials, store=store, ctx=ctx,
+                      journal=journal, seed=args.seed, dataset=args.dataset, variant=args.variant,
+                      fraction=args.fraction, device=device, allow_download=not args.no_download)
+    print(f"{result.name}: {result.trials} trials; best validation {study.main_metric} {result.best_value:.4f} with "
+          f"{json.dumps(result.best_params)}")
+    print(f"every trial: SELECT * FROM trials WHERE optuna_study = '{result.name}' (database {args.db}); Optuna's "
+          f"journal: {journal}", file=sys.stderr)
+    if args.write:
+        write_overrides(result, args.method, args.protocol, Path(args.write))
+        print(f"wrote {args.write}: `medssl replicate {study.name} --overrides {args.write}` applies it",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import torch
+    from tabulate import tabulate
+
+    from medssl_core.bench import GRIDS, RATIO_HEADERS, bench, ratios
+    from medssl_core.device import resolve_device, use_bf16
+    from medssl_core.store import ResultsStore
+
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    grid = "quick" if args.quick else args.grid
+    bf16 = use_bf16(device, args.amp)
+    channels_last = not args.no_channels_last
+    print(f"medssl bench [{grid}] on {device}: {len(GRIDS[grid])} cases x 3 pipelines, {args.steps} steps x "
+          f"{args.repeats} repeats after a warm-up, bf16 {bf16}, channels_last {channels_last}, {args.workers} "
+          f"loader workers, {torch.get_num_threads()} threads", file=sys.stderr)
+    rows = bench(grid, device, steps=args.steps, repeats=args.repeats, workers=args.workers, bf16=bf16,
+                 channels_last=channels_last,
+                 progress=lambda c: print(f"  {c.arch} {c.size} px {c.method} batch {c.batch}", file=sys.stderr))
+    store = ResultsStore(args.db)
+    store.append("bench", rows)
+    print(tabulate(ratios(rows), RATIO_HEADERS))
+    print(f"{len(rows)} rows added to table 'bench' of {args.db}", file=sys.stderr)
     return 0
 
 
@@ -346,6 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-slow", action="store_true", help="start a GPU-sized profile on a CPU anyway")
     r.add_argument("--dry-run", action="store_true", help="list the runs that would execute; writes nothing")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--overrides", help="a JSON file of settings merged into the runs (`medssl tune --write`'s); "
+                   "they are part of each run's settings and identity")
+    r.add_argument("--executor", choices=("local", "ray"), default="local", help="local: one run after another "
+                   "here; ray: on a Ray cluster (pip install 'medssl[cluster]'), a GPU or --cpus-per-task CPUs a run")
+    r.add_argument("--address", help="Ray cluster address (e.g. auto, ray://HOST:10001); default: a local Ray")
+    r.add_argument("--cpus-per-task", type=int, default=1, help="Ray, CPU runs: CPU slots (and torch threads) a run")
+    r.add_argument("--artifacts-dir", help="where runs write artifacts and checkpoints (default: beside --db); on a "
+                   "cluster, a folder every node mounts. Keep it the same when resuming")
     r.set_defaults(fn=cmd_replicate)
 
     res = sub.add_parser("results", help="query the results database").add_subparsers(dest="results_cmd",
@@ -369,13 +457,51 @@ def build_parser() -> argparse.ArgumentParser:
     rb.set_defaults(fn=cmd_results_rebuild)
 
     pp = sub.add_parser("paper", help="generate a study's tables and figures from the database")
-    pp.add_argument("study", nargs="?")
+    pp.add_argument("study", nargs="?", help="default: every study with runs")
+    pp.add_argument("--all", action="store_true", help="every study, and the cross-study report (REPORT.md and a "
+                    "self-contained REPORT.html)")
     pp.add_argument("--db", default=str(DEFAULT_DB))
     pp.add_argument("--out", default="paper")
     pp.add_argument("--profile", help="the profile whose runs to use (default: every profile with runs)")
     pp.add_argument("--data-dir", help="where the data is: for the t-SNE figure, and to leave out runs whose data "
                     "changed")
     pp.set_defaults(fn=cmd_paper)
+
+    t = sub.add_parser("tune", help="Optuna over what a study leaves open (its search_space), on a validation "
+                       "metric; every trial is a run (table 'trials')")
+    t.add_argument("study")
+    t.add_argument("--method", required=True)
+    t.add_argument("--protocol", required=True, help="the evaluation whose validation metric is the objective")
+    t.add_argument("--trials", type=int, default=20)
+    t.add_argument("--profile", default="auto", help="quick | paper | auto (paper on a GPU, quick on a CPU)")
+    t.add_argument("--dataset", help="the study dataset to tune on (default: the only one planned)")
+    t.add_argument("--variant", default="corrected", choices=("as_published", "corrected"))
+    t.add_argument("--fraction", type=float, default=1.0, help="the label fraction of the scored evaluation")
+    t.add_argument("--seed", type=int, default=0, help="the runs' seed and the sampler's")
+    t.add_argument("--journal", help="Optuna's journal file (default: beside --db); re-running resumes the search")
+    t.add_argument("--write", help="write the best values to this JSON file for `replicate --overrides`")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--data-dir")
+    t.add_argument("--db", default=str(DEFAULT_DB))
+    t.add_argument("--no-download", action="store_true")
+    t.add_argument("--allow-slow", action="store_true", help="tune on a GPU-sized profile on a CPU anyway")
+    t.set_defaults(fn=cmd_tune)
+
+    b = sub.add_parser("bench", help="pretraining throughput: medssl's loop vs a seed-style DataLoader vs the "
+                       "model's ceiling (table 'bench')")
+    b.add_argument("--grid", choices=("full", "quick", "smoke"), default="full", help="full: ResNet-18/50 at 28, 64, "
+                   "224 px, SimCLR and Barlow Twins; quick: ResNet-18 at 28 and 64 px; smoke: one small case")
+    b.add_argument("--quick", action="store_true", help="the quick grid (about 10 minutes on 2 CPU cores)")
+    b.add_argument("--steps", type=int, default=4, help="steps a timed pass (the images: steps x batch)")
+    b.add_argument("--repeats", type=int, default=3, help="timed passes; the median is reported")
+    b.add_argument("--workers", type=int, default=2, help="DataLoader workers of the seed-style pipeline")
+    b.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    b.add_argument("--threads", type=int, help="torch CPU threads")
+    b.add_argument("--amp", choices=("auto", "off", "bf16"), default="auto", help="auto: bf16 where the device has "
+                   "it natively")
+    b.add_argument("--no-channels-last", action="store_true")
+    b.add_argument("--db", default=str(DEFAULT_DB))
+    b.set_defaults(fn=cmd_bench)
 
     st = sub.add_parser("studies", help="list the registered studies")
     st.set_defaults(fn=cmd_studies)

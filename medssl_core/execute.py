@@ -5,13 +5,15 @@ data is stale and is run again (or kept, if asked). The coordinator (this proces
 worker call returns a RunRecord, which is written to its record file and then to the database in one
 transaction. An interrupted run leaves no record and is
 redone (its pretraining resumes from the last checkpoint); a failed run is recorded with its error and the
-grid goes on. A cluster executor only has to replace the loop that calls ``runner``.
+grid goes on. An executor (LocalExecutor here, execute_ray.RayExecutor on a cluster) only decides where and when
+each pending spec runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from tqdm import tqdm
 
@@ -82,28 +84,56 @@ def pending(plan: Plan, statuses: dict[str, str], retry_failed: bool) -> list[Ru
             if statuses.get(s.run_id) != "ok" and (retry_failed or statuses.get(s.run_id) != "failed")]
 
 
+class Executor(Protocol):
+    """Runs the pending specs and hands each record to ``finish`` as it arrives (the coordinator writes it)."""
+
+    def run(self, todo: list[RunSpec], ctx: Context, runner: Runner, failed: set[str],
+            finish: Callable[[RunSpec, RunRecord], None]) -> None: ...
+
+
+Runner = Callable[[RunSpec, Context], RunRecord]
+
+
+def blocked(spec: RunSpec, failed: set[str]) -> RunRecord | None:
+    """The failed record of a spec whose pretraining (or starting evaluation) failed; None if it may run."""
+    broken = [rid for rid in spec.depends_on if rid in failed]
+    if not broken:
+        return None
+    what = "pretraining" if broken[0] == spec.parent else "starting evaluation"
+    return failed_record(spec, f"its {what} run {broken[0]} failed; see that run's error")
+
+
+class LocalExecutor:
+    """One run after another in this process, in plan order (a pretraining before its evaluations)."""
+
+    def run(self, todo, ctx, runner, failed, finish) -> None:
+        for spec in todo:
+            finish(spec, blocked(spec, failed) or runner(spec, ctx))
+
+
 def execute(plan: Plan, store: ResultsStore, ctx: Context, *, retry_failed: bool = False,
-            runner: Callable[[RunSpec, Context], RunRecord] = execute_spec, progress: bool = True) -> Summary:
+            runner: Runner = execute_spec, progress: bool = True, executor: Executor | None = None) -> Summary:
     store.init()
     store.ingest_pending()
     statuses = store.run_statuses()
     todo = pending(plan, statuses, retry_failed)
     summary = Summary(planned=len(plan.specs), already_done=len(plan.specs) - len(todo))
     failed = {rid for rid, st in statuses.items() if st == "failed"} - ({s.run_id for s in todo})
-    bar = tqdm(todo, desc=f"{plan.study} [{plan.profile}]", unit="run", disable=not progress)
-    for spec in bar:
-        bar.set_postfix_str(spec.label())
-        broken = [rid for rid in spec.depends_on if rid in failed]
-        if broken:
-            what = "pretraining" if broken[0] == spec.parent else "starting evaluation"
-            record = failed_record(spec, f"its {what} run {broken[0]} failed; see that run's error")
-        else:
-            record = runner(spec, ctx)
+    bar = tqdm(total=len(todo), desc=f"{plan.study} [{plan.profile}]", unit="run", disable=not progress)
+
+    def finish(spec: RunSpec, record: RunRecord) -> None:
         store.record(record)
         summary.ran += 1
         summary.records.append(record)
+        bar.update(1)
+        bar.set_postfix_str(spec.label())
         if not record.ok:
             failed.add(spec.run_id)
             summary.failed.append(record)
             tqdm.write(f"FAILED {spec.label()} ({spec.run_id}): {record.run['error'].splitlines()[0]}")
+
+    try:
+        (executor or LocalExecutor()).run(todo, ctx, runner, failed, finish)
+    finally:
+        bar.close()
     return summary

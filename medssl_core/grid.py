@@ -100,8 +100,21 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
     ``every_source``: plan each dataset with every source it may use (stand-ins too) whether present or not,
     and ``fingerprint_data=False`` leaves the data version out: what `medssl paper` needs to recognise the
     runs of the study as declared now without the data at hand.
+    ``overrides``: {'pretrain': ..., 'evaluate': ...} merged into every run, and {'methods': {name: {'pretrain':
+    ..., 'evaluate': ..., 'protocols': {protocol: ...}}}} into one method's runs only (`medssl tune`'s values).
     """
     check_decisions(study)
+    extra = overrides or {}
+    unknown = set(extra) - {"pretrain", "evaluate", "methods"} | {
+        f"methods.{n}" for n in extra.get("methods", {}) if n not in {m.name for m in study.methods}} | {
+        f"methods.{n}.{k}" for n, v in extra.get("methods", {}).items() for k in v
+        if k not in ("pretrain", "evaluate", "protocols")} | {
+        f"methods.{n}.protocols.{p}" for n, v in extra.get("methods", {}).items() for p in v.get("protocols", {})
+        if p not in {p.name for p in study.protocols}}
+    if unknown:
+        raise ConfigError(f"overrides: unknown {sorted(unknown)}; give 'pretrain', 'evaluate' and 'methods' (the "
+                          f"study's methods: {[m.name for m in study.methods]}), each with 'pretrain', 'evaluate' "
+                          f"and 'protocols' (the study's: {[p.name for p in study.protocols]})")
     profile = study.profile(profile_name)
     check_overrides(study, profile)
     plan = Plan(study.name, profile.name)
@@ -129,10 +142,10 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
         if every_source:
             sources = [s for s in ds.sources if s in profile.image_size]
         else:
-            source = resolve_source(ds, profile.image_size, data_dir, allow_download)
+            read_size = {**profile.image_size, **profile.source_size}  # the side the files are read at
+            source = resolve_source(ds, read_size, data_dir, allow_download)
             if source is None:
-                why = " | ".join(missing_message(get_dataset(s), data_dir, profile.image_size.get(s))
-                                 for s in ds.sources)
+                why = " | ".join(missing_message(get_dataset(s), data_dir, read_size.get(s)) for s in ds.sources)
                 plan.skipped.append((f"dataset {ds.key}", why))
                 continue
             sources = [source]
@@ -219,7 +232,8 @@ def _expand_pair(plan, seen, study: Study, profile: Profile, target: _Target, pr
         again = profile.overrides.get("pretrain", {})
         base, pre_base = (deep_merge(deep_merge(t.base, init), again) for t in (target, pre_target))
         arch = base["backbone"]["arch"]
-        if method.init != "random" and imagenet_weights_path(arch, method.init) is None:
+        # weights, like data, are needed to run, not to recognise runs (fingerprint_data False: `medssl paper`)
+        if fingerprint_data and method.init != "random" and imagenet_weights_path(arch, method.init) is None:
             plan.skipped.append((f"{target.ds.key}/{method.name}", imagenet_missing_message(arch, method.init)))
             continue
         for t, merged in ((target, base), (pre_target, pre_base)):
@@ -289,6 +303,11 @@ class _Builder:
                 hp = config.validate(model, hp, where)  # the defaults of a part the decision replaced whole
         return config.validate(model, hp, where, for_spec=True)
 
+    def _extra_of_method(self, stage: str) -> dict:
+        """The caller's overrides for this method's runs only (``overrides['methods'][name][stage]``; stage
+        'protocols': {protocol: evaluation settings})."""
+        return self.extra.get("methods", {}).get(self.method.name, {}).get(stage, {})
+
     def pretrain(self, base: dict, seed: int, choice: dict) -> RunSpec | None:
         if self.method.pretrain is None:
             return None
@@ -296,7 +315,7 @@ class _Builder:
         method_hp = deep_merge(self.method.pretrain, self.profile.overrides.get("methods", {})
                                .get(self.method.name, {}))
         hp = deep_merge(deep_merge(base, {"method": config.with_method_defaults(method_hp)}),
-                        self.extra.get("pretrain", {}))
+                        deep_merge(self.extra.get("pretrain", {}), self._extra_of_method("pretrain")))
         hp["split"] = {**hp["split"], "script": self.study.pretrain_script}
         hp = self._finish(config.PretrainHP, hp, decisions, ("data", "pretrain"), self._where("pretraining"))
         data = self.target.data
@@ -326,7 +345,8 @@ class _Builder:
             hp = deep_merge(declared, protocol.per_fraction.get(fraction, {}))
             for update in (self.profile.overrides.get("evaluate", {}),
                            self.profile.overrides.get("protocols", {}).get(protocol.name, {}),
-                           self.extra.get("evaluate", {})):
+                           self.extra.get("evaluate", {}), self._extra_of_method("evaluate"),
+                           self._extra_of_method("protocols").get(protocol.name, {})):
                 hp = deep_merge(hp, update)
             hp["split"] = {**hp["split"], "script": protocol.script or protocol.name}
             hp = self._finish(config.EvaluateHP, hp, decisions, ("data", "evaluate"), where)

@@ -49,10 +49,10 @@ BY_SETTING: tuple[tuple[str, Callable[[dict], bool], tuple[str, ...]], ...] = (
 )
 # Modules whose changes cannot change a number already computed: their effect on a run, if any, is written
 # into its spec (config, grid, study, registry, pipelines) or they only move, store or show results.
-NOT_NUMERIC = ("__init__.py", "atomic.py", "augment_show.py", "cli.py", "config.py", "errors.py", "execute.py",
-               "masks_show.py", "run_context.py", "run_record.py",
+NOT_NUMERIC = ("__init__.py", "atomic.py", "augment_show.py", "bench.py", "cli.py", "config.py", "errors.py",
+               "execute.py", "execute_ray.py", "masks_show.py", "run_context.py", "run_record.py", "tune.py",
                "grid.py", "identity.py", "paper.py", "paper_analysis.py", "paper_classes.py", "paper_output.py",
-               "pipelines.py",
+               "paper_report.py", "pipelines.py",
                "provenance.py", "runspec.py", "selection.py", "stale.py", "study.py",
                "torchvision_compat.py", "data/__init__.py", "data/download.py", "data/locate.py",
                "data/medmnist_info.py", "data/registry.py", "store/__init__.py", "store/labels.py", "store/records.py",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -14,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from medssl_core import paper_output
 from medssl_core.errors import MedsslError, StoreError
 from medssl_core.paper_analysis import (
     embedding_figures,
@@ -24,7 +26,7 @@ from medssl_core.paper_analysis import (
     slug,
 )
 from medssl_core.paper_classes import class_names, confusion_figures, recall_table
-from medssl_core.paper_output import save_figure, write_table
+from medssl_core.paper_output import save_figure
 from medssl_core.runspec import RunSpec
 from medssl_core.selection import select
 from medssl_core.stale import summarise
@@ -364,8 +366,12 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
         return []
     datasets = sorted({d[1] for d in data})
     method_names = [m.name for m in study.methods if any(d[2] == m.name for d in data)]
-    ncols = len(method_names) + 1  # one loss panel per method (own scale), then the kNN monitor
-    fig, axes = plt.subplots(len(datasets), ncols, squeeze=False, figsize=(2.9 * ncols, 3.2 * len(datasets)))
+    monitored = {d[1] for d in data if d[5] == "knn"}
+    # one loss panel per method (own scale), then the kNN monitor where there is one; at most 5 panels a row
+    ncols = min(5, len(method_names) + 1)
+    rows_of = {ds: math.ceil((len(method_names) + (ds in monitored)) / ncols) for ds in datasets}
+    fig, axes = plt.subplots(sum(rows_of.values()), ncols, squeeze=False,
+                             figsize=(3.2 * ncols, 2.9 * sum(rows_of.values())))
     colors = plt.get_cmap("tab10").colors
 
     def series_of(ds, method, name, variant):
@@ -376,29 +382,35 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
         steps = sorted(series)
         return steps, np.array([np.mean(series[t]) for t in steps]), np.array([np.std(series[t]) for t in steps])
 
-    for i, ds in enumerate(datasets):
-        knn_ax = axes[i][-1]
+    first_row = 0
+    for ds in datasets:
+        panels = [ax for row in axes[first_row:first_row + rows_of[ds]] for ax in row]
+        first_row += rows_of[ds]
+        knn_ax = panels[len(method_names)] if ds in monitored else None
+        for ax in panels[len(method_names) + (ds in monitored):]:
+            ax.axis("off")
         for k, m in enumerate(method_names):
-            ax = axes[i][k]
+            ax = panels[k]
+            title = methods.get(m, m)
             for variant, style in ((AS_PUBLISHED, "-"), (CORRECTED, "--")):
-                label = methods.get(m, m) + (" (corrected)" if variant == CORRECTED else "")
+                label = title + (" (corrected)" if variant == CORRECTED else "")
                 for name, target in (("loss", ax), ("knn", knn_ax)):
                     steps, mean, std = series_of(ds, m, name, variant)
-                    if steps:
+                    if steps and target is not None:
                         target.plot(steps, mean, style, color=colors[k % 10], label=label, marker="o", ms=3)
                         target.fill_between(steps, mean - std, mean + std, color=colors[k % 10], alpha=0.15)
-            ax.set_title(f"{ds}: {methods.get(m, m)}", fontsize=9)
+            ax.set_title(f"{ds}: {title if len(title) <= 24 else m}", fontsize=9)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
-        axes[i][0].set_ylabel("SSL loss (solid: as published, dashed: corrected)", fontsize=8)
-        knn_ax.set_title(f"{ds}: kNN on val (accuracy; mean AUC if multi-label)", fontsize=9)
-        knn_ax.set_xlabel("epoch")
-        knn_ax.grid(alpha=0.3)
-        if knn_ax.get_legend_handles_labels()[0]:
+            if k % ncols == 0:
+                ax.set_ylabel("SSL loss", fontsize=8)
+        if knn_ax is not None:
+            knn_ax.set_title(f"{ds}: kNN on val (accuracy;\nmean AUC if multi-label)", fontsize=9)
+            knn_ax.set_xlabel("epoch")
+            knn_ax.grid(alpha=0.3)
             knn_ax.legend(fontsize=6)
-        else:  # no monitor (monitor_every 0, as the studies that read no labels while pretraining)
-            knn_ax.text(0.5, 0.5, "not monitored", ha="center", va="center", transform=knn_ax.transAxes)
-    fig.suptitle(f"{study.title}: pretraining curves, mean ± std over seeds", fontsize=11)
+    fig.suptitle(f"{study.name}: pretraining curves, mean ± std over seeds (solid: as published, dashed: "
+                 "corrected)", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, out, "pretraining_curves")
 
@@ -512,7 +524,7 @@ def mask_figures(specs: list[RunSpec], out: Path, data_dir) -> list[Path]:
     from medssl_core.masks_show import show
 
     read = sorted({(s.dataset_used, s.hparams.get("source_size") or s.hparams["image_size"]) for s in specs
-                   if s.hparams.get("masks", "none") != "none"})
+                   if s.hparams.get("masks", "none") == "lung_rule" or s.hparams.get("crop_to_lungs")})
     written = []
     for dataset, size in read:
         try:
@@ -522,12 +534,31 @@ def mask_figures(specs: list[RunSpec], out: Path, data_dir) -> list[Path]:
     return written
 
 
+def _cell_with_reported(study: Study, cell: list) -> dict:
+    """A cells.csv row as a dict, with the source's number for it (the first declared, as the tables)."""
+    keys = ("variant", "dataset", "dataset_used", "method", "protocol", "fraction", "profile", "config_id", "metric",
+            "mean", "std", "n", "run_ids")
+    out = dict(zip(keys, cell, strict=True))
+    rep = next((r for r in study.reported if (r.dataset, r.method, r.protocol, r.metric, r.fraction or 1.0)
+                == (out["dataset"], out["method"], out["protocol"], out["metric"], out["fraction"])
+                and r.value is not None), None)
+    out["reported"] = None if rep is None else rep.value
+    out["reported_hard_coded"] = rep is not None and not rep.backed_by_runs
+    return out
+
+
 def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted: dict[str, str],
                       kinds: dict[str, str], *, tsne: bool) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     rows = load_rows(study, db, accepted)
     metric = study.main_metric
     written: list[Path] = []
+    structured: dict[str, dict] = {}  # every table as data, for the cross-study report (summary.json)
+
+    def write_table(out: Path, stem: str, title: str, headers: list, table: list, note: str) -> list[Path]:
+        structured[stem] = {"title": title, "headers": headers, "rows": table}
+        return paper_output.write_table(out, stem, title, headers, table, note)
+
     tables, cells = main_tables(study, rows, metric)
     claims = "\n".join(f"- {c}" for c in study.claims)
     for variant, (headers, table) in tables.items():
@@ -580,8 +611,10 @@ def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted:
     if tsne:
         written += tsne_figure(study, db, out, eval_ids)
     summary = {"study": study.name, "profile": profile, "database": str(db), "claims": list(study.claims),
-               "runs": len(accepted), "kept_stale": sorted(r for r, note in accepted.items() if note)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+               "runs": len(accepted), "kept_stale": sorted(r for r, note in accepted.items() if note),
+               "metric": metric, "tables": structured, "cells": [_cell_with_reported(study, c) for c in cells],
+               "figures": sorted(p.name for p in written if p.suffix == ".png")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "README.md").write_text(
         f"# {study.title}: profile {profile}\n\n{study.citation}\n\n"
         + (f"Claims of the source:\n{claims}\n\n" if claims else "")

@@ -111,6 +111,28 @@ class StudyDataset:
 
 
 @dataclass(frozen=True)
+class Tunable:
+    """A hyper-parameter the source leaves open, for `medssl tune`: a dotted path into a run's settings under
+    'pretrain' or 'evaluate' (e.g. 'pretrain.train.optimizer.lr'), a range (``log``: sampled on a log scale) or
+    ``choices``, the methods it concerns (None: every method) and why it is open."""
+
+    path: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple | None = None
+    methods: tuple[str, ...] | None = None
+    why: str = ""
+
+    def __post_init__(self):
+        if self.path.split(".")[0] not in ("pretrain", "evaluate") or "." not in self.path:
+            raise ConfigError(f"tunable {self.path!r}: a path starts with 'pretrain.' or 'evaluate.'")
+        if (self.choices is None) == (self.low is None or self.high is None) or (
+                self.choices is None and not self.low < self.high):
+            raise ConfigError(f"tunable {self.path!r}: give either choices or low < high")
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     title: str
@@ -210,6 +232,7 @@ class Study:
     # per dataset, the labels that name the same findings in every dataset listed, in one order: the paper's
     # per-label tables add their mean, which compares across label spaces (CheXpert's 5 and NIH's 14 findings)
     shared_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    search_space: tuple[Tunable, ...] = ()  # what the source leaves open: `medssl tune` searches it
 
     def __post_init__(self):
         for what, names in (("dataset", [d.key for d in self.datasets]), ("method", [m.name for m in self.methods]),
@@ -222,6 +245,10 @@ class Study:
         methods, protocols = {m.name for m in self.methods}, {p.name for p in self.protocols}
         decisions = {d.name for d in self.decisions}
         keys = {d.key for d in self.datasets}
+        for t in self.search_space:
+            if set(t.methods or ()) - methods:
+                raise ConfigError(f"study {self.name}: tunable {t.path!r} names unknown methods "
+                                  f"{sorted(set(t.methods) - methods)}")
         for ds in self.datasets:
             _known(self.name, f"dataset {ds.key!r}", "pretraining dataset", ds.pretrainings(), keys)
             _known(self.name, f"dataset {ds.key!r}", "method", ds.methods or (), methods)

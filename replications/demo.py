@@ -4,7 +4,7 @@ SimCLR vs random init on the real BreastMNIST (546 training images, 28 px), kNN 
 Not a replication: it is the harness's own smoke test and a template for new studies.
 """
 
-from medssl_core.study import Decision, Method, Profile, Protocol, Reported, Study, StudyDataset
+from medssl_core.study import Decision, Method, Profile, Protocol, Reported, Study, StudyDataset, Tunable
 
 _LINEAR = {"kind": "fit", "head": {"type": "linear"}, "train_backbone": False,
            "fit": {"epochs": 5, "batch_size": 64, "optimizer": {"name": "adam", "lr": 1e-3}}}
@@ -40,4 +40,9 @@ STUDY = Study(
     evaluate_defaults={"checkpoint": "best"},
     reported=(Reported("breast_us", "simclr", "linear", "accuracy", None, "none: demo study",
                        note="placeholder row showing how reported numbers are declared"),),
+    # what `medssl tune demo --method simclr --protocol linear` searches: a template for the studies' own
+    search_space=(Tunable("pretrain.train.optimizer.lr", 1e-4, 1e-2, log=True, methods=("simclr",),
+                          why="demo: a pretraining setting"),
+                  Tunable("evaluate.protocol.fit.optimizer.lr", 1e-4, 1e-1, log=True,
+                          why="demo: the probe's learning rate")),
 )

@@ -11,7 +11,7 @@ shipped with the project data (BreastMNIST, PneumoniaMNIST), which stand in for 
 """
 
 from medssl_core.data.medmnist_info import MEDMNIST
-from medssl_core.study import Comparison, Decision, Method, Profile, Protocol, Reported, Study, StudyDataset
+from medssl_core.study import Comparison, Decision, Method, Profile, Protocol, Reported, Study, StudyDataset, Tunable
 
 CITATION = ("Barlow Twins and SimCLR on MedMNIST (README of the project by Daniel34990 and crocojude; code not "
             "found); reference: Yang et al., MedMNIST v2, Sci Data 10:41 (2023), Table 3")
@@ -163,6 +163,15 @@ STUDY = Study(
                 datasets=("breastmnist", "pneumoniamnist"), methods=(*SSL, "random_init"), overrides=QUICK),
     ),
     pretrain_defaults=PRETRAIN,
+    # the README states neither temperature, lambda nor any optimiser setting (studies.md 2.2)
+    search_space=(
+        Tunable("pretrain.method.loss_kwargs.temperature", 0.05, 1.0, log=True, methods=("simclr",),
+                why="SimCLR's tau: not given"),
+        Tunable("pretrain.method.loss_kwargs.lambda_offdiag", 1e-3, 1e-1, log=True, methods=("barlow",),
+                why="Barlow Twins' lambda: not given"),
+        Tunable("pretrain.train.optimizer.lr", 1e-4, 3e-3, log=True, methods=SSL,
+                why="no optimiser setting is given"),
+    ),
     # a 1 % evaluation may not use an encoder chosen with every training label (the monitor): the last one
     evaluate_defaults={"checkpoint": "last"},
     reported=REPORTED,

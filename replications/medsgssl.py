@@ -52,6 +52,7 @@ from medssl_core.study import (
     Reported,
     Study,
     StudyDataset,
+    Tunable,
 )
 
 CITATION = ("A. Rishana K, MedSGSSL: medical segmentation-guided self-supervised learning for chest X-ray "
@@ -389,6 +390,11 @@ STUDY = Study(
                                                                           "freeze_backbone_epochs": 0}}}}}),
     ),
     pretrain_defaults=PRETRAIN,
+    # the paper weighs its contrastive, attention and domain terms, never the CNN options' reconstruction (0.5 in
+    # every notebook, unexplained)
+    search_space=(Tunable("pretrain.method.options.recon_weight", 0.0, 1.0,
+                          methods=("baseline_ssl", "option1", "option2", "option3", "option4", "option5"),
+                          why="the reconstruction's weight: in no text, 0.5 in the code"),),
     evaluate_defaults={"checkpoint": "last"},  # no notebook selects an encoder by a validation score
     reported=REPORTED,
     claims=CLAIMS,

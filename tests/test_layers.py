@@ -15,8 +15,9 @@ LAYERS = [
     ("models", {"models", "sg_encoders", "cpu_conv", "losses", "methods"}),
     ("train", {"train", "optim", "features", "evaluate", "metrics", "gradcam", "embedding"}),
     ("runner", {"run_inputs", "run_context", "run_pretrain", "run_evaluate", "run_record", "runner"}),
-    ("plan", {"grid", "execute", "stale", "selection"}),
-    ("paper", {"paper", "paper_classes", "paper_output", "paper_analysis", "augment_show", "masks_show"}),
+    ("plan", {"grid", "execute", "execute_ray", "stale", "selection", "bench", "tune"}),
+    ("paper", {"paper", "paper_classes", "paper_output", "paper_analysis", "paper_report", "augment_show",
+               "masks_show"}),
     ("cli", {"cli"}),
 ]
 RANK = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}

@@ -1,4 +1,4 @@
-"""DuckDB schema of the results store. Every table but `reported` is keyed by run_id."""
+"""DuckDB schema of the results store. Every table but `reported` and `bench` is keyed by run_id."""
 
 TABLES = {
     "runs": """
@@ -21,7 +21,19 @@ TABLES = {
         metric VARCHAR, value DOUBLE, source VARCHAR NOT NULL, note VARCHAR, backed_by_runs BOOLEAN""",
     # runs kept although their code or data changed, because `replicate --reuse-stale` was asked
     "reused": "run_id VARCHAR PRIMARY KEY, study VARCHAR NOT NULL, reason VARCHAR, reused_at TIMESTAMP",
+    # `medssl bench`: pretraining throughput of one pipeline on one case, with the machine it ran on
+    "bench": """
+        measured_at TIMESTAMP NOT NULL, grid VARCHAR, arch VARCHAR, size INTEGER, method VARCHAR, batch INTEGER,
+        pipeline VARCHAR NOT NULL, pairs_per_s DOUBLE, peak_mem_mb DOUBLE, steps INTEGER, repeats INTEGER,
+        workers INTEGER, device VARCHAR, bf16 BOOLEAN, channels_last BOOLEAN, threads INTEGER, git_commit VARCHAR,
+        environment VARCHAR""",
+    # `medssl tune`: each Optuna trial, the evaluation run it scored and its validation value
+    "trials": """
+        optuna_study VARCHAR NOT NULL, trial INTEGER NOT NULL, run_id VARCHAR, params VARCHAR, objective VARCHAR,
+        value DOUBLE, finished_at TIMESTAMP""",
 }
+# Tables written by appending rows (not from the record files): their columns in order, for store.append
+APPENDED = {name: tuple(col.split()[0] for col in TABLES[name].split(",")) for name in ("bench", "trials")}
 
 # Columns added since the first release: added in place to an older database.
 ADDED_COLUMNS = {"runs": ("config_id VARCHAR", "code_version VARCHAR", "data_version VARCHAR",

@@ -20,7 +20,7 @@ import duckdb
 
 from medssl_core.errors import StoreError
 from medssl_core.store.records import RunRecord, load_records, save_record
-from medssl_core.store.schema import ADDED_COLUMNS, RUN_TABLES, TABLES, create_statements
+from medssl_core.store.schema import ADDED_COLUMNS, APPENDED, RUN_TABLES, TABLES, create_statements
 
 DEFAULT_DB = Path("results/medssl.duckdb")
 
@@ -184,7 +184,7 @@ class ResultsStore:
         tmp = self.db_path.with_name(f".{self.db_path.name}.rebuild.{os.getpid()}")
         tmp.unlink(missing_ok=True)
         records, unreadable = load_records(self.records_dir) if self.records_dir.is_dir() else ([], [])
-        reused = self._reused_rows()
+        carried = {table: self._carried_rows(table) for table in ("reused", *APPENDED)}
         con = duckdb.connect(str(tmp))
         try:
             for stmt in create_statements():
@@ -192,8 +192,9 @@ class ResultsStore:
             self._insert(con, sorted(records, key=lambda r: r.run_id))
             for study, rows in sorted(reported.items()):
                 self._replace_reported(con, study, rows)
-            if reused:
-                con.executemany("INSERT INTO reused VALUES (?, ?, ?, ?)", reused)
+            for table, rows in carried.items():
+                if rows:
+                    con.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
         finally:
             con.close()
         with self._exclusive():
@@ -201,15 +202,23 @@ class ResultsStore:
         Path(f"{self.db_path}.wal").unlink(missing_ok=True)
         return len(records), unreadable
 
-    def _reused_rows(self) -> list[tuple]:
-        """The --reuse-stale choices are not in the record files: carried over from the old database."""
+    def _carried_rows(self, table: str) -> list[tuple]:
+        """Rows that are not in the record files (the --reuse-stale choices, bench figures, tuning trials):
+        carried over from the old database."""
         if not self.db_path.exists():
             return []
         try:
             with self.reader() as con:
-                return con.execute("SELECT run_id, study, reason, reused_at FROM reused").fetchall()
+                return con.execute(f"SELECT * FROM {table}").fetchall()
         except (duckdb.Error, StoreError):  # an old or damaged database: nothing to carry over
             return []
+
+    def append(self, table: str, rows: list[dict]) -> None:
+        """Append rows to a table of schema.APPENDED ('bench', 'trials'); each row a dict of its columns."""
+        columns = APPENDED[table]
+        with self._writer() as con:
+            con.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})",
+                            [[r[c] for c in columns] for r in rows])
 
     def mark_reused(self, study: str, reasons: dict[str, str]) -> None:
         """Record that these (stale) runs were kept on purpose."""

@@ -1,0 +1,206 @@
+"""`medssl bench`: SSL pretraining throughput (image pairs per second) and peak memory of three pipelines feeding
+the same model, loss and optimiser step (Adam, batch 256 by default):
+
+- ``medssl``: medssl's own training loop end to end (``train.pretrain``: uint8 images on the device, batched
+  on-device two-view augmentation, bf16 and channels_last where the device has them, no per-step host sync);
+- ``seed_style``: what the studies' code does: PIL images, per-sample torchvision transforms in a DataLoader with
+  worker processes, float batches copied to the device;
+- ``ceiling``: the same step on views made once beforehand: the model's own speed, no augmentation at all.
+
+Each figure is the median of ``repeats`` timed passes of ``steps`` steps after one untimed warm-up pass, the
+device synchronised; the ratios medssl / seed-style and medssl / ceiling say what the pipeline is worth. Peak
+memory is the device's (CUDA), or on a CPU the process's peak resident set so far. The images are random bytes
+of the benchmark's size (speed does not depend on what they show). Rows go to the ``bench`` table of the results
+database with the environment, so figures from several machines compare in SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+from PIL import Image
+
+from medssl_core.augment import AugmentConfig, BatchAugment
+from medssl_core.batch import Batch, View
+from medssl_core.config import SSLMethod
+from medssl_core.device import autocast, device_name, peak_memory_mb
+from medssl_core.methods import build_method
+from medssl_core.models import FEATURE_DIMS, build_backbone
+from medssl_core.optim import build_optimizer
+from medssl_core.provenance import environment
+from medssl_core.train import PretrainConfig, pretrain
+
+PIPELINES = ("medssl", "seed_style", "ceiling")
+METHODS = {  # SimCLR as lightly/solo-learn set it up; Barlow Twins with its 2048-d projector
+    "simclr": lambda dim: SSLMethod(name="simclr", loss_kwargs={"temperature": 0.5}, projector=[dim, 128]),
+    "barlow_twins": lambda dim: SSLMethod(name="barlow_twins", projector=[2048, 2048, 2048], projector_last_bn=True,
+                                          projector_last_bn_affine=False),
+}
+# SimCLR's augmentation: crop 0.08-1, flip, colour jitter 0.4/0.4 (p 0.8), greyscale 0.2, blur 0.5
+_AUG = {"crop_scale": (0.08, 1.0), "hflip": 0.5, "jitter": (0.4, 0.4, 0.0, 0.0), "jitter_p": 0.8, "grayscale": 0.2,
+        "blur_p": 0.5, "mean": (0.5,), "std": (0.5,)}
+_OPTIMIZER = {"name": "adam", "lr": 1e-3}
+
+
+@dataclass(frozen=True)
+class Case:
+    arch: str
+    size: int
+    method: str
+    batch: int = 256
+
+
+GRIDS = {
+    "full": [Case(a, s, m) for a in ("resnet18", "resnet50") for s in (28, 64, 224) for m in METHODS],
+    "quick": [Case("resnet18", s, m) for s in (28, 64) for m in METHODS],  # about 10 minutes on 2 CPU cores
+    "smoke": [Case("resnet18", 28, "simclr", 32)],  # CI: every pipeline runs, the numbers say little
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_rate(run_pass: Callable[[], None], pairs: int, repeats: int, device: torch.device) -> float:
+    """Pairs per second: the median of ``repeats`` timed passes after an untimed warm-up pass."""
+    run_pass()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run_pass()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return pairs / statistics.median(times)
+
+
+def _method(case: Case, device: torch.device, channels_last: bool):
+    torch.manual_seed(0)
+    dim = FEATURE_DIMS[case.arch]
+    m = build_method(METHODS[case.method](dim), lambda: build_backbone(case.arch, 3), dim, case.size).to(device)
+    return m.to(memory_format=torch.channels_last) if channels_last else m
+
+
+def _step_fn(method, device: torch.device, bf16: bool) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One optimiser step of ``method`` on two float views already on the device (what every pipeline ends in)."""
+    optimizer = build_optimizer([{"params": list(method.student_parameters())}], _OPTIMIZER)
+
+    def step(v1: torch.Tensor, v2: torch.Tensor) -> None:
+        placeholder = Batch(torch.empty((len(v1), 1, 1, 1), dtype=torch.uint8, device=device))  # not read
+        with autocast(device, bf16):
+            out = method.training_step([View(v1), View(v2)], placeholder)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+    return step
+
+
+class _SeedStyleDataset(torch.utils.data.Dataset):
+    """PIL images and per-sample torchvision transforms, two views each, as the studies' Dataset classes do."""
+
+    def __init__(self, images: np.ndarray, size: int):
+        from torchvision import transforms as T
+
+        self.images = images
+        self.transform = T.Compose([
+            T.RandomResizedCrop(size, scale=_AUG["crop_scale"]), T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(0.4, 0.4)], p=0.8), T.RandomGrayscale(0.2),
+            T.RandomApply([T.GaussianBlur(max(3, size // 10 // 2 * 2 + 1))], p=0.5), T.ToTensor(),
+            T.Normalize([0.5] * 3, [0.5] * 3)])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        image = Image.fromarray(self.images[i]).convert("RGB")
+        return self.transform(image), self.transform(image)
+
+
+def run_case(case: Case, device: torch.device, *, steps: int, repeats: int, workers: int, bf16: bool,
+             channels_last: bool) -> list[dict]:
+    """The three pipelines' pairs/s and peak memory for one case."""
+    n = case.batch * steps
+    images = np.random.default_rng(0).integers(0, 256, (n, case.size, case.size), dtype=np.uint8)
+    on_device = torch.from_numpy(images[:, None]).expand(-1, 3, -1, -1).contiguous().to(device)
+    augment = BatchAugment(AugmentConfig(size=case.size, **_AUG), channels_last=channels_last)
+    rows = []
+
+    def record(pipeline: str, rate: float) -> None:
+        rows.append({"pipeline": pipeline, "pairs_per_s": rate, "peak_mem_mb": peak_memory_mb(device)})
+
+    def reset_peak() -> None:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    reset_peak()
+    method = _method(case, device, channels_last)
+    cfg = PretrainConfig(epochs=1, batch_size=case.batch, optimizer=_OPTIMIZER, monitor_every=0)
+    record("medssl", _median_rate(lambda: pretrain(method, Batch(on_device), augment, cfg, seed=0, device=device,
+                                                   bf16=bf16, progress=False), n, repeats, device))
+
+    reset_peak()
+    method = _method(case, device, channels_last)
+    step = _step_fn(method, device, bf16)
+    loader = torch.utils.data.DataLoader(_SeedStyleDataset(images, case.size), batch_size=case.batch, shuffle=True,
+                                         num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+
+    def seed_style_pass() -> None:
+        for v1, v2 in loader:
+            step(v1.to(device, memory_format=memory, non_blocking=True),
+                 v2.to(device, memory_format=memory, non_blocking=True))
+    record("seed_style", _median_rate(seed_style_pass, n, repeats, device))
+
+    reset_peak()
+    method = _method(case, device, channels_last)
+    step = _step_fn(method, device, bf16)
+    g = torch.Generator().manual_seed(0)
+    made = [augment.views(Batch(on_device[i * case.batch:(i + 1) * case.batch]), g) for i in range(steps)]
+
+    def ceiling_pass() -> None:
+        for v1, v2 in made:
+            step(v1.image, v2.image)
+    record("ceiling", _median_rate(ceiling_pass, n, repeats, device))
+    return [{**r, "arch": case.arch, "size": case.size, "method": case.method, "batch": case.batch} for r in rows]
+
+
+def bench(grid: str, device: torch.device, *, steps: int, repeats: int, workers: int, bf16: bool,
+          channels_last: bool, progress: Callable[[Case], None] | None = None) -> list[dict]:
+    """Rows for every case of ``grid``, each with the run's settings and environment (JSON), ready to store."""
+    at = datetime.now(timezone.utc)
+    env = environment(device, device_name(device), False, {})
+    rows = []
+    for case in GRIDS[grid]:
+        if progress:
+            progress(case)
+        for row in run_case(case, device, steps=steps, repeats=repeats, workers=workers, bf16=bf16,
+                            channels_last=channels_last):
+            rows.append({**row, "measured_at": at, "grid": grid, "steps": steps, "repeats": repeats, "workers": workers,
+                         "device": env["device_name"], "bf16": bf16, "channels_last": channels_last,
+                         "threads": torch.get_num_threads(), "git_commit": env["git_commit"],
+                         "environment": json.dumps(env, default=str, sort_keys=True)})
+    return rows
+
+
+def ratios(rows: list[dict]) -> list[list]:
+    """A table row per case: pairs/s of each pipeline, medssl / seed-style, medssl / ceiling, peak memory."""
+    out = []
+    cases = sorted({(r["arch"], r["size"], r["method"], r["batch"]) for r in rows}, key=str)
+    for case in cases:
+        by = {r["pipeline"]: r for r in rows if (r["arch"], r["size"], r["method"], r["batch"]) == case}
+        a, b, c = (by[p]["pairs_per_s"] for p in PIPELINES)
+        out.append([*case, f"{a:,.0f}", f"{b:,.0f}", f"{c:,.0f}", f"{a / b:.2f}x", f"{a / c:.2f}",
+                    f"{max(r['peak_mem_mb'] for r in by.values()):,.0f}"])
+    return out
+
+
+RATIO_HEADERS = ["arch", "px", "method", "batch", "medssl pairs/s", "seed-style pairs/s", "ceiling pairs/s",
+                 "medssl / seed-style", "medssl / ceiling", "peak MB"]
