@@ -8,10 +8,10 @@ the same model, loss and optimiser step (Adam, batch 256 by default):
 - ``ceiling``: the same step on views made once beforehand: the model's own speed, no augmentation at all.
 
 Each figure is the median of ``repeats`` timed passes of ``steps`` steps after one untimed warm-up pass, the
-device synchronised; the ratios medssl / seed-style and medssl / ceiling say what the pipeline is worth. Peak
-memory is the device's (CUDA), or on a CPU the process's peak resident set so far. The images are random bytes
-of the benchmark's size (speed does not depend on what they show). Rows go to the ``bench`` table of the results
-database with the environment, so figures from several machines compare in SQL.
+device synchronised, the three pipelines' passes taking turns; the ratios medssl / seed-style and medssl / ceiling
+say what the pipeline is worth. Peak memory is the device's (CUDA), or on a CPU the process's peak resident set so
+far. The images are random bytes of the benchmark's size (speed does not depend on what they show). Rows go to
+the ``bench`` table of the results database with the environment, so figures from several machines compare in SQL.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class Case:
 
 GRIDS = {
     "full": [Case(a, s, m) for a in ("resnet18", "resnet50") for s in (28, 64, 224) for m in METHODS],
-    "quick": [Case("resnet18", s, m) for s in (28, 64) for m in METHODS],  # about 10 minutes on 2 CPU cores
+    "quick": [Case("resnet18", s, m) for s in (28, 64) for m in METHODS],  # 8 minutes on 2 CPU cores
     "smoke": [Case("resnet18", 28, "simclr", 32)],  # CI: every pipeline runs, the numbers say little
 }
 
@@ -67,19 +67,6 @@ GRIDS = {
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _median_rate(run_pass: Callable[[], None], pairs: int, repeats: int, device: torch.device) -> float:
-    """Pairs per second: the median of ``repeats`` timed passes after an untimed warm-up pass."""
-    run_pass()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run_pass()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return pairs / statistics.median(times)
 
 
 def _method(case: Case, device: torch.device, channels_last: bool):
@@ -126,50 +113,57 @@ class _SeedStyleDataset(torch.utils.data.Dataset):
 
 def run_case(case: Case, device: torch.device, *, steps: int, repeats: int, workers: int, bf16: bool,
              channels_last: bool) -> list[dict]:
-    """The three pipelines' pairs/s and peak memory for one case."""
+    """The three pipelines' pairs/s (median over ``repeats`` timed passes after a warm-up pass each) and peak
+    memory for one case. The pipelines' passes take turns, so a machine whose speed drifts (a shared VM) slows all
+    three alike instead of whichever ran last."""
     n = case.batch * steps
     images = np.random.default_rng(0).integers(0, 256, (n, case.size, case.size), dtype=np.uint8)
     on_device = torch.from_numpy(images[:, None]).expand(-1, 3, -1, -1).contiguous().to(device)
     augment = BatchAugment(AugmentConfig(size=case.size, **_AUG), channels_last=channels_last)
-    rows = []
+    memory = torch.channels_last if channels_last else torch.contiguous_format
 
-    def record(pipeline: str, rate: float) -> None:
-        rows.append({"pipeline": pipeline, "pairs_per_s": rate, "peak_mem_mb": peak_memory_mb(device)})
-
-    def reset_peak() -> None:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-
-    reset_peak()
     method = _method(case, device, channels_last)
     cfg = PretrainConfig(epochs=1, batch_size=case.batch, optimizer=_OPTIMIZER, monitor_every=0)
-    record("medssl", _median_rate(lambda: pretrain(method, Batch(on_device), augment, cfg, seed=0, device=device,
-                                                   bf16=bf16, progress=False), n, repeats, device))
 
-    reset_peak()
-    method = _method(case, device, channels_last)
-    step = _step_fn(method, device, bf16)
+    def medssl_pass() -> None:
+        pretrain(method, Batch(on_device), augment, cfg, seed=0, device=device, bf16=bf16, progress=False)
+
+    seed_step = _step_fn(_method(case, device, channels_last), device, bf16)
+    # workers started per pass, as a DataLoader does by default (and the studies' code): none outlives its pass to
+    # compete with the other pipelines for the cores
     loader = torch.utils.data.DataLoader(_SeedStyleDataset(images, case.size), batch_size=case.batch, shuffle=True,
-                                         num_workers=workers, drop_last=True, persistent_workers=workers > 0)
-    memory = torch.channels_last if channels_last else torch.contiguous_format
+                                         num_workers=workers, drop_last=True)
 
     def seed_style_pass() -> None:
         for v1, v2 in loader:
-            step(v1.to(device, memory_format=memory, non_blocking=True),
-                 v2.to(device, memory_format=memory, non_blocking=True))
-    record("seed_style", _median_rate(seed_style_pass, n, repeats, device))
+            seed_step(v1.to(device, memory_format=memory, non_blocking=True),
+                      v2.to(device, memory_format=memory, non_blocking=True))
 
-    reset_peak()
-    method = _method(case, device, channels_last)
-    step = _step_fn(method, device, bf16)
+    ceiling_step = _step_fn(_method(case, device, channels_last), device, bf16)
     g = torch.Generator().manual_seed(0)
     made = [augment.views(Batch(on_device[i * case.batch:(i + 1) * case.batch]), g) for i in range(steps)]
 
     def ceiling_pass() -> None:
         for v1, v2 in made:
-            step(v1.image, v2.image)
-    record("ceiling", _median_rate(ceiling_pass, n, repeats, device))
-    return [{**r, "arch": case.arch, "size": case.size, "method": case.method, "batch": case.batch} for r in rows]
+            ceiling_step(v1.image, v2.image)
+
+    passes = {"medssl": medssl_pass, "seed_style": seed_style_pass, "ceiling": ceiling_pass}
+    times: dict[str, list[float]] = {p: [] for p in PIPELINES}
+    peaks = dict.fromkeys(PIPELINES, 0.0)
+    for run_pass in passes.values():  # warm-up: allocator, oneDNN/cuDNN kernels, worker start-up code paths
+        run_pass()
+        _sync(device)
+    for _ in range(repeats):
+        for name, run_pass in passes.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            run_pass()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+            peaks[name] = max(peaks[name], peak_memory_mb(device))
+    return [{"pipeline": p, "pairs_per_s": n / statistics.median(times[p]), "peak_mem_mb": peaks[p],
+             "arch": case.arch, "size": case.size, "method": case.method, "batch": case.batch} for p in PIPELINES]
 
 
 def bench(grid: str, device: torch.device, *, steps: int, repeats: int, workers: int, bf16: bool,

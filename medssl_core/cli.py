@@ -491,9 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "model's ceiling (table 'bench')")
     b.add_argument("--grid", choices=("full", "quick", "smoke"), default="full", help="full: ResNet-18/50 at 28, 64, "
                    "224 px, SimCLR and Barlow Twins; quick: ResNet-18 at 28 and 64 px; smoke: one small case")
-    b.add_argument("--quick", action="store_true", help="the quick grid (about 10 minutes on 2 CPU cores)")
+    b.add_argument("--quick", action="store_true", help="the quick grid (8 minutes on 2 CPU cores)")
     b.add_argument("--steps", type=int, default=4, help="steps a timed pass (the images: steps x batch)")
-    b.add_argument("--repeats", type=int, default=3, help="timed passes; the median is reported")
+    b.add_argument("--repeats", type=int, default=5, help="timed passes; the median is reported")
     b.add_argument("--workers", type=int, default=2, help="DataLoader workers of the seed-style pipeline")
     b.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     b.add_argument("--threads", type=int, help="torch CPU threads")
