@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -167,21 +167,18 @@ def run_case(case: Case, device: torch.device, *, steps: int, repeats: int, work
 
 
 def bench(grid: str, device: torch.device, *, steps: int, repeats: int, workers: int, bf16: bool,
-          channels_last: bool, progress: Callable[[Case], None] | None = None) -> list[dict]:
-    """Rows for every case of ``grid``, each with the run's settings and environment (JSON), ready to store."""
+          channels_last: bool) -> Iterator[tuple[Case, list[dict]]]:
+    """Each case of ``grid`` as it is measured, with its rows (the settings and environment included), ready to
+    store: what finished is kept if the rest is interrupted."""
     at = datetime.now(timezone.utc)
     env = environment(device, device_name(device), False, {})
-    rows = []
     for case in GRIDS[grid]:
-        if progress:
-            progress(case)
-        for row in run_case(case, device, steps=steps, repeats=repeats, workers=workers, bf16=bf16,
-                            channels_last=channels_last):
-            rows.append({**row, "measured_at": at, "grid": grid, "steps": steps, "repeats": repeats, "workers": workers,
-                         "device": env["device_name"], "bf16": bf16, "channels_last": channels_last,
-                         "threads": torch.get_num_threads(), "git_commit": env["git_commit"],
-                         "environment": json.dumps(env, default=str, sort_keys=True)})
-    return rows
+        rows = run_case(case, device, steps=steps, repeats=repeats, workers=workers, bf16=bf16,
+                        channels_last=channels_last)
+        yield case, [{**row, "measured_at": at, "grid": grid, "steps": steps, "repeats": repeats, "workers": workers,
+                      "device": env["device_name"], "bf16": bf16, "channels_last": channels_last,
+                      "threads": torch.get_num_threads(), "git_commit": env["git_commit"],
+                      "environment": json.dumps(env, default=str, sort_keys=True)} for row in rows]
 
 
 def ratios(rows: list[dict]) -> list[list]:

@@ -358,11 +358,13 @@ def cmd_bench(args) -> int:
     print(f"medssl bench [{grid}] on {device}: {len(GRIDS[grid])} cases x 3 pipelines, {args.steps} steps x "
           f"{args.repeats} repeats after a warm-up, bf16 {bf16}, channels_last {channels_last}, {args.workers} "
           f"loader workers, {torch.get_num_threads()} threads", file=sys.stderr)
-    rows = bench(grid, device, steps=args.steps, repeats=args.repeats, workers=args.workers, bf16=bf16,
-                 channels_last=channels_last,
-                 progress=lambda c: print(f"  {c.arch} {c.size} px {c.method} batch {c.batch}", file=sys.stderr))
-    store = ResultsStore(args.db)
-    store.append("bench", rows)
+    store, rows = ResultsStore(args.db), []
+    for case, measured in bench(grid, device, steps=args.steps, repeats=args.repeats, workers=args.workers,
+                                bf16=bf16, channels_last=channels_last):
+        store.append("bench", measured)  # case by case: an interruption keeps what was measured
+        rows += measured
+        print(f"  {case.arch} {case.size} px {case.method} batch {case.batch}: "
+              f"{measured[0]['pairs_per_s']:,.0f} pairs/s", file=sys.stderr)
     print(tabulate(ratios(rows), RATIO_HEADERS))
     print(f"{len(rows)} rows added to table 'bench' of {args.db}", file=sys.stderr)
     return 0

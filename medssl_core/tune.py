@@ -55,8 +55,8 @@ def _suggest(trial, t: Tunable):
     return trial.suggest_float(t.path, t.low, t.high, log=t.log)
 
 
-def _needed(plan: Plan, method: str, protocol: str, fraction: float) -> Plan:
-    """The plan cut to the one evaluation a trial scores and the runs it depends on."""
+def _needed(plan: Plan, method: str, protocol: str, fraction: float) -> str:
+    """Cut the plan to the one evaluation a trial scores and the runs it depends on; that evaluation's run id."""
     target = [s for s in plan.evaluate if s.method == method and s.protocol == protocol and s.fraction == fraction]
     if len(target) != 1:
         raise ConfigError(f"a trial scores one evaluation; {method}/{protocol} at fraction {fraction} gives "
@@ -69,7 +69,7 @@ def _needed(plan: Plan, method: str, protocol: str, fraction: float) -> Plan:
             keep.add(rid)
             frontier += list(by_id[rid].depends_on)
     plan.specs = [s for s in plan.specs if s.run_id in keep]
-    return plan
+    return target[0].run_id
 
 
 @dataclass
@@ -102,19 +102,20 @@ def tune(study: Study, profile: str, method: str, protocol: str, *, trials: int,
         plan = expand(study, profile, seeds=[seed], methods=[method], protocols=[protocol],
                       datasets=[dataset] if dataset else None, variant_names=[variant], data_dir=ctx.data_dir,
                       allow_download=allow_download, device=device, overrides=overrides_of(params, method, protocol))
-        plan = _needed(plan, method, protocol, fraction)
+        run_id = _needed(plan, method, protocol, fraction)
         summary = execute(plan, store, ctx, progress=False)
         if summary.failed:
             raise RuntimeError(f"trial {trial.number}: {summary.failed[0].run['error'].splitlines()[0]}")
-        run_id = plan.evaluate[0].run_id
+        if store.run_statuses().get(run_id) != "ok":  # failed in an earlier session (not retried)
+            raise RuntimeError(f"trial {trial.number}: its run {run_id} is recorded as failed")
         rows = run_sql(store.db_path, "SELECT value FROM metrics WHERE run_id = ? AND split = 'val' AND name = ?",
                        params=[run_id, study.main_metric])[1]
         if not rows:
             raise ConfigError(f"{protocol} records no validation {study.main_metric}; tune needs one (never test)")
         value = float(rows[0][0])
         store.append("trials", [{"optuna_study": name, "trial": trial.number, "run_id": run_id,
-                            "params": json.dumps(params, sort_keys=True), "objective": objective_name, "value": value,
-                            "finished_at": datetime.now(timezone.utc)}])
+                                 "params": json.dumps(params, sort_keys=True), "objective": objective_name,
+                                 "value": value, "finished_at": datetime.now(timezone.utc)}])
         return value
 
     search.optimize(objective, n_trials=trials, catch=(RuntimeError,))
