@@ -81,6 +81,15 @@ def _order(study: Study, method: str, protocol: str) -> tuple[int, int]:
             protocols.index(protocol) if protocol in protocols else len(protocols))
 
 
+def reported_by_cell(study: Study) -> dict[tuple, Reported]:
+    """(dataset, method, protocol, metric, fraction) -> the source's number for that table cell: the first
+    declared wins, as in every table."""
+    out: dict[tuple, Reported] = {}
+    for r in study.reported:
+        out.setdefault((r.dataset, r.method, r.protocol, r.metric, r.fraction or 1.0), r)
+    return out
+
+
 def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, tuple[list, list]], list[list]]:
     """Per variant: (headers, table rows) of methods x protocols by dataset; plus cells for cells.csv.
 
@@ -90,9 +99,7 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
     """
     methods, protocols, _ = _titles(study)
     second = secondary_metric(metric)
-    reported: dict[tuple, Reported] = {}
-    for r in study.reported:  # the first declared wins a cell
-        reported.setdefault((r.dataset, r.method, r.protocol, r.metric, r.fraction or 1.0), r)
+    reported = reported_by_cell(study)
     test = [r for r in rows if r["split"] == "test"]
     collapsed = {r["run_id"] for r in test if r["metric"] == "collapsed" and r["value"] == 1}
     datasets = sorted({(r["dataset"], r["dataset_used"]) for r in test})
@@ -534,16 +541,14 @@ def mask_figures(specs: list[RunSpec], out: Path, data_dir) -> list[Path]:
     return written
 
 
-def _cell_with_reported(study: Study, cell: list) -> dict:
-    """A cells.csv row as a dict, with the source's number for it (the first declared, as the tables)."""
+def _cell_with_reported(reported: dict[tuple, Reported], cell: list) -> dict:
+    """A cells.csv row as a dict, with the source's number the table shows for it (``reported_by_cell``)."""
     keys = ("variant", "dataset", "dataset_used", "method", "protocol", "fraction", "profile", "config_id", "metric",
             "mean", "std", "n", "run_ids")
     out = dict(zip(keys, cell, strict=True))
-    rep = next((r for r in study.reported if (r.dataset, r.method, r.protocol, r.metric, r.fraction or 1.0)
-                == (out["dataset"], out["method"], out["protocol"], out["metric"], out["fraction"])
-                and r.value is not None), None)
+    rep = reported.get((out["dataset"], out["method"], out["protocol"], out["metric"], out["fraction"]))
     out["reported"] = None if rep is None else rep.value
-    out["reported_hard_coded"] = rep is not None and not rep.backed_by_runs
+    out["reported_hard_coded"] = rep is not None and rep.value is not None and not rep.backed_by_runs
     return out
 
 
@@ -610,9 +615,10 @@ def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted:
         written += figures(study, db, out, eval_ids)
     if tsne:
         written += tsne_figure(study, db, out, eval_ids)
+    reported = reported_by_cell(study)
     summary = {"study": study.name, "profile": profile, "database": str(db), "claims": list(study.claims),
                "runs": len(accepted), "kept_stale": sorted(r for r, note in accepted.items() if note),
-               "metric": metric, "tables": structured, "cells": [_cell_with_reported(study, c) for c in cells],
+               "metric": metric, "tables": structured, "cells": [_cell_with_reported(reported, c) for c in cells],
                "figures": sorted(p.name for p in written if p.suffix == ".png")}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "README.md").write_text(

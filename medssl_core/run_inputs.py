@@ -82,7 +82,7 @@ def split_arrays(spec: RunSpec, hp: Data, ctx: Context):
     order = None if hp.label_order is None else np.asarray(hp.label_order)
     out = {}
     for role, part in parts.items():
-        images = cropped(hp, to_grey(part.images) if hp.channel_mode == "grey" else part.images)
+        images = as_read(hp, part.images)
         labels = part.labels if order is None else np.where(part.labels >= 0, order[part.labels.clip(0)], part.labels)
         out[role] = (images, labels)
     return out, ds.files
@@ -103,7 +103,7 @@ def extra_images(hp, ctx: Context) -> tuple[np.ndarray, dict[str, str]]:
     if unknown:
         raise DataError(f"extra_images: {extra.dataset} has no split(s) {unknown}; its splits: {list(pool.parts)}")
     images = gather_images(ds.images, pool, pool.positions(tuple(extra.splits)))
-    return cropped(hp, to_grey(images) if hp.channel_mode == "grey" else images), ds.files
+    return as_read(hp, images), ds.files
 
 
 def labelled_subset(spec: RunSpec, hp: Data, ctx: Context, train_labels: np.ndarray, fraction: float) -> np.ndarray:
@@ -135,8 +135,11 @@ def masks_to_device(hp: Data, images: np.ndarray, device: torch.device) -> torch
     return torch.from_numpy(MASKS[hp.masks](grey).astype(np.uint8)[:, None]).to(device)
 
 
-def cropped(hp: Data, images: np.ndarray) -> np.ndarray:
-    """uint8 (N, H, W, C) images cut to their lungs' bounding boxes under ``crop_to_lungs``, else as they are."""
+def as_read(hp: Data, images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, C) images as a run reads them: grey under channel mode 'grey', cut to their lungs'
+    bounding boxes under ``crop_to_lungs``."""
+    if hp.channel_mode == "grey":
+        images = to_grey(images)
     return crop_to_lungs(images, lung_masks(to_grey(images)[..., 0])) if hp.crop_to_lungs else images
 
 

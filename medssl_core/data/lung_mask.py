@@ -34,7 +34,7 @@ PATCH, PATCH_LEVEL = 16, 0.3
 NATIVE_SIDE = 224  # the side the notebook's kernels are for
 
 
-def _kernel(size: int, side: int) -> int:
+def scaled_kernel(size: int, side: int) -> int:
     """``size`` (a kernel at 224 px) scaled to ``side``: odd, at least 3."""
     k = max(3, round(size * side / NATIVE_SIDE))
     return k if k % 2 else k + 1
@@ -46,7 +46,7 @@ def lung_mask(image: np.ndarray) -> np.ndarray:
         raise DataError(f"lung_mask takes a uint8 grey image (H, W), got {image.dtype} {image.shape}")
     h, w = image.shape
     side = min(h, w)
-    k5, k7, k11 = (_kernel(k, side) for k in (5, 7, 11))
+    k5, k7, k11 = (scaled_kernel(k, side) for k in (5, 7, 11))
     blurred = cv2.GaussianBlur(cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(image), (k5, k5), 0)
     otsu, _ = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     threshold = float(np.clip(otsu + (blurred.std() - 50) * 0.5, 40, 220))
@@ -76,6 +76,8 @@ def patch_mask(mask: np.ndarray, patch: int = PATCH, level: float = PATCH_LEVEL)
 def lung_masks(images: np.ndarray, *, cache: Path | None = None, workers: int | None = None) -> np.ndarray:
     """bool (N, H, W) lung masks of uint8 grey images (N, H, W) or (N, H, W, 1), computed once per set of images
     and segmenter version (data.mask_cache; ``cache`` defaults to ``cache_dir()/lung_masks``)."""
+    # the module's lung_mask looked up at each call (not bound here), so that a test can tell a computation from a
+    # cache hit
     return cached_masks(images, lambda image: lung_mask(image), VERSION, "lung_masks", cache=cache, workers=workers)
 
 

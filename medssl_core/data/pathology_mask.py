@@ -6,8 +6,8 @@ a grey radiograph that are both brighter than their surroundings and on an edge,
 3. a 5x5 elliptical close, then open;
 4. connected components of fewer than 100 pixels dropped.
 
-The block, kernel and minimum area are the notebook's at 224 px and scale with the image's side (the block odd and
-at least 3, the area with the square of the side), as data.lung_mask's kernels do.
+The block, kernel and minimum area are the notebook's at 224 px and scale with the image's side (the block and kernel
+as data.lung_mask's kernels: odd, at least 3; the area with the square of the side).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medssl_core.data.lung_mask import NATIVE_SIDE
+from medssl_core.data.lung_mask import NATIVE_SIDE, scaled_kernel
 from medssl_core.data.mask_cache import cached_masks
 from medssl_core.errors import DataError
 
@@ -25,25 +25,20 @@ VERSION = "pathology-1 scaled"  # change it whenever the mask's output changes (
 BLOCK, C, GRADIENT_LEVEL, KERNEL, MIN_AREA = 51, 10, 0.1, 5, 100
 
 
-def _odd(size: float) -> int:
-    k = max(3, round(size))
-    return k if k % 2 else k + 1
-
-
 def pathology_mask(image: np.ndarray) -> np.ndarray:
     """bool (H, W) 'pathology' mask of a uint8 grey radiograph (H, W)."""
     if image.dtype != np.uint8 or image.ndim != 2:
         raise DataError(f"pathology_mask takes a uint8 grey image (H, W), got {image.dtype} {image.shape}")
-    scale = min(image.shape) / NATIVE_SIDE
+    side = min(image.shape)
     adaptive = cv2.adaptiveThreshold(image, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY,
-                                     _odd(BLOCK * scale), C)
+                                     scaled_kernel(BLOCK, side), C)
     gradient = np.hypot(cv2.Sobel(image, cv2.CV_64F, 1, 0, ksize=3), cv2.Sobel(image, cv2.CV_64F, 0, 1, ksize=3))
     edges = ((gradient / (gradient.max() + 1e-8)) > GRADIENT_LEVEL).astype(np.uint8) * 255
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(KERNEL * scale),) * 2)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (scaled_kernel(KERNEL, side),) * 2)
     combined = cv2.morphologyEx(cv2.morphologyEx(cv2.bitwise_and(adaptive, edges), cv2.MORPH_CLOSE, kernel),
                                 cv2.MORPH_OPEN, kernel)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(combined, connectivity=8)
-    keep = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= MIN_AREA * scale ** 2)
+    keep = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= MIN_AREA * (side / NATIVE_SIDE) ** 2)
     return np.isin(labels, keep[keep > 0])
 
 
