@@ -331,7 +331,9 @@ class Head(Strict):
     activation: Literal["relu", "leaky_relu", "gelu"] = "relu"
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # before the last linear layer (ChestX: Dropout 0.5)
     hidden_bn: bool = added(True)  # mlp: BatchNorm after each hidden layer (MedSGSSL's classifier: none)
-    input_norm: Literal["none", "layernorm"] = added("none")  # a LayerNorm of the features first (MedSGSSL)
+    # the features normalised first: a LayerNorm (MedSGSSL), or a BatchNorm without affine parameters, which leaves
+    # a linear probe linear at test time (running statistics) and conditions its fit (MAE's linear probe)
+    input_norm: Literal["none", "layernorm", "batchnorm"] = added("none")
 
 
 class FitLoss(Strict):

@@ -75,20 +75,27 @@ def check_decisions(study: Study) -> None:
                 config.check_path(model, param, f"{study.name} decision {d.name!r}")
 
 
-# a profile's override sections: the by-name ones say what their keys name
-OVERRIDE_KEYS = {"pretrain": None, "evaluate": None, "protocols": "protocol", "methods": "method"}
+# the sections of overrides (a profile's, or the caller's: `medssl tune`'s); each method's own say the same per stage
+OVERRIDE_KEYS = ("pretrain", "evaluate", "protocols", "methods")
+METHOD_OVERRIDE_KEYS = ("pretrain", "evaluate", "protocols")
 
 
-def check_overrides(study: Study, profile) -> None:
-    """A profile's overrides may only hold known sections, each by-name section naming the study's own."""
-    where = f"{study.name} profile {profile.name!r} overrides"
-    unknown = set(profile.overrides) - set(OVERRIDE_KEYS)
+def check_overrides(study: Study, overrides: dict, where: str, sections=OVERRIDE_KEYS) -> None:
+    """Overrides may only hold known sections, each naming the study's own protocols and methods: {'pretrain',
+    'evaluate', 'protocols': {protocol: ...}, 'methods': {method: {'pretrain', 'evaluate', 'protocols'}}}."""
+    protocols, methods = [p.name for p in study.protocols], [m.name for m in study.methods]
+    unknown = [k for k in overrides if k not in sections]
+    unknown += [f"protocols.{p}" for p in overrides.get("protocols", {}) if p not in protocols]
+    for name, scoped in overrides.get("methods", {}).items():
+        if name not in methods:
+            unknown.append(f"methods.{name}")
+            continue
+        unknown += [f"methods.{name}.{k}" for k in scoped if k not in METHOD_OVERRIDE_KEYS]
+        unknown += [f"methods.{name}.protocols.{p}" for p in scoped.get("protocols", {}) if p not in protocols]
     if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; valid: {', '.join(OVERRIDE_KEYS)}")
-    for section, kind in OVERRIDE_KEYS.items():
-        if kind is not None:
-            for name in profile.overrides.get(section, {}):
-                getattr(study, kind)(name)  # a clear error for a name the study does not declare
+        raise ConfigError(f"{where}: unknown {sorted(unknown)}; valid sections: {', '.join(sections)}, where "
+                          f"'methods' names the study's methods ({', '.join(methods)}), each with "
+                          f"{', '.join(METHOD_OVERRIDE_KEYS)}, and 'protocols' its protocols ({', '.join(protocols)})")
 
 
 def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, methods=None, protocols=None,
@@ -101,22 +108,14 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
     and ``fingerprint_data=False`` leaves the data version out: what `medssl paper` needs to recognise the
     runs of the study as declared now without the data at hand.
     ``overrides``: {'pretrain': ..., 'evaluate': ...} merged into every run, and {'methods': {name: {'pretrain':
-    ..., 'evaluate': ..., 'protocols': {protocol: ...}}}} into one method's runs only (`medssl tune`'s values).
+    ..., 'evaluate': ..., 'protocols': {protocol: ...}}}} into one method's runs only (`medssl tune`'s values),
+    after the profile's own overrides, which have the same form.
     """
     check_decisions(study)
     extra = overrides or {}
-    unknown = set(extra) - {"pretrain", "evaluate", "methods"} | {
-        f"methods.{n}" for n in extra.get("methods", {}) if n not in {m.name for m in study.methods}} | {
-        f"methods.{n}.{k}" for n, v in extra.get("methods", {}).items() for k in v
-        if k not in ("pretrain", "evaluate", "protocols")} | {
-        f"methods.{n}.protocols.{p}" for n, v in extra.get("methods", {}).items() for p in v.get("protocols", {})
-        if p not in {p.name for p in study.protocols}}
-    if unknown:
-        raise ConfigError(f"overrides: unknown {sorted(unknown)}; give 'pretrain', 'evaluate' and 'methods' (the "
-                          f"study's methods: {[m.name for m in study.methods]}), each with 'pretrain', 'evaluate' "
-                          f"and 'protocols' (the study's: {[p.name for p in study.protocols]})")
+    check_overrides(study, extra, "overrides", ("pretrain", "evaluate", "methods"))
     profile = study.profile(profile_name)
-    check_overrides(study, profile)
+    check_overrides(study, profile.overrides, f"{study.name} profile {profile.name!r} overrides")
     plan = Plan(study.name, profile.name)
     seeds = tuple(seeds) if seeds is not None else None  # None: the profile's, per variant
     method_names = methods or profile.methods or tuple(m.name for m in study.methods)
@@ -303,19 +302,19 @@ class _Builder:
                 hp = config.validate(model, hp, where)  # the defaults of a part the decision replaced whole
         return config.validate(model, hp, where, for_spec=True)
 
-    def _extra_of_method(self, stage: str) -> dict:
-        """The caller's overrides for this method's runs only (``overrides['methods'][name][stage]``; stage
-        'protocols': {protocol: evaluation settings})."""
-        return self.extra.get("methods", {}).get(self.method.name, {}).get(stage, {})
+    def _own(self, overrides: dict) -> dict:
+        """The section of ``overrides`` for this method's runs only: {'pretrain', 'evaluate', 'protocols'}."""
+        return overrides.get("methods", {}).get(self.method.name, {})
 
     def pretrain(self, base: dict, seed: int, choice: dict) -> RunSpec | None:
         if self.method.pretrain is None:
             return None
         decisions = self._decisions(choice)
-        method_hp = deep_merge(self.method.pretrain, self.profile.overrides.get("methods", {})
-                               .get(self.method.name, {}))
-        hp = deep_merge(deep_merge(base, {"method": config.with_method_defaults(method_hp)}),
-                        deep_merge(self.extra.get("pretrain", {}), self._extra_of_method("pretrain")))
+        hp = deep_merge(base, {"method": config.with_method_defaults(self.method.pretrain)})
+        # the profile's own for this method, then the caller's (the profile's general ones are in base)
+        for update in (self._own(self.profile.overrides).get("pretrain", {}), self.extra.get("pretrain", {}),
+                       self._own(self.extra).get("pretrain", {})):
+            hp = deep_merge(hp, update)
         hp["split"] = {**hp["split"], "script": self.study.pretrain_script}
         hp = self._finish(config.PretrainHP, hp, decisions, ("data", "pretrain"), self._where("pretraining"))
         data = self.target.data
@@ -343,11 +342,11 @@ class _Builder:
         specs: list[RunSpec] = []
         for fraction in fractions:
             hp = deep_merge(declared, protocol.per_fraction.get(fraction, {}))
-            for update in (self.profile.overrides.get("evaluate", {}),
-                           self.profile.overrides.get("protocols", {}).get(protocol.name, {}),
-                           self.extra.get("evaluate", {}), self._extra_of_method("evaluate"),
-                           self._extra_of_method("protocols").get(protocol.name, {})):
-                hp = deep_merge(hp, update)
+            for overrides in (self.profile.overrides, self.extra):  # the profile's, then the caller's
+                own = self._own(overrides)
+                for update in (overrides.get("evaluate", {}), overrides.get("protocols", {}).get(protocol.name, {}),
+                               own.get("evaluate", {}), own.get("protocols", {}).get(protocol.name, {})):
+                    hp = deep_merge(hp, update)
             hp["split"] = {**hp["split"], "script": protocol.script or protocol.name}
             hp = self._finish(config.EvaluateHP, hp, decisions, ("data", "evaluate"), where)
             if pre is not None:

@@ -292,8 +292,9 @@ def mlp(dims: list[int], *, hidden_bn: bool = True, last_bn: bool = False, last_
 
 def build_head(spec: dict, in_dim: int, n_out: int) -> nn.Module:
     """Downstream heads: {'type': 'linear'} or {'type': 'mlp', 'hidden': [512], 'activation': 'leaky_relu',
-    'hidden_bn': True}; 'dropout': p > 0 puts a Dropout before the last linear layer; 'input_norm': 'layernorm'
-    normalises the features first (MedSGSSL: LayerNorm, Linear(384, 192), GELU, Dropout 0.3, Linear(192, 14))."""
+    'hidden_bn': True}; 'dropout': p > 0 puts a Dropout before the last linear layer; 'input_norm' normalises the
+    features first: 'layernorm' (MedSGSSL: LayerNorm, Linear(384, 192), GELU, Dropout 0.3, Linear(192, 14)) or
+    'batchnorm' (without affine parameters: MAE's linear probe, He et al. 2022, appendix A.2)."""
     kind, dropout = spec.get("type", "linear"), spec.get("dropout", 0.0)
     if kind == "linear":
         head = nn.Sequential(nn.Linear(in_dim, n_out))
@@ -304,6 +305,9 @@ def build_head(spec: dict, in_dim: int, n_out: int) -> nn.Module:
         raise ConfigError(f"Unknown head type {kind!r}; use 'linear' or 'mlp'.")
     if dropout:
         head.insert(len(head) - 1, nn.Dropout(dropout))
-    if spec.get("input_norm", "none") == "layernorm":
+    norm = spec.get("input_norm", "none")
+    if norm == "layernorm":
         head.insert(0, nn.LayerNorm(in_dim))
+    elif norm == "batchnorm":
+        head.insert(0, nn.BatchNorm1d(in_dim, affine=False))
     return head if len(head) > 1 else head[0]

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from medssl_core import paper_output
 from medssl_core.errors import MedsslError, StoreError
@@ -408,12 +409,14 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
                         target.fill_between(steps, mean - std, mean + std, color=colors[k % 10], alpha=0.15)
             ax.set_title(f"{ds}: {title if len(title) <= 24 else m}", fontsize=9)
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: no 1.5 on a 3-epoch axis
             ax.grid(alpha=0.3)
             if k % ncols == 0:
                 ax.set_ylabel("SSL loss", fontsize=8)
         if knn_ax is not None:
             knn_ax.set_title(f"{ds}: kNN on val (accuracy;\nmean AUC if multi-label)", fontsize=9)
             knn_ax.set_xlabel("epoch")
+            knn_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             knn_ax.grid(alpha=0.3)
             knn_ax.legend(fontsize=6)
     fig.suptitle(f"{study.name}: pretraining curves, mean ± std over seeds (solid: as published, dashed: "

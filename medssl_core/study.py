@@ -163,7 +163,8 @@ class Profile:
     seeds: tuple[int, ...]
     variants: tuple[str, ...]  # 'as_published', 'corrected', 'each' (one decision corrected at a time)
     image_size: dict[str, int]  # registry dataset -> image side
-    # deep-merged into runs: {'pretrain', 'evaluate', 'protocols': {name: ...}, 'methods': {name: ...}}
+    # deep-merged into runs: {'pretrain', 'evaluate', 'protocols': {name: ...}, 'methods': {name: {'pretrain',
+    # 'evaluate', 'protocols'}}} (a method's own last)
     overrides: dict = field(default_factory=dict)
     fractions: tuple[float, ...] = (1.0,)
     methods: tuple[str, ...] | None = None

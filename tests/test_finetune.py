@@ -74,6 +74,26 @@ def test_backbone_stays_frozen_for_the_first_epochs_then_trains():
             "protocol")
 
 
+def test_standardising_probe_stays_linear_and_learns_the_training_features_statistics():
+    head = build_head({"type": "linear", "input_norm": "batchnorm"}, 4, 2)
+    assert [type(m) for m in head] == [nn.BatchNorm1d, nn.Linear] and not head[0].affine
+    data = _data(n=256)
+    scale = torch.tensor([0.01, 100.0, 1.0, 5.0])  # features of very different scales: what the norm is for
+    shift = torch.tensor([0.0, 50.0, -3.0, 1.0])
+    data = {s: (x * scale + shift, y) for s, (x, y) in data.items()}
+    result = _fit(Classifier(None, head), data, epochs=30)
+    head.eval()
+    x_train = data["train"][0]
+    # the running statistics are the training features' (BatchNorm's momentum over 30 epochs of batches)
+    assert torch.allclose(head[0].running_mean, x_train.mean(0), rtol=0.05, atol=0.05 * scale.max())
+    assert torch.allclose(head[0].running_var.sqrt(), x_train.std(0), rtol=0.15)
+    # at test time a linear function of the features: f(a x1 + (1 - a) x2) = a f(x1) + (1 - a) f(x2)
+    x1, x2 = data["test"][0][:8], data["test"][0][8:16]
+    with torch.no_grad():
+        assert torch.allclose(head(0.3 * x1 + 0.7 * x2), 0.3 * head(x1) + 0.7 * head(x2), atol=1e-4)
+    assert result.metrics["test"]["auc"] > 0.95  # the label is the sign of the tiny-scaled first feature
+
+
 def test_early_stopping_and_selection_by_validation_loss():
     torch.manual_seed(0)
     # val labels are the opposite of train's: learning makes validation worse every epoch

@@ -214,9 +214,11 @@ def test_options_added_later_leave_the_specs_of_other_studies_as_they_were(medmn
     assert "per_part" not in config.spec_form(config.Split(scheme="official"))
     assert config.spec_form(config.Split(scheme="official", per_part=True))["per_part"] is True
     plan = expand(get_study("smalldatassl"), "quick", data_dir=medmnist_dir)
-    texts = [s.canonical() for s in plan.specs]
-    assert not any(f'"{name}":' in t for t in texts for _, name in ADDED_LATER)  # as a key
-    assert not any('"start":' in t for t in texts)  # RunSpec.start, unset
+    for spec in plan.specs:  # no added option as a key, but the one the study declares (its standardised probe)
+        declared_here = {"input_norm"} if spec.protocol == "linear" else set()
+        text = spec.canonical()
+        assert not any(f'"{name}":' in text for _, name in ADDED_LATER if name not in declared_here), spec.label()
+        assert '"start":' not in text  # RunSpec.start, unset
 
 
 def test_a_sources_reader_counts_only_for_the_runs_that_read_that_source():
@@ -253,10 +255,20 @@ def test_profile_overrides_refuse_unknown_sections_and_names(medmnist_dir):
         return expand(replace(study, profiles=(*study.profiles, profile)), "x", data_dir=medmnist_dir,
                       datasets=["kermany_cxr"], variant_names=["corrected"], seeds=[0])
 
-    with pytest.raises(ConfigError, match=r"unknown section.*'protocol'.*valid: pretrain"):
+    with pytest.raises(ConfigError, match=r"unknown \['protocol'\]; valid sections: pretrain"):
         plan({**quick.overrides, "protocol": {"linear": {}}})  # 'protocols' misspelt: once silently ignored
     with pytest.raises(ConfigError, match="nosuch"):
         plan({**quick.overrides, "protocols": {"nosuch": {}}})
     with pytest.raises(ConfigError, match="simsiem"):
         plan({**quick.overrides, "methods": {"simsiem": {}}})
+    with pytest.raises(ConfigError, match=r"methods\.simclr\.projector.*each with pretrain, evaluate, protocols"):
+        plan({**quick.overrides, "methods": {"simclr": {"projector": [64, 32]}}})  # the stage is missing
     assert plan(quick.overrides).pretrain  # the study's own overrides pass
+    # a method's own section reaches that method's runs only, the pretraining and its evaluations
+    scoped = plan({**quick.overrides, "methods": {"dclw": {"pretrain": {"pretrain_subset": 1000},
+                                                              "protocols": {"linear": {"protocol": {"fit": {
+                                                                  "epochs": 3}}}}}}})
+    subsets = {s.method: s.hparams["pretrain_subset"] for s in scoped.pretrain}
+    assert subsets.pop("dclw") == 1000 and set(subsets.values()) == {quick.overrides["pretrain"]["pretrain_subset"]}
+    epochs = {(s.method, s.hparams["protocol"]["fit"]["epochs"]) for s in scoped.specs if s.protocol == "linear"}
+    assert ("dclw", 3) in epochs and ("dclw", 30) not in epochs and ("simclr", 30) in epochs
