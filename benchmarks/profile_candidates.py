@@ -52,8 +52,9 @@ def main() -> None:
     start = time.time()
     summary = execute(plan, store, ctx, progress=False)
     print(f"{args.overrides}: {len(summary.failed)} failed, {time.time() - start:.0f} s, database {db}")
+    planned = [s.run_id for s in plan.specs if s.kind == "evaluate"]  # not the database's older candidates
     for seed, auc in run_sql(db, "SELECT seed, value FROM run_metrics WHERE split = 'test' AND metric = 'auc' "
-                                 "ORDER BY seed")[1]:
+                                 "AND run_id IN (SELECT unnest(?)) ORDER BY seed", [planned])[1]:
         print(f"  seed {seed}: test AUC {auc:.4f}")
 
 
