@@ -122,7 +122,7 @@ PRETRAIN = {
 
 _QUICK_FIT = {"epochs": 2, "batch_size": 256}
 # Same code path, sized for a 2-core CPU (under 20 minutes): the standard ResNet-18 stem at 28 px in fp32 (the
-# code's precision; bf16 autocast is no faster at 28 px on these CPUs: 248 vs 255 pairs/s), a seeded 3,000 of the
+# code's precision; bf16 autocast is no faster at 28 px on these CPUs: benchmarks/amp_speed.py), a seeded 3,000 of the
 # 4,708 training images (pretraining is 85 % of the time) for a few epochs with Adam (SGD at lr 0.01 learns little
 # in that many steps, so the momentum decision is moot here), and cheap evaluations (no fine-tuning; short heads).
 QUICK = {
@@ -133,8 +133,8 @@ QUICK = {
         # the 2048 -> 4096 projectors keep their 2x width over ResNet-18's 512-d features
         **{m: {"pretrain": {"method": {"projector": [1024, 1024]}}} for m in ("vicreg", "barlow")},
         # SimSiam (no negatives) needs more varied images than 3,000 to reach a useful probe in this budget: all
-        # 4,708 for 3 epochs (110 steps, vs the others' 94), linear-probe test AUC over seeds 0-4 0.852 vs 0.790
-        # (benchmarks/profile_candidates.py)
+        # 4,708 for 3 epochs (110 steps, vs the others' 94): plain linear-probe test AUC over seeds 0-4 0.833 vs
+        # 0.772 for 3,000 x 4 (benchmarks/profile_candidates.py; README)
         "simsiam": {"pretrain": {"pretrain_subset": None, "train": {"epochs": 3}}},
     },
     "protocols": {
