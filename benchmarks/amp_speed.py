@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
-from medssl_core.bench import Case, _method, _step_fn
+from medssl_core.bench import Case, case_method, optimiser_step, timed_in_turns
 
 
 def main() -> None:
@@ -28,21 +27,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
     case = Case(args.arch, args.size, args.method, args.batch)
+    device = torch.device("cpu")
     views = [torch.randn(args.batch, 3, args.size, args.size).to(memory_format=torch.channels_last) for _ in "ab"]
-    steps = {bf16: _step_fn(_method(case, device, True), device, bf16) for bf16 in (False, True)}
-    passes: dict[bool, list[float]] = {False: [], True: []}
-    for repeat in range(args.repeats + 1):  # the first pass warms up, untimed
-        for bf16, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                step(views[0], views[1])
-            if repeat:
-                passes[bf16].append(args.steps * args.batch / (time.perf_counter() - start))
-    for bf16, name in ((False, "fp32"), (True, "bf16 autocast")):
-        print(f"{name}: median {statistics.median(passes[bf16]):.0f} pairs/s "
-              f"({', '.join(f'{v:.0f}' for v in passes[bf16])})")
+    steps = {name: optimiser_step(case_method(case, device, True), device, bf16)
+             for name, bf16 in (("fp32", False), ("bf16 autocast", True))}
+
+    def timed_pass(step):  # one pass: ``--steps`` optimiser steps on the same two views
+        return lambda: [step(*views) for _ in range(args.steps)]
+
+    times, _ = timed_in_turns({name: timed_pass(step) for name, step in steps.items()}, args.repeats, device)
+    for name, seconds in times.items():
+        rates = [args.steps * args.batch / t for t in seconds]
+        print(f"{name}: median {statistics.median(rates):.0f} pairs/s ({', '.join(f'{v:.0f}' for v in rates)})")
 
 
 if __name__ == "__main__":

@@ -69,14 +69,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _method(case: Case, device: torch.device, channels_last: bool):
+def case_method(case: Case, device: torch.device, channels_last: bool):
+    """The case's method (its backbone and projector), seeded, on the device."""
     torch.manual_seed(0)
     dim = FEATURE_DIMS[case.arch]
     m = build_method(METHODS[case.method](dim), lambda: build_backbone(case.arch, 3), dim, case.size).to(device)
     return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
-def _step_fn(method, device: torch.device, bf16: bool) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def optimiser_step(method, device: torch.device, bf16: bool) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """One optimiser step of ``method`` on two float views already on the device (what every pipeline ends in)."""
     optimizer = build_optimizer([{"params": list(method.student_parameters())}], _OPTIMIZER)
 
@@ -111,24 +112,45 @@ class _SeedStyleDataset(torch.utils.data.Dataset):
         return self.transform(image), self.transform(image)
 
 
+def timed_in_turns(passes: dict[str, Callable[[], None]], repeats: int,
+                   device: torch.device) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Each pass's seconds over ``repeats`` rounds after one untimed warm-up round (allocator, oneDNN/cuDNN
+    kernels, worker start-up code paths), the passes taking turns within a round so that a machine whose speed
+    drifts (a shared VM) slows all of them alike; and each pass's peak memory (``peak_memory_mb``)."""
+    for run_pass in passes.values():
+        run_pass()
+        _sync(device)
+    times: dict[str, list[float]] = {name: [] for name in passes}
+    peaks = dict.fromkeys(passes, 0.0)
+    for _ in range(repeats):
+        for name, run_pass in passes.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            run_pass()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+            peaks[name] = max(peaks[name], peak_memory_mb(device))
+    return times, peaks
+
+
 def run_case(case: Case, device: torch.device, *, steps: int, repeats: int, workers: int, bf16: bool,
              channels_last: bool) -> list[dict]:
-    """The three pipelines' pairs/s (median over ``repeats`` timed passes after a warm-up pass each) and peak
-    memory for one case. The pipelines' passes take turns, so a machine whose speed drifts (a shared VM) slows all
-    three alike instead of whichever ran last."""
+    """The three pipelines' pairs/s (median over ``repeats`` timed passes after a warm-up pass each, taking turns:
+    ``timed_in_turns``) and peak memory for one case."""
     n = case.batch * steps
     images = np.random.default_rng(0).integers(0, 256, (n, case.size, case.size), dtype=np.uint8)
     on_device = torch.from_numpy(images[:, None]).expand(-1, 3, -1, -1).contiguous().to(device)
     augment = BatchAugment(AugmentConfig(size=case.size, **_AUG), channels_last=channels_last)
     memory = torch.channels_last if channels_last else torch.contiguous_format
 
-    method = _method(case, device, channels_last)
+    method = case_method(case, device, channels_last)
     cfg = PretrainConfig(epochs=1, batch_size=case.batch, optimizer=_OPTIMIZER, monitor_every=0)
 
     def medssl_pass() -> None:
         pretrain(method, Batch(on_device), augment, cfg, seed=0, device=device, bf16=bf16, progress=False)
 
-    seed_step = _step_fn(_method(case, device, channels_last), device, bf16)
+    seed_step = optimiser_step(case_method(case, device, channels_last), device, bf16)
     # workers started per pass, as a DataLoader does by default (and the studies' code): none outlives its pass to
     # compete with the other pipelines for the cores
     loader = torch.utils.data.DataLoader(_SeedStyleDataset(images, case.size), batch_size=case.batch, shuffle=True,
@@ -139,7 +161,7 @@ def run_case(case: Case, device: torch.device, *, steps: int, repeats: int, work
             seed_step(v1.to(device, memory_format=memory, non_blocking=True),
                       v2.to(device, memory_format=memory, non_blocking=True))
 
-    ceiling_step = _step_fn(_method(case, device, channels_last), device, bf16)
+    ceiling_step = optimiser_step(case_method(case, device, channels_last), device, bf16)
     g = torch.Generator().manual_seed(0)
     made = [augment.views(Batch(on_device[i * case.batch:(i + 1) * case.batch]), g) for i in range(steps)]
 
@@ -147,21 +169,8 @@ def run_case(case: Case, device: torch.device, *, steps: int, repeats: int, work
         for v1, v2 in made:
             ceiling_step(v1.image, v2.image)
 
-    passes = {"medssl": medssl_pass, "seed_style": seed_style_pass, "ceiling": ceiling_pass}
-    times: dict[str, list[float]] = {p: [] for p in PIPELINES}
-    peaks = dict.fromkeys(PIPELINES, 0.0)
-    for run_pass in passes.values():  # warm-up: allocator, oneDNN/cuDNN kernels, worker start-up code paths
-        run_pass()
-        _sync(device)
-    for _ in range(repeats):
-        for name, run_pass in passes.items():
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            t0 = time.perf_counter()
-            run_pass()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
-            peaks[name] = max(peaks[name], peak_memory_mb(device))
+    times, peaks = timed_in_turns({"medssl": medssl_pass, "seed_style": seed_style_pass, "ceiling": ceiling_pass},
+                                  repeats, device)
     return [{"pipeline": p, "pairs_per_s": n / statistics.median(times[p]), "peak_mem_mb": peaks[p],
              "arch": case.arch, "size": case.size, "method": case.method, "batch": case.batch} for p in PIPELINES]
 
