@@ -1,21 +1,32 @@
 """What a run's numbers depend on beyond its settings: the code that computes them and the bytes it reads.
 
-Code: each module that computes numbers is hashed by its syntax tree with docstrings and error messages
-removed, so comments, formatting, docstrings and messages never change a run's identity, while any change to
-a loss, an augmentation op, a split or a training loop does. Which modules count is declared here per run
-kind (a metrics fix re-runs evaluations, not pretrainings), a reader of one source's layout counts only for
-the runs that read that source (a new study's reader leaves other studies' runs as they were), and a test
-checks that every module of the package is classified, so a new one cannot be forgotten. Data: a version per
-dataset file set (the MD5 of each file, cached by size and modification time).
+Code: a run's fingerprint maps each module that computes its numbers to a digest of the code it uses there
+(``code_digest``: from the token stream, the same on every Python version, blind to comments, formatting,
+docstrings and error messages). Three kinds of module:
+
+- *shared* (``NUMERIC``): the loop of a run kind, counted whole for every run of that kind (a metrics fix re-runs
+  evaluations, not pretrainings);
+- *optional* (``BY_SOURCE_KIND``, ``BY_SETTING``): counted whole for the runs whose source or settings use them
+  (a new study's reader or a Grad-CAM fix leaves other runs as they were);
+- *by definition* (``BY_DEFINITION``): losses and methods, counted by the definitions a run reaches from its
+  method's class and its other modules (adding a method or a loss leaves every recorded run current; editing
+  NT-Xent makes SimCLR's runs stale and VICReg's not). A method from another package counts the same way, under
+  its module's dotted name.
+
+What a counted definition reads is followed into the modules that compute numbers (not into configuration, store or
+paper code, whose effect on a run is in its spec); the shared loop's conditional calls into an optional module are
+not followed unless the run uses it. A test checks that every module of the package is classified. Data: a version
+per dataset file set (the MD5 of each file, cached by size and modification time).
 """
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
+
+from medssl_core.code_digest import FORMAT, CodeBase
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -23,12 +34,13 @@ _SHARED = ("data/dataset.py", "data/sources.py", "data/splits.py", "data/split_s
            "batch.py", "augment.py", "models.py", "cpu_conv.py", "features.py", "labels.py", "optim.py", "seeding.py",
            "device.py", "run_inputs.py", "runner.py")
 NUMERIC: dict[str, tuple[str, ...]] = {
-    "pretrain": (*_SHARED, "losses.py", "methods/__init__.py", "methods/base.py", "methods/builtin.py", "train.py",
-                 "run_pretrain.py"),
+    "pretrain": (*_SHARED, "methods/base.py", "train.py", "run_pretrain.py"),
     "evaluate": (*_SHARED, "evaluate.py", "metrics.py", "run_evaluate.py"),
 }
 # Readers of one source layout (registry kind): they count for the runs that read such a source only.
 BY_SOURCE_KIND: dict[str, tuple[str, ...]] = {"mimeta": ("data/medimeta.py",)}
+
+
 def _arch(hp: dict) -> str:
     return hp.get("backbone", {}).get("arch", "")
 
@@ -42,11 +54,11 @@ BY_SETTING: tuple[tuple[str, Callable[[dict], bool], tuple[str, ...]], ...] = (
       for kind in ("pretrain", "evaluate")),
     ("pretrain", lambda hp: _arch(hp).startswith("sg_"), ("sg_encoders.py",)),
     ("evaluate", lambda hp: _arch(hp).startswith("sg_"), ("sg_encoders.py",)),
-    ("pretrain", lambda hp: hp.get("method", {}).get("name") in ("sg_contrastive", "sg_attention", "anatomy_vit"),
-     ("methods/segmentation_guided.py", "sg_encoders.py")),
     ("evaluate", lambda hp: hp["protocol"].get("gradcam", 0) > 0, ("gradcam.py", "data/lung_mask.py")),
     ("evaluate", lambda hp: hp["protocol"].get("embedding", "none") != "none", ("embedding.py",)),
 )
+# Losses and methods: counted by the definitions a run reaches (from its method's class, or from the modules above).
+BY_DEFINITION = ("losses.py", "methods/__init__.py", "methods/builtin.py", "methods/segmentation_guided.py")
 # Modules whose changes cannot change a number already computed: their effect on a run, if any, is written
 # into its spec (config, grid, study, registry, pipelines) or they only move, store or show results.
 NOT_NUMERIC = ("__init__.py", "atomic.py", "augment_show.py", "bench.py", "cli.py", "config.py", "errors.py",
@@ -54,42 +66,48 @@ NOT_NUMERIC = ("__init__.py", "atomic.py", "augment_show.py", "bench.py", "cli.p
                "grid.py", "identity.py", "paper.py", "paper_analysis.py", "paper_classes.py", "paper_output.py",
                "paper_report.py", "pipelines.py",
                "provenance.py", "runspec.py", "selection.py", "stale.py", "study.py",
-               "torchvision_compat.py", "data/__init__.py", "data/download.py", "data/locate.py",
+               "torchvision_compat.py", "code_digest.py", "data/__init__.py", "data/download.py", "data/locate.py",
                "data/medmnist_info.py", "data/registry.py", "store/__init__.py", "store/labels.py", "store/records.py",
                "store/schema.py", "store/store.py")
 
 
-class _Normalise(ast.NodeTransformer):
-    """Drop docstrings and the messages of raised errors: neither changes a number."""
-
-    def _strip_docstring(self, node):
-        self.generic_visit(node)
-        body = node.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                and isinstance(body[0].value.value, str):
-            node.body = body[1:] or [ast.Pass()]
-        return node
-
-    visit_Module = visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _strip_docstring
-
-    def visit_Raise(self, node: ast.Raise):
-        if isinstance(node.exc, ast.Call):
-            node.exc.args, node.exc.keywords = [], []
-        return node
+FORMAT_KEY = "(format)"  # the fingerprint entry naming the digest's rules: records without it predate them
+PACKAGE_NAME = "medssl_core"
+LEGACY = ("recorded with the syntax-tree fingerprint of medssl before 0.2, which differed between Python versions: "
+          "run it once more")
 
 
-def module_hash(source: str) -> str:
-    tree = _Normalise().visit(ast.parse(source))
-    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()[:12]
+def module_name(path: str) -> str:
+    """'data/sources.py' -> 'medssl_core.data.sources' (a dotted name stays as it is: another package's module)."""
+    if not path.endswith(".py"):
+        return path
+    parts = path[:-3].split("/")
+    return ".".join([PACKAGE_NAME, *(parts[:-1] if parts[-1] == "__init__" else parts)])
+
+
+def module_key(module: str) -> str:
+    """The fingerprint's name of a module: its path in the package, or its dotted name outside it."""
+    if module != PACKAGE_NAME and not module.startswith(PACKAGE_NAME + "."):
+        return module
+    path = module.split(".")[1:]
+    return "/".join(path) + ".py" if path and not _is_package(module) else "/".join([*path, "__init__.py"])
+
+
+def _is_package(module: str) -> bool:
+    return (PACKAGE.joinpath(*module.split(".")[1:]) / "__init__.py").is_file()
+
+
+def _optional() -> set[str]:
+    return {m for mods in (*BY_SOURCE_KIND.values(), *(mods for _, _, mods in BY_SETTING)) for m in mods}
 
 
 @functools.cache
-def _module_hash(name: str) -> str:
-    return module_hash((PACKAGE / name).read_text())
+def _codebase() -> CodeBase:
+    return CodeBase({PACKAGE_NAME})
 
 
 def numeric_modules(kind: str, dataset_used: str, hparams: dict | None = None) -> tuple[str, ...]:
-    """The modules that compute a run of ``kind`` reading the registered dataset ``dataset_used`` with the
+    """The modules counted whole for a run of ``kind`` reading the registered dataset ``dataset_used`` with the
     spec's ``hparams`` (as written in the spec; None: none of the optional parts)."""
     from medssl_core.data.registry import MERGE, REGISTRY
 
@@ -100,9 +118,43 @@ def numeric_modules(kind: str, dataset_used: str, hparams: dict | None = None) -
     return tuple(dict.fromkeys(modules))
 
 
-def code_fingerprint(kind: str, dataset_used: str, hparams: dict | None = None) -> dict[str, str]:
-    """module -> hash of its normalised syntax tree, for the modules that compute such a run."""
-    return {name: _module_hash(name) for name in numeric_modules(kind, dataset_used, hparams)}
+def _method_class(hparams: dict | None) -> type | None:
+    name = (hparams or {}).get("method", {}).get("name")
+    if name is None:
+        return None
+    from medssl_core.methods import METHODS
+
+    return METHODS.get(name)
+
+
+def code_fingerprint(kind: str, dataset_used: str, hparams: dict | None = None,
+                     codebase: CodeBase | None = None) -> dict[str, str]:
+    """module -> digest of the code of it that a run of ``kind`` uses (``codebase``: the installed code)."""
+    method = _method_class(hparams) if kind == "pretrain" else None
+    root = None if method is None else (method.__module__, method.__qualname__.split(".")[0])
+    return dict(_fingerprint(kind, numeric_modules(kind, dataset_used, hparams), root, codebase or _codebase()))
+
+
+@functools.lru_cache(maxsize=256)
+def _fingerprint(kind: str, whole: tuple[str, ...], method: tuple[str, str] | None,
+                 code: CodeBase) -> tuple[tuple[str, str], ...]:
+    whole_names = {module_name(m) for m in whole}
+    roots = [(m, i) for m in whole_names for i in range(len(code.units(m)))]
+    if method is not None:
+        if not code.followed(method[0]):  # a method from another package: that package is followed too
+            code = code.with_package(method[0].split(".")[0])
+        roots += code.unit_of(*method)
+    optional, shared = _optional(), {module_name(m) for m in NUMERIC[kind]}
+    # configuration, store and paper code: their effect on a run is in its spec; the other kind's loop (the runner
+    # dispatches to both); an optional module called from the shared loop: only for the runs that use it
+    cut = set(NOT_NUMERIC) | {m for other in NUMERIC.values() for m in other if m not in NUMERIC[kind]}
+
+    def stop(source: str, target: str) -> bool:
+        key = module_key(target)
+        return key in cut or (key in optional and target not in whole_names and source in shared)
+
+    reached = code.closure(roots, stop)
+    return ((FORMAT_KEY, FORMAT), *((module_key(m), code.digest(m, units)) for m, units in sorted(reached.items())))
 
 
 def digest(value: str) -> str:
@@ -110,6 +162,9 @@ def digest(value: str) -> str:
 
 
 def code_changes(recorded: dict[str, str], kind: str, dataset_used: str, hparams: dict | None = None) -> list[str]:
-    """Modules whose code differs between a recorded fingerprint and the current one."""
+    """Modules whose code differs between a recorded fingerprint and the current one ([LEGACY] for a fingerprint
+    of the old format)."""
+    if FORMAT_KEY not in recorded:
+        return [LEGACY]
     current = code_fingerprint(kind, dataset_used, hparams)
     return sorted(m for m in set(current) | set(recorded) if current.get(m) != recorded.get(m))

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from medssl_core.data.dataset import data_version
-from medssl_core.identity import code_changes
+from medssl_core.identity import FORMAT_KEY, LEGACY, code_changes
 from medssl_core.runspec import RunSpec
 
 OLD_FORMAT = "recorded by an older medssl without code and data fingerprints"
@@ -40,11 +40,14 @@ def _size(spec: RunSpec) -> int | None:
 
 def stale_reasons(spec: RunSpec, data: Callable[[str, int | None], str | None] | None = None,
                   kept: set[str] | frozenset = frozenset()) -> list[str]:
-    """Why a recorded run no longer matches the current code (and data, where ``data`` can tell). A pretraining
-    in ``kept`` (stale, kept on purpose) does not make its evaluations stale."""
+    """Why a recorded run no longer matches the current code (and data, where ``data`` can tell), following the
+    runs it reads (its pretraining, the evaluation it starts from). An upstream run in ``kept`` (stale, kept on
+    purpose) does not make the runs that read it stale."""
     reasons = []
     changed = code_changes(spec.code, spec.kind, spec.dataset_used, spec.hparams)
-    if changed:
+    if changed == [LEGACY]:
+        reasons.append(LEGACY)
+    elif changed:
         reasons.append(f"code changed: {', '.join(changed)}")
     if data is not None and spec.data is not None:
         now = data(spec.dataset_used, _size(spec))
@@ -54,23 +57,29 @@ def stale_reasons(spec: RunSpec, data: Callable[[str, int | None], str | None] |
             now = None if extra is None else f"{now}+{extra}"
         if now is not None and now != spec.data:
             reasons.append(f"data changed: {spec.dataset_used} {spec.data[:8]} -> {now[:8]}")
-    if spec.pretrain is not None and spec.pretrain.run_id not in kept:
-        inner = stale_reasons(spec.pretrain, data)
-        if inner:
-            reasons.append(f"its pretraining is stale ({'; '.join(inner)})")
+    for upstream, what in ((spec.pretrain, "pretraining"), (spec.start, "starting run")):
+        if upstream is not None and upstream.run_id not in kept:
+            inner = stale_reasons(upstream, data, kept)
+            if inner:
+                reasons.append(f"its {what} is stale ({'; '.join(inner)})")
     return reasons
 
 
 def differences(old: RunSpec, new: RunSpec) -> list[str]:
     """What differs between a recorded run and the planned run of the same settings and seed."""
+    if FORMAT_KEY not in old.code:
+        return [LEGACY]
     out = []
     changed = sorted(m for m in set(old.code) | set(new.code) if old.code.get(m) != new.code.get(m))
     if changed:
         out.append(f"code changed: {', '.join(changed)}")
     if new.data is not None and old.data != new.data:
         out.append(f"data changed: {old.dataset_used}")
-    if old.pretrain is not None and new.pretrain is not None and old.pretrain.run_id != new.pretrain.run_id:
-        out += [f"pretraining {why}" for why in differences(old.pretrain, new.pretrain)]
+    for what in ("pretrain", "start"):
+        before, after = getattr(old, what), getattr(new, what)
+        if before is not None and after is not None and before.run_id != after.run_id:
+            out += [f"{'pretraining' if what == 'pretrain' else 'starting run'} {why}"
+                    for why in differences(before, after)]
     return out or ["code or data changed"]
 
 

@@ -91,11 +91,12 @@ def test_patch_masks_and_the_verified_cache(tmp_path, monkeypatch):
     assert np.array_equal(first, np.stack([lung_mask(x) for x in stack]))
     files = list(tmp_path.glob("*.npz"))
     assert len(files) == 1
-    def never(_):
-        raise AssertionError("computed although cached")
+    class Never:
+        def __init__(self, *_):
+            raise AssertionError("computed although cached")
 
     with monkeypatch.context() as m:
-        m.setattr(lung_mask_module, "lung_mask", never)
+        m.setattr("medssl_core.data.mask_cache.ThreadPoolExecutor", Never)
         assert np.array_equal(lung_masks(stack, cache=tmp_path), first)  # read back, not computed
     files[0].write_bytes(files[0].read_bytes()[:-40])  # truncated on disk: refused, computed again
     assert np.array_equal(lung_masks(stack, cache=tmp_path), first)
@@ -104,6 +105,20 @@ def test_patch_masks_and_the_verified_cache(tmp_path, monkeypatch):
     assert np.array_equal(lung_masks(stack[..., None], cache=tmp_path), first)  # (N, H, W, 1) as stored
     assert len(list(tmp_path.glob("*.npz"))) == 1 and not np.array_equal(lung_masks(stack[:2], cache=tmp_path),
                                                                            first)
+
+
+def test_an_edited_segmenter_misses_the_cache(tmp_path, monkeypatch):
+    """The cache is keyed by the segmenter's code: masks cached before an edit are never served after it."""
+    img, _ = _phantom(64)
+    stack = np.stack([img, np.fliplr(img)])
+    assert lung_masks(stack, cache=tmp_path).any()
+
+    def zeros(image):
+        return np.zeros(image.shape, dtype=bool)
+
+    monkeypatch.setattr(lung_mask_module, "lung_mask", zeros)
+    assert not lung_masks(stack, cache=tmp_path).any()
+    assert len(list(tmp_path.glob("*.npz"))) == 2
 
 
 def test_lung_scores_measure_focus_and_energy_inside_the_mask():

@@ -47,7 +47,7 @@ def md5_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def cached_md5s(paths: list[Path]) -> dict[Path, str]:
-    """MD5 of each file, remembered per (path, size, mtime) so large files are hashed once; one cache read and
+    """MD5 of each file, remembered per (path, size, mtime, ctime) so large files are hashed once; one cache read and
     at most one write per call, however many files."""
     store = cache_dir() / "md5.json"
     try:
@@ -58,7 +58,8 @@ def cached_md5s(paths: list[Path]) -> dict[Path, str]:
     for path in paths:
         path = Path(path).resolve()
         stat = path.stat()
-        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+        # ctime too: a rewrite always changes it, even one that keeps the size and resets the mtime (cp -p)
+        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
         if key not in known:
             known[key] = md5_file(path)
             added = True

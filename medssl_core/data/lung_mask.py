@@ -27,8 +27,6 @@ import numpy as np
 from medssl_core.data.mask_cache import cached_masks
 from medssl_core.errors import DataError
 
-# what the cache key holds besides the images: change it whenever the segmenter's output changes
-VERSION = "segconfig-1 kernels-scaled"
 MIN_AREA, CENTRAL_MARGIN, KEEP = 0.01, 0.15, 2
 PATCH, PATCH_LEVEL = 16, 0.3
 NATIVE_SIDE = 224  # the side the notebook's kernels are for
@@ -75,10 +73,8 @@ def patch_mask(mask: np.ndarray, patch: int = PATCH, level: float = PATCH_LEVEL)
 
 def lung_masks(images: np.ndarray, *, cache: Path | None = None, workers: int | None = None) -> np.ndarray:
     """bool (N, H, W) lung masks of uint8 grey images (N, H, W) or (N, H, W, 1), computed once per set of images
-    and segmenter version (data.mask_cache; ``cache`` defaults to ``cache_dir()/lung_masks``)."""
-    # the module's lung_mask looked up at each call (not bound here), so that a test can tell a computation from a
-    # cache hit
-    return cached_masks(images, lambda image: lung_mask(image), VERSION, "lung_masks", cache=cache, workers=workers)
+    and segmenter code (data.mask_cache; ``cache`` defaults to ``cache_dir()/lung_masks``)."""
+    return cached_masks(images, lung_mask, "lung_masks", cache=cache, workers=workers)
 
 
 def crop_to_lungs(images: np.ndarray, masks: np.ndarray, min_ratio: float = 0.5) -> np.ndarray:

@@ -1,5 +1,7 @@
-"""Masks of a stack of grey images computed once per (images, segmenter version) and cached on disk: bit-packed,
-content-addressed by the images' bytes, checked against their digest on load, written atomically. The segmenters
+"""Masks of a stack of grey images computed once per (images, segmenter code) and cached on disk: bit-packed,
+keyed by the images' bytes and the fingerprint of the segmenter's code (everything it calls in medssl, so an edit
+of the segmenter or of a helper it uses misses the old entries), checked against their digest on load, written
+atomically. The segmenters
 (data.lung_mask, data.pathology_mask) are per image and run in threads (OpenCV releases the GIL)."""
 
 from __future__ import annotations
@@ -15,20 +17,21 @@ from pathlib import Path
 import numpy as np
 
 from medssl_core.atomic import write_atomic
+from medssl_core.code_digest import function_fingerprint
 from medssl_core.data.locate import cache_dir
 from medssl_core.errors import DataError
 
 
-def cached_masks(images: np.ndarray, segment: Callable[[np.ndarray], np.ndarray], version: str, folder: str, *,
+def cached_masks(images: np.ndarray, segment: Callable[[np.ndarray], np.ndarray], folder: str, *,
                  cache: Path | None = None, workers: int | None = None) -> np.ndarray:
     """bool (N, H, W): ``segment`` of each uint8 grey image (N, H, W) or (N, H, W, 1), cached under ``cache``
-    (default ``cache_dir()/folder``) by the images and ``version`` (change it whenever the segmenter's output
-    changes)."""
+    (default ``cache_dir()/folder``) by the images and the code of ``segment``."""
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     if images.dtype != np.uint8 or images.ndim != 3:
         raise DataError(f"{folder} takes uint8 grey images (N, H, W), got {images.dtype} {images.shape}")
-    key = hashlib.sha256(f"{version}|{images.shape}".encode() + np.ascontiguousarray(images).tobytes()).hexdigest()
+    code = function_fingerprint(segment)
+    key = hashlib.sha256(f"{code}|{images.shape}".encode() + np.ascontiguousarray(images).tobytes()).hexdigest()
     path = (cache or cache_dir() / folder) / f"{key[:32]}.npz"
     if path.is_file():
         try:

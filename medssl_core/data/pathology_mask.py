@@ -21,7 +21,6 @@ from medssl_core.data.lung_mask import NATIVE_SIDE, scaled_kernel
 from medssl_core.data.mask_cache import cached_masks
 from medssl_core.errors import DataError
 
-VERSION = "pathology-1 scaled"  # change it whenever the mask's output changes (the cache key holds it)
 BLOCK, C, GRADIENT_LEVEL, KERNEL, MIN_AREA = 51, 10, 0.1, 5, 100
 
 
@@ -44,4 +43,4 @@ def pathology_mask(image: np.ndarray) -> np.ndarray:
 
 def pathology_masks(images: np.ndarray, *, cache: Path | None = None, workers: int | None = None) -> np.ndarray:
     """bool (N, H, W) pathology masks of uint8 grey images (N, H, W) or (N, H, W, 1), cached (data.mask_cache)."""
-    return cached_masks(images, pathology_mask, VERSION, "pathology_masks", cache=cache, workers=workers)
+    return cached_masks(images, pathology_mask, "pathology_masks", cache=cache, workers=workers)

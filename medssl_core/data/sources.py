@@ -1,7 +1,7 @@
 """Readers for the studies' original sources, in the layouts their publishers ship.
 
 Images are decoded once with OpenCV, resized to the requested side, and cached as an npz under the medssl
-cache (keyed by the file list, sizes and mtimes), so nothing is decoded twice.
+cache (keyed by the files' contents and the decoding code), so nothing is decoded twice.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import numpy as np
 from tqdm import tqdm
 
 from medssl_core.atomic import atomic_file
+from medssl_core.code_digest import function_fingerprint
 from medssl_core.data import chest
-from medssl_core.data.locate import cache_dir, data_dirs
+from medssl_core.data.locate import cache_dir, cached_md5s, data_dirs
 from medssl_core.data.registry import DatasetInfo
 from medssl_core.errors import DataError
 
@@ -48,11 +49,12 @@ def find_root(info: DatasetInfo, data_dir=None) -> Path | None:
 
 
 def read_images(paths: list[Path], size: int, channels: int, desc: str = "decoding") -> np.ndarray:
-    """Decode and resize images to (N, size, size, C) uint8, cached by file list, sizes and mtimes."""
-    h = hashlib.sha256(f"{size}|{channels}".encode())
+    """Decode and resize images to (N, size, size, C) uint8, cached by the files' contents (their MD5s, as the
+    data version has them), the decoding code and OpenCV's version: an edit of the resize misses old entries."""
+    h = hashlib.sha256(f"{size}|{channels}|{function_fingerprint(read_images)}|{cv2.__version__}".encode())
+    sums = cached_md5s(paths)
     for p in paths:
-        st = p.stat()
-        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(f"{sums[p.resolve()]}\n".encode())
     cached = cache_dir() / "decoded" / f"{h.hexdigest()[:24]}.npy"
     if cached.is_file():
         return np.load(cached)
