@@ -46,6 +46,11 @@ class Unit:
     attributes: frozenset[tuple[str, str]]  # ``name.attribute`` it reads
     imports: tuple[tuple[str, str, str | None], ...]  # (alias, module, name or None for the module itself)
 
+    @property
+    def key(self) -> str:
+        """What names it wherever it lives: the names it binds (a statement binding none: '(statement)')."""
+        return ",".join(sorted(self.binds)) or "(statement)"
+
 
 def _char_col(lines: list[str], line: int, byte_col: int) -> int:
     """ast's column offsets count UTF-8 bytes; tokenize's count characters."""
@@ -136,6 +141,10 @@ def parse_units(source: str, module: str = "", is_package: bool = False) -> tupl
         while text and text[0] == "<dedent>":  # they close the statement before, at this one's first token
             text.pop(0)
         if not text:  # the module's docstring
+            continue
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):  # one unit per name bound: regrouping changes none
+            units += [Unit(frozenset({alias}), _sha(f"import|{mod}|{name}|{alias}"), frozenset(), frozenset(),
+                           ((alias, mod, name),)) for alias, mod, name in _imports(stmt, module, is_package)]
             continue
         reads = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)}
         attributes = {(n.value.id, n.attr) for n in ast.walk(stmt)

@@ -1,22 +1,23 @@
 """What a run's numbers depend on beyond its settings: the code that computes them and the bytes it reads.
 
-Code: a run's fingerprint maps each module that computes its numbers to a digest of the code it uses there
-(``code_digest``: from the token stream, the same on every Python version, blind to comments, formatting,
-docstrings and error messages). Three kinds of module:
+Code: a run's fingerprint maps the name of each definition that computes its numbers (a function, class or
+constant: ``code_digest.Unit.key``) to a digest of its code (``code_digest``: from the token stream, the same on
+every Python version, blind to comments, formatting, docstrings and error messages). Keyed by name, not by module,
+so moving code between modules (the layout changing) leaves every recorded run current. Which definitions count:
 
-- *shared* (``NUMERIC``): the loop of a run kind, counted whole for every run of that kind (a metrics fix re-runs
+- *shared* modules (``NUMERIC``): the loop of a run kind, whole, for every run of that kind (a metrics fix re-runs
   evaluations, not pretrainings);
-- *optional* (``BY_SOURCE_KIND``, ``BY_SETTING``): counted whole for the runs whose source or settings use them
+- *optional* modules (``BY_SOURCE_KIND``, ``BY_SETTING``): whole, for the runs whose source or settings use them
   (a new study's reader or a Grad-CAM fix leaves other runs as they were);
-- *by definition* (``BY_DEFINITION``): losses and methods, counted by the definitions a run reaches from its
-  method's class and its other modules (adding a method or a loss leaves every recorded run current; editing
-  NT-Xent makes SimCLR's runs stale and VICReg's not). A method from another package counts the same way, under
-  its module's dotted name.
+- *by definition* (``BY_DEFINITION``): losses and methods, only the definitions a run reaches from its method's
+  class and its other code (adding a method or a loss leaves every recorded run current; editing NT-Xent makes
+  SimCLR's runs stale and VICReg's not). A method from another package counts the same way.
 
 What a counted definition reads is followed into the modules that compute numbers (not into configuration, store or
-paper code, whose effect on a run is in its spec); the shared loop's conditional calls into an optional module are
-not followed unless the run uses it. A test checks that every module of the package is classified. Data: a version
-per dataset file set (the MD5 of each file, cached by size and modification time).
+paper code, whose effect on a run is in its spec), except the shared loop's conditional calls into an optional
+module a run does not use. The project's own imports only name code and do not count; other packages' imports do.
+A test checks that every module of the package is classified. Data: a version per dataset file set (the MD5 of each
+file, cached by path, size, modification and change time).
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def _method_class(hparams: dict | None) -> type | None:
 
 def code_fingerprint(kind: str, dataset_used: str, hparams: dict | None = None,
                      codebase: CodeBase | None = None) -> dict[str, str]:
-    """module -> digest of the code of it that a run of ``kind`` uses (``codebase``: the installed code)."""
+    """definition name -> digest of its code, for the definitions a run of ``kind`` uses (``codebase``: the
+    installed code; several definitions of one name, in different modules, share one entry)."""
     method = _method_class(hparams) if kind == "pretrain" else None
     root = None if method is None else (method.__module__, method.__qualname__.split(".")[0])
     return dict(_fingerprint(kind, numeric_modules(kind, dataset_used, hparams), root, codebase or _codebase()))
@@ -153,8 +155,13 @@ def _fingerprint(kind: str, whole: tuple[str, ...], method: tuple[str, str] | No
         key = module_key(target)
         return key in cut or (key in optional and target not in whole_names and source in shared)
 
-    reached = code.closure(roots, stop)
-    return ((FORMAT_KEY, FORMAT), *((module_key(m), code.digest(m, units)) for m, units in sorted(reached.items())))
+    digests: dict[str, set[str]] = {}
+    for module, numbers in code.closure(roots, stop).items():
+        for unit in (code.units(module)[i] for i in numbers):
+            if not (unit.imports and code.followed(unit.imports[0][1])):  # the project's own imports only name
+                digests.setdefault(unit.key, set()).add(unit.digest)
+    return ((FORMAT_KEY, FORMAT), *((key, hashlib.sha256("|".join(sorted(found)).encode()).hexdigest()[:12])
+                                    for key, found in sorted(digests.items())))
 
 
 def digest(value: str) -> str:
@@ -162,8 +169,8 @@ def digest(value: str) -> str:
 
 
 def code_changes(recorded: dict[str, str], kind: str, dataset_used: str, hparams: dict | None = None) -> list[str]:
-    """Modules whose code differs between a recorded fingerprint and the current one ([LEGACY] for a fingerprint
-    of the old format)."""
+    """Definitions whose code differs between a recorded fingerprint and the current one ([LEGACY] for a
+    fingerprint of the old format)."""
     if FORMAT_KEY not in recorded:
         return [LEGACY]
     current = code_fingerprint(kind, dataset_used, hparams)

@@ -170,7 +170,7 @@ def test_lung_masks_travel_with_the_images_to_the_method(tmp_path, medmnist_dir,
     plan = expand(get_study("demo"), "quick", data_dir=medmnist_dir, seeds=[0], methods=["simclr"], protocols=["knn"],
                   overrides={"pretrain": {"masks": "lung_rule", "pretrain_subset": 128, "train": {"epochs": 1}}})
     assert plan.pretrain[0].hparams["masks"] == "lung_rule" and "masks" not in plan.evaluate[0].hparams
-    assert "data/lung_mask.py" in plan.pretrain[0].code
+    assert "lung_masks" in plan.pretrain[0].code
     store, ctx = cpu_store(tmp_path, medmnist_dir)
     execute_cleanly(plan, store, ctx)
     batch, views = seen[0]

@@ -14,6 +14,7 @@ from medssl_core.cli import main
 from medssl_core.errors import ConfigError
 from medssl_core.grid import expand
 from medssl_core.paper import generate
+from medssl_core.runspec import _without, canonical_json
 from medssl_core.store import run_sql
 from medssl_core.store.labels import format_fraction
 from medssl_core.study import Decision, get_study
@@ -34,7 +35,7 @@ def test_every_module_is_classified_numeric_or_not():
     assert modules == numeric | set(identity.NOT_NUMERIC), modules ^ (numeric | set(identity.NOT_NUMERIC))
     assert not numeric & set(identity.NOT_NUMERIC)
     assert "metrics.py" not in identity.NUMERIC["pretrain"]  # a metrics fix does not re-run pretrainings
-    assert "losses.py" not in identity.code_fingerprint("evaluate", "breastmnist", {"protocol": {"kind": "fit"}})
+    assert "nt_xent" not in identity.code_fingerprint("evaluate", "breastmnist", {"protocol": {"kind": "fit"}})
 
 
 def test_misspelt_decision_param_fails_at_plan_time(medmnist_dir):
@@ -80,20 +81,20 @@ def test_stale_code_is_rerun_and_left_out_of_tables(tmp_path, medmnist_dir, monk
     (first,) = run_sql(db, "SELECT run_id FROM runs")[1][0]
     real = identity.code_fingerprint
 
-    def changed(kind, dataset_used, hparams=None):  # as if metrics.py had been edited
+    def changed(kind, dataset_used, hparams=None):  # as if metrics.py's classification_metrics had been edited
         fp = dict(real(kind, dataset_used, hparams))
-        if "metrics.py" in fp:
-            fp["metrics.py"] = "000000000000"
+        if "classification_metrics" in fp:
+            fp["classification_metrics"] = "000000000000"
         return fp
 
     monkeypatch.setattr(identity, "code_fingerprint", changed)
     monkeypatch.setattr("medssl_core.grid.code_fingerprint", changed)
     rows = dict((r[0], r[1:]) for r in run_sql(db, "SELECT run_id, stale, why FROM run_staleness",
                                                  staleness=__import__("medssl_core.cli").cli._staleness(db, None))[1])
-    assert rows[first] == (True, "code changed: metrics.py")
+    assert rows[first] == (True, "code changed: classification_metrics")
     capsys.readouterr()
     assert replicate(tmp_path, medmnist_dir, "--dry-run") == 0
-    assert "1 runs are stale and run again (code changed: metrics.py (1))" in capsys.readouterr().err
+    assert "1 runs are stale and run again (code changed: classification_metrics (1))" in capsys.readouterr().err
     assert replicate(tmp_path, medmnist_dir, "--reuse-stale") == 0
     assert "1 stale runs kept" in capsys.readouterr().err
     assert run_sql(db, "SELECT count(*) FROM runs")[1] == [(1,)]  # kept, not re-run
@@ -183,7 +184,8 @@ ADDED_LATER = {("Data", "label_order"): None, ("Split", "per_part"): False,
                ("Head", "input_norm"): "none", ("Fit", "thresholds_on"): "val",
                ("Backbone", "shared_attention"): False, ("Data", "mask_channel"): False,
                ("Split", "train_patients"): None, ("PretrainHP", "extra_images"): None,
-               ("Data", "crop_to_lungs"): False, ("Backbone", "out_dim"): None, ("Backbone", "grey_weights"): "sum"}
+               ("Data", "crop_to_lungs"): False, ("Backbone", "out_dim"): None, ("Backbone", "grey_weights"): "sum",
+               ("Split", "val_labels"): "all"}
 
 
 def _strict_models(cls=config.Strict):
@@ -203,7 +205,7 @@ def test_options_added_later_leave_the_specs_of_other_studies_as_they_were(medmn
     plan = expand(get_study("smalldatassl"), "quick", data_dir=medmnist_dir)
     for spec in plan.specs:  # no added option as a key, but the one the study declares (its standardised probe)
         declared_here = {"input_norm"} if spec.protocol == "linear" else set()
-        text = spec.canonical()
+        text = canonical_json(_without(spec.to_dict(), ("code",)))  # the settings (code keys are definitions' names)
         assert not any(f'"{name}":' in text for _, name in ADDED_LATER if name not in declared_here), spec.label()
         assert '"start":' not in text  # RunSpec.start, unset
 
@@ -212,10 +214,10 @@ def test_a_sources_reader_counts_only_for_the_runs_that_read_that_source():
     assert "data/medimeta.py" in identity.numeric_modules("evaluate", "mimeta_crc")
     assert "data/medimeta.py" in identity.numeric_modules("pretrain", "mimeta_organs_axial+mimeta_organs_coronal")
     assert "data/medimeta.py" not in identity.numeric_modules("pretrain", "breastmnist")
-    recorded = identity.code_fingerprint("evaluate", "mimeta_crc")
-    without_reader = {k: v for k, v in recorded.items() if k != "data/medimeta.py"}
-    assert identity.code_changes(without_reader, "evaluate", "mimeta_crc") == ["data/medimeta.py"]
-    assert identity.code_changes(without_reader, "evaluate", "breastmnist") == []
+    mimeta, plain = (identity.code_fingerprint("evaluate", name) for name in ("mimeta_crc", "breastmnist"))
+    assert {"split_indices", "read_labels"} <= set(mimeta) and not {"split_indices", "read_labels"} & set(plain)
+    assert identity.code_changes({**mimeta, "split_indices": "0" * 12}, "evaluate", "mimeta_crc") == ["split_indices"]
+    assert mimeta["read_images"] != plain["read_images"]  # sources.py's and medimeta.py's: both count for MedIMeta
 
 
 def test_optional_analyses_count_only_for_the_runs_that_use_them():
@@ -228,12 +230,11 @@ def test_optional_analyses_count_only_for_the_runs_that_use_them():
     pathology = identity.numeric_modules("evaluate", "breastmnist", {**plain, "masks": "pathology_rule"})
     assert "data/pathology_mask.py" in pathology and "data/lung_mask.py" not in pathology  # whole: not needed
     # ... but the lung mask's kernel scaling, which the pathology mask calls, counts (tests/test_identity.py)
-    assert "data/lung_mask.py" in identity.code_fingerprint("evaluate", "breastmnist", {**plain,
-                                                                                       "masks": "pathology_rule"})
+    assert "scaled_kernel" in identity.code_fingerprint("evaluate", "breastmnist", {**plain, "masks": "pathology_rule"})
     assert "data/lung_mask.py" in identity.numeric_modules("evaluate", "breastmnist", {**plain, "crop_to_lungs": True})
-    edited = {**identity.code_fingerprint("evaluate", "breastmnist", cams), "gradcam.py": "0" * 12}
-    assert identity.code_changes(edited, "evaluate", "breastmnist", cams) == ["gradcam.py"]  # stale
-    assert "gradcam.py" not in identity.code_fingerprint("evaluate", "breastmnist", plain)  # others: untouched
+    edited = {**identity.code_fingerprint("evaluate", "breastmnist", cams), "grad_cams": "0" * 12}
+    assert identity.code_changes(edited, "evaluate", "breastmnist", cams) == ["grad_cams"]  # stale
+    assert "grad_cams" not in identity.code_fingerprint("evaluate", "breastmnist", plain)  # others: untouched
 
 
 def test_profile_overrides_refuse_unknown_sections_and_names(medmnist_dir):
