@@ -244,3 +244,19 @@ def test_the_decoded_image_cache_is_keyed_by_content_and_by_the_decoding_code(tm
     monkeypatch.setattr(code_digest, "_find_source", edited)
     sources.read_images(paths, 16, 1)
     assert len(decoded) == 9
+
+
+def test_moving_a_definition_to_another_module_leaves_runs_current():
+    """Fingerprints are keyed by what a definition is called, not where it lives: a new layout re-runs nothing."""
+    lung_source = (identity.PACKAGE / "data" / "lung_mask.py").read_text()
+    helper = lung_source[lung_source.index("def scaled_kernel("):lung_source.index("\n\n\n", lung_source.index(
+        "def scaled_kernel(")) + 1]
+    moved = _edited({
+        "medssl_core.data.lung_mask": (helper, "from medssl_core.data.kernels import scaled_kernel\n"),
+        "medssl_core.data.kernels": "from medssl_core.data.lung_mask import NATIVE_SIDE\n\n\n" + helper,
+    })
+    assert "scaled_kernel" in moved.units("medssl_core.data.kernels")[1].binds
+    for hp in ({"protocol": {"kind": "fit"}, "masks": "pathology_rule"}, {"masks": "lung_rule"}):
+        kind = "evaluate" if "protocol" in hp else "pretrain"
+        assert identity.code_fingerprint(kind, "breastmnist", hp, moved) == \
+            identity.code_fingerprint(kind, "breastmnist", hp)
