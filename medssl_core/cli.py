@@ -11,21 +11,44 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from medssl_core.errors import ConfigError, MedsslError
+from medssl_core.errors import ConfigError, MedsslError, did_you_mean
 from medssl_core.store.labels import CELL_SOURCE_SQL, format_fraction, parse_decisions, secondary_metric, variant_label
 
 
-def _csv_list(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+def _csv_list(text: str | None, option: str) -> list[str] | None:
+    """Comma-separated names; None when the option is not given (an empty one is a mistake, not 'all')."""
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ConfigError(f"{option} names nothing ({text!r}): give comma-separated names, or leave {option} out "
+                          "for the profile's")
+    return names
 
 
 def _seeds(text: str | None) -> list[int] | None:
-    if not text:
+    if text is None:
         return None
     try:
-        return [int(t) for t in text.split(",")]
+        seeds = [int(t) for t in text.split(",")]
     except ValueError:
-        raise ConfigError(f"--seeds takes comma-separated integers such as 0,1,2, not {text!r}") from None
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise ConfigError(f"--seeds takes comma-separated integers, each non-negative, e.g. 0,1,2; not {text!r} "
+                          "(leave --seeds out for the profile's seeds)")
+    return seeds
+
+
+def _check_data_dir(args) -> None:
+    """A --data-dir that does not exist is a mistyped path, not an empty folder: refused, so that no command plans
+    zero runs or downloads into a new folder by accident (`data fetch` creates the folder it is given)."""
+    folder = getattr(args, "data_dir", None)
+    if folder is None or args.fn is cmd_data_fetch or Path(folder).expanduser().is_dir():
+        return
+    fix = "give the folder that holds the datasets (`medssl data list --data-dir DIR` shows what one holds)"
+    if hasattr(args, "no_download"):  # replicate and tune download missing MedMNIST files into --data-dir
+        fix += f"; to download MedMNIST files into a new folder, create it first (mkdir -p {folder})"
+    raise ConfigError(f"--data-dir {folder} is not an existing folder: {fix}.")
 
 
 # -- data -------------------------------------------------------------------------------------------------------
@@ -67,109 +90,36 @@ def cmd_data_fetch(args) -> int:
 
 
 # -- replicate --------------------------------------------------------------------------------------------------
-def choose_profile(study, requested: str, device, allow_slow: bool) -> tuple[str, str | None]:
-    """Return (profile, notice). A GPU-sized profile never starts silently on a CPU."""
-    if requested == "auto":
-        gpu_profiles = [p.name for p in study.profiles if p.needs_gpu]
-        if device.type == "cuda" and gpu_profiles:
-            return gpu_profiles[0], None
-        cpu = next((p.name for p in study.profiles if not p.needs_gpu), study.profiles[0].name)
-        note = None
-        if gpu_profiles:
-            note = (f"No CUDA GPU found: running the '{cpu}' profile (minutes on a CPU; every run is labelled "
-                    f"'{cpu}'). The study's own settings are `--profile {gpu_profiles[0]}`, which needs a GPU "
-                    "(add --allow-slow to start it on a CPU anyway).")
-        return cpu, note
-    profile = study.profile(requested)
-    if profile.needs_gpu and device.type != "cuda" and not allow_slow:
-        raise ConfigError(f"Profile '{profile.name}' of {study.name} is sized for a GPU ({profile.description}) "
-                          "and no CUDA device is in use. Use --profile quick, or add --allow-slow to run it on "
-                          "the CPU anyway.")
-    return profile.name, None
-
-
 def cmd_replicate(args) -> int:
-    import torch
+    from medssl_core.api import replicate
 
-    from medssl_core.device import resolve_device
-    from medssl_core.execute import execute, pending, reconcile
-    from medssl_core.grid import expand
-    from medssl_core.run_context import Context
-    from medssl_core.stale import summarise
-    from medssl_core.store import ResultsStore
-    from medssl_core.study import deep_merge, get_study
+    run = replicate(args.study, args.profile, db=args.db, seeds=_seeds(args.seeds),
+                    datasets=_csv_list(args.datasets, "--datasets"), methods=_csv_list(args.methods, "--methods"),
+                    protocols=_csv_list(args.protocols, "--protocols"),
+                    variants=_csv_list(args.variants, "--variants"), data_dir=args.data_dir, device=args.device,
+                    threads=args.threads, amp=args.amp, overrides=args.overrides, download=not args.no_download,
+                    allow_slow=args.allow_slow, retry_failed=args.retry_failed, reuse_stale=args.reuse_stale,
+                    dry_run=args.dry_run, progress=not args.no_progress, executor=args.executor,
+                    address=args.address, cpus_per_task=args.cpus_per_task, artifacts_dir=args.artifacts_dir)
+    from medssl_core.study import get_study
 
-    study = get_study(args.study)
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    profile, notice = choose_profile(study, args.profile, device, args.allow_slow)
-    if notice:
-        print(notice, file=sys.stderr)
-    overrides = {"pretrain": {"amp": args.amp}, "evaluate": {"amp": args.amp}} if args.amp else {}
-    if args.overrides:  # e.g. `medssl tune --write`'s file: {"overrides": {"methods": {name: {...}}}}
-        try:
-            overrides = deep_merge(overrides, json.loads(Path(args.overrides).read_text())["overrides"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"--overrides {args.overrides}: not a readable JSON file with an 'overrides' object "
-                              f"({type(exc).__name__}: {exc}); `medssl tune --write FILE` writes one.") from exc
-    plan = expand(study, profile, seeds=_seeds(args.seeds), datasets=_csv_list(args.datasets),
-                  methods=_csv_list(args.methods), protocols=_csv_list(args.protocols),
-                  variant_names=_csv_list(args.variants), data_dir=args.data_dir,
-                  allow_download=not args.no_download, device=device, overrides=overrides)
-    for what, why in plan.skipped:
-        print(f"SKIPPED {what}: {why}", file=sys.stderr)
-    titles = {d.key: d.title for d in study.datasets}
-    for key, used in plan.stand_ins.items():
-        print(f"STAND-IN {key}: {titles[key]} is not present; using {used} instead (its own official split); "
-              f"every result says '{key} ({used})'.", file=sys.stderr)
-    store = ResultsStore(args.db)
-    recorded = store.recorded(study.name)
-    fix = reconcile(plan, recorded, reuse_stale=args.reuse_stale)
-    todo = pending(plan, {rid: status for rid, status, _ in recorded}, args.retry_failed)
-    print(f"{study.name} [{profile}]: {study.profile(profile).description}.", file=sys.stderr)
-    print(f"{study.name} [{profile}] on {device}: {len(plan.pretrain)} pretraining + {len(plan.evaluate)} "
-          f"evaluation runs planned, {len(todo)} to run; database {args.db}", file=sys.stderr)
-    if fix.stale:
-        why = summarise([w for _, w in fix.stale.values()])
-        if args.reuse_stale:
-            print(f"{len(fix.reused)} stale runs kept (--reuse-stale; recorded in table 'reused'): {why}",
-                  file=sys.stderr)
-        else:
-            print(f"{len(fix.stale)} runs are stale and run again ({why}); --reuse-stale keeps them.",
-                  file=sys.stderr)
-    if args.dry_run:  # reads the database if there is one; writes nothing
-        for spec in todo:
-            print(f"{spec.run_id}  {spec.kind:9s} {spec.label():45s} {variant_label(spec.decisions)}")
+    if args.dry_run:
+        declared = get_study(run.study).decisions
+        for spec in run.todo:
+            print(f"{spec.run_id}  {spec.kind:9s} {spec.label():45s} {variant_label(spec.decisions, declared)}")
         return 0
-    with store.coordinator_lock():
-        store.init()
-        store.sync_reported(study.name, study.reported_rows())
-        if fix.reused:
-            store.mark_reused(study.name, fix.reused)
-        shared = Path(args.artifacts_dir) if args.artifacts_dir else None
-        ctx = Context(args.data_dir, device, shared / "artifacts" if shared else store.artifacts_dir,
-                      shared / "checkpoints" if shared else store.checkpoints_dir,
-                      allow_download=not args.no_download, progress=not args.no_progress)
-        executor = None
-        if args.executor == "ray":
-            from medssl_core.execute_ray import RayExecutor
+    if run.interrupted:
+        print("\nInterrupted. Every finished run is recorded; run the same command again to resume.",
+              file=sys.stderr)
+        return 130
+    from medssl_core.store import ResultsStore
 
-            executor = RayExecutor(address=args.address, cpus_per_task=args.cpus_per_task)
-        try:
-            summary = execute(plan, store, ctx, retry_failed=args.retry_failed, progress=not args.no_progress,
-                              executor=executor)
-        except KeyboardInterrupt:
-            print("\nInterrupted. Every finished run is recorded; run the same command again to resume.",
-                  file=sys.stderr)
-            return 130
-    print_summary(store, study, profile, [s.run_id for s in plan.specs])
-    print(f"{summary.ran} runs executed, {summary.already_done} already done, {len(summary.failed)} failed.",
-          file=sys.stderr)
-    if summary.failed:
+    print_summary(ResultsStore(run.db), get_study(run.study), run.profile, run.run_ids)
+    print(f"{run.ran} runs executed, {run.already_done} already done, {len(run.failed)} failed.", file=sys.stderr)
+    if run.failed:
         print("Failed runs are recorded with their error (`medssl results runs --status failed`); "
               "`--retry-failed` runs them again.", file=sys.stderr)
-    return 1 if summary.failed else 0
+    return 1 if run.failed else 0
 
 
 def print_summary(store, study, profile: str, run_ids: list[str]) -> None:
@@ -186,7 +136,8 @@ def print_summary(store, study, profile: str, run_ids: list[str]) -> None:
             [run_ids, metrics]).fetchall()
     cells: dict[tuple, dict] = {}
     for used, method, protocol, fraction, decisions, metric, n, mean, std in rows:
-        key = (used, method, protocol, format_fraction(fraction), variant_label(parse_decisions(decisions)))
+        key = (used, method, protocol, format_fraction(fraction),
+               variant_label(parse_decisions(decisions), study.decisions))
         cells.setdefault(key, {})[metric] = (n, mean, std)
     table = []
     for key, by_metric in cells.items():
@@ -236,6 +187,13 @@ def cmd_results_runs(args) -> int:
            "left(coalesce(r.error, ''), 60) AS error FROM runs r JOIN run_staleness s USING (run_id) "
            "WHERE ($1 IS NULL OR r.study = $1) AND ($2 IS NULL OR r.status = $2) "
            "AND ($3 IS NULL OR s.stale = $3) ORDER BY r.study, r.finished_at")
+    if args.study is not None:  # a misspelt name would list nothing, as if the study had no runs
+        from medssl_core.study import studies
+
+        known = set(studies()) | {name for (name,) in run_sql(Path(args.db), "SELECT DISTINCT study FROM runs")[1]}
+        if args.study not in known:
+            raise ConfigError(f"--study {args.study!r} is neither registered nor recorded in {args.db}; studies: "
+                              f"{sorted(known)}.{did_you_mean(args.study, known)}")
     stale = {"yes": True, "no": False}.get(args.stale)
     columns, rows = run_sql(Path(args.db), sql, [args.study, args.status, stale],
                             staleness=_staleness(args.db, args.data_dir))
@@ -279,37 +237,23 @@ def cmd_study_show(args) -> int:
 
 # -- paper and augment ------------------------------------------------------------------------------------------
 def cmd_paper(args) -> int:
-    from medssl_core.errors import StoreError
-    from medssl_core.paper import generate
-    from medssl_core.study import get_study, studies
+    from medssl_core.api import paper
 
-    if args.all and args.study:
-        raise ConfigError("--all writes every study and the cross-study report; name no study with it")
-    names = [args.study] if args.study else sorted(n for n in studies() if n != "demo")
-    done = 0
-    for name in names:
-        try:
-            written = generate(get_study(name), Path(args.db), Path(args.out) / name, data_dir=args.data_dir,
-                               profile=args.profile)
-        except StoreError as exc:
-            if args.study or "holds no finished runs" not in str(exc):
-                raise
-            continue  # `medssl paper` with no study: the studies with no runs are simply not written
-        done += 1
+    result = paper(args.study, db=args.db, out=args.out, profile=args.profile, data_dir=args.data_dir,
+                   report=args.all, include_stale=args.include_stale)
+    for name, written in result.written.items():
         print(f"{name}: wrote {len(written)} files to {Path(args.out) / name}")
         for p in written:
             print(f"  {p}")
-    if not done:
-        raise StoreError(f"{args.db} holds no finished runs of any study: run `medssl replicate STUDY` first.")
-    if args.all:
-        from medssl_core.paper_report import write_report
-
-        for p in write_report(Path(args.out), {n: get_study(n) for n in names}, Path(args.db), args.data_dir):
-            print(f"wrote {p}")
+    for name, why in result.not_written.items():
+        print(f"{name}: not written: {why}", file=sys.stderr)
+    for p in result.report:
+        print(f"wrote {p}")
     return 0
 
 
 def cmd_tune(args) -> int:
+    from medssl_core.api import choose_profile
     from medssl_core.device import resolve_device
     from medssl_core.run_context import Context
     from medssl_core.store import ResultsStore
@@ -317,6 +261,12 @@ def cmd_tune(args) -> int:
     from medssl_core.tune import tune, write_overrides
 
     study = get_study(args.study)
+    study.method(args.method)  # validated before a search is created under a misspelt name
+    study.protocol(args.protocol)
+    if args.dataset is not None:
+        study.dataset(args.dataset)
+    if args.seed < 0:
+        raise ConfigError(f"--seed takes a non-negative integer, e.g. 0; not {args.seed}")
     device = resolve_device(args.device)
     profile, notice = choose_profile(study, args.profile, device, args.allow_slow)
     if notice:
@@ -467,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--profile", help="the profile whose runs to use (default: every profile with runs)")
     pp.add_argument("--data-dir", help="where the data is: for the t-SNE figure, and to leave out runs whose data "
                     "changed")
+    pp.add_argument("--include-stale", action="store_true", help="show stale runs, marked ‡ with the definitions or "
+                    "data that changed, instead of leaving them out (`replicate` re-runs them)")
     pp.set_defaults(fn=cmd_paper)
 
     t = sub.add_parser("tune", help="Optuna over what a study leaves open (its search_space), on a validation "
@@ -535,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_data_dir(args)
         return args.fn(args)
     except MedsslError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -43,9 +43,13 @@ def _drop_absent(model: BaseModel, out: dict) -> None:
     for name, info in type(model).model_fields.items():
         value, extra = getattr(model, name), info.json_schema_extra
         if isinstance(extra, dict) and "absent" in extra and value == extra["absent"]:
-            del out[name]
+            out.pop(name, None)  # a method's options are written out only where a study's plan writes them
         elif isinstance(value, BaseModel):
             _drop_absent(value, out[name])
+    if isinstance(model, SSLMethod):  # a method's options, a plain dict here, may hold options added later too
+        cls = methods.METHODS.get(model.name)
+        if cls is not None:
+            _drop_absent(cls.Options.model_validate(model.options), out["options"])
 
 
 class Backbone(Strict):
@@ -153,6 +157,9 @@ class Split(Strict):
     fixed_seed: int = 16  # the seed of the fixed policy (SmallDataSSL's train_test_split(random_state=16))
     script: str = "pretrain"  # which script of the study's code a run stands for (per_script)
     per_part: bool = added(False)  # a merged dataset split one dataset at a time (data.split_schemes)
+    # merge_val, holdout_val, stratified: each held-out fraction drawn per class, or over all images as sklearn's
+    # train_test_split without stratify= draws it (SmallDataSSL)
+    stratify: bool = added(True)
     # a run's labelled fraction of train: stratified per class, MIMeta's random_split(train, [f, 1 - f]), or
     # pandas' train.sample(int(f * n), random_state=sample_seed), the same images for every seed (Gravity-2010)
     label_fraction: Literal["stratified", "random_split", "sample"] = added("stratified")
@@ -162,6 +169,15 @@ class Split(Strict):
     # patient: only this share of the training patients stays in train (drawn after the split, as
     # np.random.RandomState(seed).choice: MedSGSSL's fine-tuning on 20 % of the patients); None: all of them
     train_patients: float | None = added(None, gt=0, le=1)
+    # an evaluation at a label fraction selects epochs, stops early, steps plateau schedules and sets thresholds on
+    # the validation labels: all of them, or the same fraction of them (stratified, drawn from the run's seed;
+    # run_evaluate.labelled_positions), so that a label-efficiency claim holds without extra labels. Evaluations
+    # only: set it in evaluate overrides, which leave the pretrainings (and their run ids) shared
+    val_labels: Literal["all", "follow_fraction"] = added("all")
+    # sample: roles drawn from the same source split take distinct images, in the order train, val, test (the first
+    # n for val, the next n for test: Gravity-2010 validates on the first 1,000 of NIH's test list, and a held-out
+    # test then follows them)
+    distinct_roles: bool = added(False)
 
     @model_validator(mode="after")
     def _scheme_and_its_fields(self):
@@ -388,8 +404,8 @@ class Fit(Strict):
     # the split whose metrics are the run's test numbers: its test set, or val itself, so that the number reported
     # is the very value that selected the epoch (Gravity-2010's best-epoch AUC on its validation batches)
     score_on: Literal["test", "val"] = added("test")
-    # the split whose labels choose each label's F1 threshold: val, or the test set itself (MedSGSSL options 7/8/10,
-    # an optimistic F1)
+    # the split whose labels choose each label's F1 threshold (the '*_tuned' metrics): val, or the test set itself
+    # (MedSGSSL options 7/8/10, an optimistic F1)
     thresholds_on: Literal["val", "test"] = added("val")
 
 

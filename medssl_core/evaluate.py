@@ -232,11 +232,13 @@ def fit_classifier(model: Classifier, data: dict[str, tuple[Tensor, Tensor]], ta
         if cfg.schedule.name == "plateau":
             plateau.step(val_loss if select_metric == "loss" else val)
             curves.append({"step": epoch + 1, "name": "lr", "value": optimizer.param_groups[0]["lr"]})
-        # ties: the later epoch wins as SmallDataSSL selects (>=), the earlier under select_ties 'earlier' (>);
-        # a NaN (e.g. no label with both classes in val) never beats a number, and with no number at all the
-        # last epoch is kept rather than the untrained weights
-        better = val >= best if cfg.select_ties == "later" else val > best
-        if better or (math.isnan(val) and best == -float("inf")):
+        # ties: the later epoch wins as SmallDataSSL selects (>=), the earlier under select_ties 'earlier' (>).
+        # A NaN (e.g. no label with both classes in val) is neither an improvement nor a reason to stop; while no
+        # epoch has been scorable, the last one's weights are kept rather than the untrained weights
+        if math.isnan(val):
+            if best == -float("inf"):
+                best_state, best_epoch = copy.deepcopy(model.state_dict()), epoch + 1
+        elif val >= best if cfg.select_ties == "later" else val > best:
             best, best_state, best_epoch, since_best = val, copy.deepcopy(model.state_dict()), epoch + 1, 0
         else:
             since_best += 1

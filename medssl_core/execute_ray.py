@@ -5,7 +5,9 @@ threads. A spec is submitted once every run it depends on (its pretraining, a st
 ok here or was recorded before; one whose dependency failed is recorded as failed without running. Workers only
 compute: each returns its RunRecord and the coordinator (this process) writes it as it arrives, so the database
 has one writer, and re-running the same command resumes. A worker that dies (killed, out of memory) is recorded
-as failed with Ray's error, and the rest of the grid goes on.
+as failed with Ray's error, and the rest of the grid goes on. A worker first fingerprints its own node's code for
+the spec: numbers computed by other code than the coordinator planned with would be recorded under the wrong
+fingerprint, so a mismatch is a failed run naming the definitions that differ.
 
 Workers write artifacts and checkpoints under the Context's folders: on a cluster of several machines these
 must be on a filesystem every node mounts (``--db`` there, or ``--artifacts-dir``).
@@ -13,12 +15,14 @@ must be on a filesystem every node mounts (``--db`` there, or ``--artifacts-dir`
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, replace
 
 import torch
 
 from medssl_core.errors import ConfigError
 from medssl_core.execute import Runner, blocked
+from medssl_core.identity import code_fingerprint
 from medssl_core.run_context import Context
 from medssl_core.run_record import failed_record
 from medssl_core.runspec import RunSpec
@@ -32,8 +36,21 @@ def _import_ray():
     return ray
 
 
+def code_differences(spec: RunSpec) -> list[str]:
+    """The definitions whose code here differs from the fingerprint the coordinator planned ``spec`` with."""
+    here = code_fingerprint(spec.kind, spec.dataset_used, spec.hparams)
+    return sorted(m for m in set(here) | set(spec.code) if here.get(m) != spec.code.get(m))
+
+
 def _in_worker(runner: Runner, spec: RunSpec, ctx: Context, threads: int):
-    """A spec in a Ray worker: the GPU Ray assigned (cuda:0 of what it sees), or ``threads`` CPU threads."""
+    """A spec in a Ray worker: the GPU Ray assigned (cuda:0 of what it sees), or ``threads`` CPU threads; a failed
+    record, without running, if this node's medssl computes the spec with other code than the coordinator's."""
+    differing = code_differences(spec)
+    if differing:
+        return failed_record(spec, f"the medssl installed on Ray node {socket.gethostname()} differs from the "
+                                   f"coordinator's in {', '.join(differing)}: its numbers would be recorded under "
+                                   "code they were not computed with. Install the coordinator's medssl version "
+                                   "(the same commit) on that node, then run the same command with --retry-failed.")
     if ctx.device.type == "cuda":
         ctx = replace(ctx, device=torch.device("cuda", 0))
     else:

@@ -118,7 +118,7 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
     check_overrides(study, profile.overrides, f"{study.name} profile {profile.name!r} overrides")
     plan = Plan(study.name, profile.name)
     seeds = tuple(seeds) if seeds is not None else None  # None: the profile's, per variant
-    method_names = methods or profile.methods or tuple(m.name for m in study.methods)
+    method_names = methods or profile.methods or study.default_methods
     protocol_names = protocols or profile.protocols or tuple(p.name for p in study.protocols)
     for name in method_names:
         study.method(name)  # validates
@@ -261,7 +261,9 @@ def _expand_pair(plan, seen, study: Study, profile: Profile, target: _Target, pr
                 plan.specs.append(pre)
             for protocol_name in protocol_names:
                 protocol = study.protocol(protocol_name)
-                if protocol.methods is None or method.name in protocol.methods:
+                pretrained_on = pre_target.ds.key if method.pretrain is not None else None
+                if (protocol.methods is None or method.name in protocol.methods) and protocol.runs_on(
+                        target.ds.key, pretrained_on):
                     for spec in builder.evaluate(base, protocol, pre, seed, choice):
                         if spec.run_id not in seen:
                             seen.add(spec.run_id)

@@ -67,7 +67,8 @@ NOT_NUMERIC = ("__init__.py", "atomic.py", "augment_show.py", "bench.py", "cli.p
                "grid.py", "identity.py", "paper.py", "paper_analysis.py", "paper_classes.py", "paper_output.py",
                "paper_report.py", "pipelines.py",
                "provenance.py", "runspec.py", "selection.py", "stale.py", "study.py",
-               "torchvision_compat.py", "code_digest.py", "data/__init__.py", "data/download.py", "data/locate.py",
+               "torchvision_compat.py", "code_digest.py", "api.py", "plugins.py",
+               "data/__init__.py", "data/download.py", "data/locate.py",
                "data/medmnist_info.py", "data/registry.py", "store/__init__.py", "store/labels.py", "store/records.py",
                "store/schema.py", "store/store.py")
 

@@ -2,7 +2,7 @@
 
 Every function takes the two views' embeddings (N, D), checks them, and computes in float32 (float64 stays
 float64) with autocast disabled, so that bf16 autocast in the model never reaches the loss arithmetic.
-Defaults carry a comment naming their source; ../shared/references.md A.1 has the formulas.
+Defaults carry a comment naming their source; docs/studies/references.md, 'Losses', has the formulas.
 The segmentation-guided objectives of MedSGSSL (last section) take token, attention and domain tensors besides
 embeddings; each checks its shapes and runs in full precision the same way.
 """
@@ -181,7 +181,7 @@ def barlow_twins(z0: Tensor, z1: Tensor, lambda_offdiag: float = 0.0051, eps: fl
     return on_diag + lambda_offdiag * _off_diagonal(c).pow(2).sum()
 
 
-# -- segmentation-guided SSL (MedSGSSL, ../shared/studies.md section 5.3) ------------------------------------------
+# -- segmentation-guided SSL (MedSGSSL, docs/studies/medsgssl.md, 'Options 7, 8 and 10 (ViT-S)') -----------------
 def _full(*tensors: Tensor) -> tuple[Tensor, ...]:
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
     return tuple(t.to(dtype) for t in tensors)

@@ -1,12 +1,17 @@
-"""Classification metrics from scores: accuracy, balanced accuracy, AUC, F1/precision/recall with thresholds
-chosen on validation, and a collapse flag when a model predicts a single class. Multi-label: per-label ROC-AUC
-and their mean (``auc``, the headline) and mean average precision, each label scored on its observed entries
-(MISSING left out); per-label accuracy at 0.5 is ``label_accuracy``, never ``accuracy``: predicting every
-label absent scores ~0.95 on ChestMNIST."""
+"""Classification metrics from scores: accuracy, balanced accuracy, AUC, F1/precision/recall, and a collapse flag
+when a model predicts a single class. Multi-label: per-label ROC-AUC and their mean (``auc``, the headline) and mean
+average precision, each label scored on its observed entries (MISSING left out); per-label accuracy is
+``label_accuracy``, never ``accuracy``: predicting every label absent scores ~0.95 on ChestMNIST.
+
+Binary and multi-label decisions are made at 0.5 under the plain names (``f1``, ``precision``, ``recall``,
+``label_accuracy``: MedMNIST's ACC, which reported numbers are compared with), and, given thresholds chosen for F1
+(on validation, or wherever ``thresholds_on`` says), again under the same names with ``_tuned`` appended."""
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from sklearn import metrics as skm
@@ -52,27 +57,44 @@ def classification_metrics(task: str, y: np.ndarray, scores: np.ndarray,
 
 
 def _multilabel_metrics(y: np.ndarray, scores: np.ndarray, thresholds: np.ndarray | None) -> dict[str, float]:
-    n_labels = y.shape[1]
-    t = thresholds if thresholds is not None else np.full(n_labels, 0.5)
+    columns = [_observed_column(y, scores, j) for j in range(y.shape[1])]
     per_label: dict[str, float] = {}
-    aucs, aps, f1s, precisions, recalls = [], [], [], [], []
-    n_correct = n_known = 0
-    for j in range(n_labels):
-        yj, sj = _observed_column(y, scores, j)
+    aucs, aps = [], []
+    for j, (yj, sj) in enumerate(columns):
         if len(np.unique(yj)) == 2:  # AUC and AP need both classes observed
             aucs.append(float(skm.roc_auc_score(yj, sj)))
             aps.append(float(skm.average_precision_score(yj, sj)))
             per_label[f"auc_label{j}"] = aucs[-1]
-        if len(yj):
-            pred = (sj >= t[j]).astype(int)
-            f1s.append(skm.f1_score(yj, pred, zero_division=0))
-            precisions.append(skm.precision_score(yj, pred, zero_division=0))
-            recalls.append(skm.recall_score(yj, pred, zero_division=0))
-            n_correct, n_known = n_correct + int((pred == yj).sum()), n_known + len(yj)
-    out = {"auc": _mean(aucs), **per_label, "ap": _mean(aps), "f1": _mean(f1s), "precision": _mean(precisions),
-           "recall": _mean(recalls), "label_accuracy": n_correct / n_known if n_known else float("nan")}
+    out = {"auc": _mean(aucs), **per_label, "ap": _mean(aps),
+           **_at_half_and_tuned(lambda t: _label_decisions(columns, t), len(columns), thresholds)}
     out["collapsed"] = float(_constant_scores(y, scores))
     return out
+
+
+def _at_half_and_tuned(decisions: Callable[[np.ndarray], dict[str, float]], n_thresholds: int,
+                       thresholds: np.ndarray | None) -> dict[str, float]:
+    """``decisions`` at threshold 0.5, and with '_tuned' names at ``thresholds`` where there are some."""
+    out = decisions(np.full(n_thresholds, 0.5))
+    if thresholds is not None:
+        out.update({f"{name}_tuned": value for name, value in decisions(thresholds).items()})
+    return out
+
+
+def _label_decisions(columns: list[tuple[np.ndarray, np.ndarray]], thresholds: np.ndarray) -> dict[str, float]:
+    """Each label present where its score reaches its threshold: F1, precision and recall (means over the labels
+    observed at all) and the accuracy over every observed (sample, label) entry."""
+    decided = [(yj, (sj >= t).astype(int)) for (yj, sj), t in zip(columns, thresholds, strict=True) if len(yj)]
+    out = _decision_means(decided)
+    n_known = sum(len(yj) for yj, _ in decided)
+    out["label_accuracy"] = sum(int((pred == yj).sum()) for yj, pred in decided) / n_known if n_known else math.nan
+    return out
+
+
+def _decision_means(decided: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Mean F1, precision and recall of (labels, 0/1 predictions) pairs."""
+    return {name: _mean([float(score(yj, pred, zero_division=0)) for yj, pred in decided])
+            for name, score in (("f1", skm.f1_score), ("precision", skm.precision_score),
+                                ("recall", skm.recall_score))}
 
 
 def _mean(values: list[float]) -> float:
@@ -96,11 +118,8 @@ def _single_label_metrics(task: str, y: np.ndarray, scores: np.ndarray,
     present = np.unique(y)
     if task == "binary" or n_classes == 2:
         out["auc"] = float(skm.roc_auc_score(y, scores[:, 1])) if len(present) == 2 else float("nan")
-        t = float(thresholds[0]) if thresholds is not None else 0.5
-        tpred = (scores[:, 1] >= t).astype(int)
-        out["f1"] = float(skm.f1_score(y, tpred, zero_division=0))
-        out["precision"] = float(skm.precision_score(y, tpred, zero_division=0))
-        out["recall"] = float(skm.recall_score(y, tpred, zero_division=0))
+        out.update(_at_half_and_tuned(lambda t: _decision_means([(y, (scores[:, 1] >= t[0]).astype(int))]), 1,
+                                      thresholds))
     else:
         if len(present) == n_classes:
             probs = scores / np.clip(scores.sum(axis=1, keepdims=True), 1e-12, None)

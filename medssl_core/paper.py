@@ -3,12 +3,17 @@ and figures (matplotlib, PNG + PDF). Every table cell is listed with its run ids
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import Collection, Sized
+from itertools import product
 from pathlib import Path
+from typing import TypeVar
 
+import duckdb
 import matplotlib
 
 matplotlib.use("Agg")
@@ -27,9 +32,9 @@ from medssl_core.paper_analysis import (
     slug,
 )
 from medssl_core.paper_classes import class_names, confusion_figures, recall_table
-from medssl_core.paper_output import save_figure
-from medssl_core.runspec import RunSpec
-from medssl_core.selection import select
+from medssl_core.paper_output import EnvironmentNotes, config_tags, mixed_environments, save_figure, tagged
+from medssl_core.runspec import RunSpec, canonical_json
+from medssl_core.selection import STALE, select
 from medssl_core.stale import summarise
 from medssl_core.store.labels import (
     CELL_SOURCE_SQL,
@@ -38,16 +43,19 @@ from medssl_core.store.labels import (
     parse_decisions,
     secondary_metric,
     variant_label,
+    variant_title,
 )
 from medssl_core.store.records import TEST_FEATURES
 from medssl_core.store.store import connect
-from medssl_core.study import AS_DECLARED, AS_PUBLISHED, CORRECTED, Reported, Study
+from medssl_core.study import AS_DECLARED, AS_PUBLISHED, CORRECTED, Decision, Reported, Study
 
-VARIANT_TITLES = {AS_PUBLISHED: "as published (the study's code)", CORRECTED: "with every decision corrected"}
+SizedT = TypeVar("SizedT", bound=Sized)
 
 
-def load_rows(study: Study, db: Path, accepted: dict[str, str]) -> list[dict]:
-    """Metric rows of the accepted evaluation runs."""
+def load_rows(study: Study, db: Path, accepted: dict[str, str], tuned: Collection[str] = ()) -> list[dict]:
+    """Metric rows of the accepted evaluation runs, each with what the tables need of its run: 'kept_stale' (''
+    or why it is shown although stale), 'tuned' (it ran `medssl tune`'s best values), 'precision', 'environment'
+    (torch version, device, precision) and 'decision_free' (``decision_free``)."""
     con = connect(db, read_only=True, wait_s=30)
     try:
         cur = con.execute(
@@ -56,9 +64,44 @@ def load_rows(study: Study, db: Path, accepted: dict[str, str]) -> list[dict]:
                WHERE study = ? AND kind = 'evaluate' AND run_id IN (SELECT unnest(?))""",
             [study.name, sorted(accepted)])
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r), kept_stale=bool(accepted[r[0]])) for r in cur.fetchall()]
+        metrics = cur.fetchall()
+        runs = con.execute(
+            """SELECT r.run_id, r.spec_json, e.torch, coalesce(e.device_name, r.device), p.value FROM runs r
+               LEFT JOIN environment e USING (run_id)
+               LEFT JOIN params p ON p.run_id = r.run_id AND p.kind = 'runtime' AND p.name = 'bf16'
+               WHERE r.run_id IN (SELECT unnest(?))""", [sorted({m[0] for m in metrics})]).fetchall()
     finally:
         con.close()
+    about = {}
+    for run_id, spec_json, torch_version, device, bf16 in runs:
+        spec = RunSpec.from_json(spec_json)
+        ran_bf16 = bf16 == "True" if bf16 is not None else spec.hparams.get("amp") == "bf16"  # as run, else planned
+        precision = "bf16" if ran_bf16 else "fp32"
+        device_kind = (device or "unknown device").split(" (")[0]  # 'cpu (2 threads)': the threads are no device
+        about[run_id] = {"kept_stale": accepted[run_id], "tuned": run_id in tuned, "precision": precision,
+                         "environment": f"torch {torch_version or '?'}, {device_kind}, {precision}",
+                         "decision_free": decision_free(study, spec)}
+    return [{**dict(zip(cols, r)), **about[r[0]]} for r in metrics]
+
+
+def decision_free(study: Study, spec: RunSpec) -> str:
+    """A run's settings apart from the study's decisions (and from its seed, code, data and the run it starts
+    from, which a decision may add): equal for runs that differ only in which decisions are corrected."""
+    def strip(d: dict) -> dict:
+        hparams = copy.deepcopy(d["hparams"])
+        for decision in study.decisions:
+            if decision.stage in ("data", d["kind"]):
+                for path in decision.params:
+                    *parents, leaf = path.split(".")
+                    node = hparams
+                    for key in parents:
+                        node = node.get(key) if isinstance(node, dict) else None
+                    if isinstance(node, dict):
+                        node.pop(leaf, None)
+        kept = {k: v for k, v in d.items() if k not in ("seed", "code", "data", "decisions", "start", "pretrain")}
+        return {**kept, "hparams": hparams, "pretrain": strip(d["pretrain"]) if d.get("pretrain") else None}
+
+    return canonical_json(strip(spec.to_dict()))
 
 
 def _stats(values: list[float]) -> tuple[float, float | None, int]:
@@ -91,12 +134,14 @@ def reported_by_cell(study: Study) -> dict[tuple, Reported]:
     return out
 
 
-def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, tuple[list, list]], list[list]]:
-    """Per variant: (headers, table rows) of methods x protocols by dataset; plus cells for cells.csv.
+def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, tuple[list, list, str]], list[list]]:
+    """Per variant: (headers, table rows, footnote of the cells that mix environments) of methods x protocols by
+    dataset; plus cells for cells.csv.
 
     A cell is the mean of the runs of exactly one config id (same settings, code and data; seeds differ). A
-    row key that meets more than one config id in a dataset (e.g. a kept stale run beside a current one)
-    gets one row per config id, labelled with it.
+    row key that meets more than one config id in a dataset (e.g. bf16 runs beside fp32 ones, tuned values, a
+    kept stale run beside a current one) gets one row per config id, labelled by what tells it apart
+    (``config_tags``).
     """
     methods, protocols, _ = _titles(study)
     second = secondary_metric(metric)
@@ -104,6 +149,7 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
     test = [r for r in rows if r["split"] == "test"]
     collapsed = {r["run_id"] for r in test if r["metric"] == "collapsed" and r["value"] == 1}
     datasets = sorted({(r["dataset"], r["dataset_used"]) for r in test})
+    show_precision = len({r["precision"] for r in test}) > 1
     tables, cells = {}, []
     for variant in (AS_PUBLISHED, CORRECTED) if study.decisions else (AS_PUBLISHED,):  # no decisions: one table
         configs: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
@@ -115,20 +161,16 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
             continue
         groups: dict[tuple, list[dict]] = {}  # (method, protocol, fraction, profile, tag, ds, used) -> runs
         for (method, protocol, fraction, profile, ds, used), by_config in configs.items():
-            ranked = sorted(by_config.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-            for i, (config_id, runs) in enumerate(ranked):
-                tag = "" if i == 0 else f"config {config_id[:8]}"
-                if any(r["kept_stale"] for r in runs):
-                    tag = (tag + " " if tag else "") + "‡ kept stale"
-                groups[(method, protocol, fraction, profile, tag, ds, used)] = runs
+            for config_id, tag in config_tags(by_config, show_precision).items():
+                groups[(method, protocol, fraction, profile, tag, ds, used)] = by_config[config_id]
         keys = sorted({k[:5] for k in groups}, key=lambda k: (*_order(study, k[0], k[1]), k[2], k[3], k[4]))
         headers = ["method", "protocol", "labels", "profile"]
         for ds, used in datasets:
             name = f"{ds} ({used})" if ds != used else ds
             headers += [f"{name} {metric}", second, "reported", "Δ"]
-        table = []
+        table, notes = [], EnvironmentNotes()
         for method, protocol, fraction, profile, tag in keys:
-            title = methods.get(method, method) + (f" [{tag}]" if tag else "")
+            title = tagged(methods.get(method, method), tag)
             line = [title, protocols.get(protocol, protocol), format_fraction(fraction), profile]
             for ds, used in datasets:
                 runs = groups.get((method, protocol, fraction, profile, tag, ds, used), [])
@@ -138,9 +180,10 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
                 if main:
                     mean, std, n = _stats([r["value"] for r in main])
                     ids = sorted(r["run_id"] for r in main)
-                    line.append(_fmt(mean, std, n) + (" †" if collapsed & set(ids) else ""))
-                    cells.append([variant, ds, used, method, protocol, fraction, profile, main[0]["config_id"],
-                                  metric, mean, std, n, " ".join(ids)])
+                    where = f"{ds if ds == used else f'{ds} ({used})'}, {title}, {line[1]}, {line[2]}"
+                    line.append(_fmt(mean, std, n) + (" †" if collapsed & set(ids) else "") + notes.mark(where, main))
+                    cells.append([variant, ds, used, method, protocol, fraction, profile, main[0]["config_id"], tag,
+                                  metric, mean, std, n, " ".join(ids), mixed_environments(main)])
                 else:
                     line.append("-")
                 line.append(_fmt(*_stats(auc)) if auc else "-")
@@ -150,19 +193,35 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
                 line.append(f"{rep_value * 100:.2f}{hard}" if rep_value is not None else "-")
                 line.append(f"{(mean - rep_value) * 100:+.2f}" if rep_value is not None and mean is not None else "-")
             table.append(line)
-        tables[variant] = (headers, table)
+        tables[variant] = (headers, table, notes.note())
     return tables, cells
 
 
-def decision_table(study: Study, rows: list[dict], metric: str) -> tuple[list, list[list]]:
+# what the tags in brackets say (paper_output.config_tags)
+ROW_TAGS = ("A tag in brackets tells runs apart from those of another config id met in the same place: "
+            "'tuned' (`medssl tune`'s best values, `replicate --overrides`), the precision (where both meet), "
+            "'config <id>' otherwise; ‡ marks runs shown although stale, with why: kept (`replicate "
+            "--reuse-stale`) or shown with `paper --include-stale`.")
+CELL_COLUMNS = ("variant", "dataset", "dataset_used", "method", "protocol", "fraction", "profile", "config_id",
+                "setting", "metric", "mean", "std", "n", "run_ids", "environments")
+
+
+def decision_table(study: Study, rows: list[dict], metric: str,
+                   notes: EnvironmentNotes | None = None) -> tuple[list, list[list]]:
     """Effect of correcting each decision alone (and all together) vs the as-published runs of the same
-    profile, dataset, method, protocol and label fraction, where both sides exist."""
+    profile, dataset, method, protocol and label fraction, where both sides exist: each side the runs of one config
+    id, paired with the one whose settings differ only in the decisions (``decision_free``; so bf16 runs meet
+    bf16 runs, tuned values tuned ones). ``notes``: where the numbers that meet mix environments."""
     methods, protocols, _ = _titles(study)
-    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric]
-    by_cell = defaultdict(lambda: defaultdict(list))
+    notes = notes if notes is not None else EnvironmentNotes()
+    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and not r["kept_stale"]]
+    show_precision = len({r["precision"] for r in test}) > 1
+    # cell -> decision-free settings -> 'baseline' | decision | 'all' -> config id -> runs
+    by_cell: dict[tuple, dict[str, dict[str, dict[str, list[dict]]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
     for r in test:
         d = parse_decisions(r["decisions"])
-        if not d or r["kept_stale"]:
+        if not d:
             continue
         flipped = sorted(k for k, v in d.items() if v == CORRECTED)
         if not flipped:
@@ -173,26 +232,31 @@ def decision_table(study: Study, rows: list[dict], metric: str) -> tuple[list, l
             keys = flipped
         else:
             continue
+        cell = (r["profile"], r["dataset_used"], r["method"], r["protocol"], r["fraction"] or 1.0)
         for key in keys:
-            by_cell[(r["profile"], r["dataset_used"], r["method"], r["protocol"], r["fraction"] or 1.0)][key].append(r)
+            by_cell[cell][r["decision_free"]][key][r["config_id"]].append(r)
     descriptions = {d.name: d for d in study.decisions}
     table = []
-    for (profile, used, method, protocol, fraction), groups in sorted(by_cell.items()):
-        if "baseline" not in groups:
-            continue
-        base, base_std, base_n = _stats([r["value"] for r in groups["baseline"]])
-        for key in [d.name for d in study.decisions] + ["all"]:
-            if key not in groups:
-                continue
-            mean, std, n = _stats([r["value"] for r in groups[key]])
-            if key == "all":
-                what, change = "all decisions corrected", "-"
-            else:
-                d = descriptions[key]
-                what, change = d.description, f"{_setting(d.as_published)} → {_setting(d.corrected)}"
-            table.append([profile, used, methods.get(method, method), protocols.get(protocol, protocol),
-                          format_fraction(fraction), what, change, _fmt(base, base_std, base_n), _fmt(mean, std, n),
-                          f"{(mean - base) * 100:+.2f}"])
+    for (profile, used, method, protocol, fraction), pairings in sorted(by_cell.items()):
+        baselines = {c: runs for groups in pairings.values() for c, runs in groups.get("baseline", {}).items()}
+        for base_config, tag in config_tags(baselines, show_precision).items():
+            groups = next(g for g in pairings.values() if base_config in g.get("baseline", {}))
+            base_runs = groups["baseline"][base_config]
+            base, base_std, base_n = _stats([r["value"] for r in base_runs])
+            title = tagged(methods.get(method, method), tag)
+            for key in [d.name for d in study.decisions] + ["all"]:
+                for runs in groups.get(key, {}).values():
+                    mean, std, n = _stats([r["value"] for r in runs])
+                    if key == "all":
+                        what, change = "all decisions corrected", "-"
+                    else:
+                        d = descriptions[key]
+                        what, change = d.description, f"{_side(d, AS_PUBLISHED)} → {_side(d, CORRECTED)}"
+                    where = f"{used}, {title}, {protocols.get(protocol, protocol)}, {format_fraction(fraction)}"
+                    mark = notes.mark(f"{where}: {what}", base_runs + runs)
+                    table.append([profile, used, title, protocols.get(protocol, protocol), format_fraction(fraction),
+                                  what, change, _fmt(base, base_std, base_n), _fmt(mean, std, n) + mark,
+                                  f"{(mean - base) * 100:+.2f}"])
     headers = ["profile", "dataset", "method", "protocol", "labels", "decision", "as published → corrected",
                f"{metric} as published", f"{metric} corrected", "Δ (pp)"]
     return headers, table
@@ -205,80 +269,191 @@ def _setting(value) -> str:
     return "the code's own" if value == AS_DECLARED else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def claim_verdicts(study: Study, rows: list[dict], metric: str) -> tuple[list, list[list]]:
-    """Per comparison, dataset, label fraction and variant where both sides ran: each method against the
-    baseline on the test metric, Welch's t-test over the seeds. 'supported' / 'contradicted' need p < 0.05 (and
-    two seeds a side); anything else is 'inconclusive'."""
+def _side(decision: Decision, choice: str) -> str:
+    """One side of a decision: its value, and its label where it declares labels."""
+    value = _setting(decision.value(choice))
+    return f"{value} ({decision.label(choice)})" if decision.labels else value
+
+
+# a reported number matches a variant when it lies within 2 sample stds of the variant's mean over seeds, never
+# closer than this floor (a fraction, as the metrics): two or three seeds that happen to agree give a spread that
+# hardware and library noise alone exceed (the issue's last-epoch AUC moved 2 points between GPU and CPU)
+MATCH_TOLERANCE = 0.005
+
+
+def within_spread(mean: float, std: float | None, reported: float, tolerance: float = MATCH_TOLERANCE) -> bool:
+    return abs(mean - reported) <= max(2 * (std or 0.0), tolerance)
+
+
+def variant_match(study: Study, rows: list[dict],
+                  notes: EnvironmentNotes | None = None) -> tuple[list, list[list], dict[str, tuple[int, int]]]:
+    """Which variant the source's numbers match: for each cell with a reported number where both the as-published
+    and the corrected variant ran (each side the runs of one config id, paired as ``decision_table`` pairs them),
+    each side's mean ± std, Δ = mean − reported, and the variants whose seeds' spread holds the reported number
+    (``within_spread``). Also, per variant, (cells it matches, cells compared)."""
+    methods, protocols, _ = _titles(study)
+    notes = notes if notes is not None else EnvironmentNotes()
+    reported = reported_by_cell(study)
+    test = [r for r in rows if r["split"] == "test" and not r["kept_stale"] and not np.isnan(r["value"])]
+    show_precision = len({r["precision"] for r in test}) > 1
+    # cell -> decision-free settings -> variant -> config id -> runs
+    by_cell: dict[tuple, dict[str, dict[str, dict[str, list[dict]]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    for r in test:
+        d = parse_decisions(r["decisions"])
+        fraction = r["fraction"] or 1.0
+        rep = reported.get((r["dataset"], r["method"], r["protocol"], r["metric"], fraction))
+        if not d or rep is None or rep.value is None:
+            continue
+        for variant in (AS_PUBLISHED, CORRECTED):
+            if in_variant(d, variant):
+                cell = (r["profile"], r["dataset"], r["dataset_used"], r["method"], r["protocol"], fraction,
+                        r["metric"])
+                by_cell[cell][r["decision_free"]][variant][r["config_id"]].append(r)
+    titles = {v: variant_title(v, study.decisions) for v in (AS_PUBLISHED, CORRECTED)}
+    counts = dict.fromkeys(titles, (0, 0))
+    table = []
+    for cell, pairings in sorted(by_cell.items(), key=lambda kv: (kv[0][:3], *_order(study, *kv[0][3:5]),
+                                                                 *kv[0][5:])):
+        profile, ds, used, method, protocol, fraction, metric = cell
+        value = reported[(ds, method, protocol, metric, fraction)].value
+        published = {c: runs for groups in pairings.values() for c, runs in groups.get(AS_PUBLISHED, {}).items()}
+        for base_config, tag in config_tags(published, show_precision).items():
+            groups = next(g for g in pairings.values() if base_config in g.get(AS_PUBLISHED, {}))
+            for other in groups.get(CORRECTED, {}).values():
+                title = tagged(methods.get(method, method), tag)
+                where = f"{ds if ds == used else f'{ds} ({used})'}, {title}, {format_fraction(fraction)}, {metric}"
+                line, matched = [profile, ds if ds == used else f"{ds} ({used})", title,
+                                 protocols.get(protocol, protocol), format_fraction(fraction), metric,
+                                 f"{value * 100:.2f}"], []
+                for variant, runs in ((AS_PUBLISHED, published[base_config]), (CORRECTED, other)):
+                    mean, std, n = _stats([r["value"] for r in runs])
+                    line.append(f"{_fmt(mean, std, n)}{notes.mark(f'{where}, {titles[variant]}', runs)}, "
+                                f"Δ {(mean - value) * 100:+.2f}")
+                    within = within_spread(mean, std, value)
+                    matched += [titles[variant]] if within else []
+                    counts[variant] = (counts[variant][0] + within, counts[variant][1] + 1)
+                line.append("both" if len(matched) == 2 else matched[0] if matched else "neither")
+                table.append(line)
+    headers = ["profile", "dataset", "method", "protocol", "labels", "metric", "reported", titles[AS_PUBLISHED],
+               titles[CORRECTED], "within the seeds' spread"]
+    return headers, table, counts
+
+
+def claim_verdicts(study: Study, rows: list[dict], metric: str,
+                   notes: EnvironmentNotes | None = None) -> tuple[list, list[list]]:
+    """Per comparison, dataset, label fraction, variant and precision where both sides ran: each config id of a
+    method against each config id of the baseline on the test metric, Welch's t-test over their seeds. 'supported'
+    / 'contradicted' need p < 0.05 (and two seeds a side); anything else is 'inconclusive'. ``notes``: where the
+    numbers that meet mix environments."""
     from scipy import stats
 
     methods, protocols, _ = _titles(study)
-    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and not r["kept_stale"]]
+    notes = notes if notes is not None else EnvironmentNotes()
+    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and not r["kept_stale"]
+            and not np.isnan(r["value"])]
+    show_precision = len({r["precision"] for r in test}) > 1
     table = []
     for comparison in study.comparisons:
-        cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        # (dataset read, fraction, variant, precision) -> method -> config id -> runs
+        cells: dict[tuple, dict[str, dict[str, list[dict]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(
+            list)))
         for r in test:
-            if r["protocol"] == comparison.protocol and not np.isnan(r["value"]):
-                variant = variant_label(parse_decisions(r["decisions"]))
-                cells[(r["dataset_used"], r["fraction"] or 1.0, variant)][r["method"]].append(r["value"])
-        for (used, fraction, variant), by_method in sorted(cells.items()):
-            base = by_method.get(comparison.baseline)
-            if not base:
+            if r["protocol"] == comparison.protocol:
+                variant = variant_label(parse_decisions(r["decisions"]), study.decisions)
+                cells[(r["dataset_used"], r["fraction"] or 1.0, variant, r["precision"])][r["method"]][
+                    r["config_id"]].append(r)
+        for (used, fraction, variant, _), by_method in sorted(cells.items()):
+            bases = by_method.get(comparison.baseline)
+            if not bases:
                 continue
+            base_tags = config_tags(bases, show_precision)
             for method in comparison.methods:
-                values = by_method.get(method)
-                if not values:
-                    continue
-                delta = np.mean(values) - np.mean(base)
-                p = float("nan")
-                if len(values) > 1 and len(base) > 1:
-                    p = float(stats.ttest_ind(values, base, equal_var=False).pvalue)
-                verdict = "inconclusive"
-                if p < 0.05:
-                    verdict = "supported" if delta > 0 else "contradicted"
-                table.append([comparison.claim, used, protocols.get(comparison.protocol, comparison.protocol),
-                              format_fraction(fraction), variant, methods.get(method, method),
-                              _fmt(*_stats(values)), _fmt(*_stats(base)), f"{delta * 100:+.2f}",
-                              "-" if np.isnan(p) else f"{p:.3g}", verdict])
+                configs = by_method.get(method, {})
+                tags = config_tags(configs, show_precision) if configs else {}
+                for (config, tag), (base_config, base_tag) in product(tags.items(), base_tags.items()):
+                    runs, base_runs = configs[config], bases[base_config]
+                    values, base = [r["value"] for r in runs], [r["value"] for r in base_runs]
+                    delta = np.mean(values) - np.mean(base)
+                    p = float("nan")
+                    if len(values) > 1 and len(base) > 1:
+                        p = float(stats.ttest_ind(values, base, equal_var=False).pvalue)
+                    verdict = "inconclusive"
+                    if p < 0.05:
+                        verdict = "supported" if delta > 0 else "contradicted"
+                    title = tagged(methods.get(method, method), tag)
+                    mark = notes.mark(f"{used}, {format_fraction(fraction)}, {variant}: {title} vs "
+                                      f"{tagged(methods.get(comparison.baseline, comparison.baseline), base_tag)}",
+                                      runs + base_runs)
+                    table.append([comparison.claim, used, protocols.get(comparison.protocol, comparison.protocol),
+                                  format_fraction(fraction), variant, title, _fmt(*_stats(values)) + mark,
+                                  tagged(_fmt(*_stats(base)), base_tag), f"{delta * 100:+.2f}",
+                                  "-" if np.isnan(p) else f"{p:.3g}", verdict])
     headers = ["claim", "dataset", "protocol", "labels", "variant", "method", f"{metric} method",
                f"{metric} baseline", "Δ (pp)", "Welch p", "verdict"]
     return headers, table
 
 
+def _most_seeds(configs: dict[str, SizedT]) -> SizedT:
+    """The runs of the config id with most runs (then the lowest id): what a figure draws where several meet,
+    ranked as the main table ranks them."""
+    return min(configs.items(), key=lambda kv: (-len(kv[1]), kv[0]))[1]
+
+
+def accuracy_bars(rows: list[dict], metric: str) -> tuple[dict[tuple[str, str], dict[tuple[str, str], list[float]]],
+                                                          bool]:
+    """(variant, dataset read) -> (protocol, method) -> the values (%) of one bar at all the labels: the runs of one
+    config id, the one with most seeds (a bar never pools settings; tuned and stale runs are in the tables only);
+    and whether some bar had runs of other config ids too."""
+    by_config: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["split"] == "test" and r["metric"] == metric and (r["fraction"] or 1.0) == 1.0 \
+                and not r["kept_stale"] and not r["tuned"]:
+            for variant in (AS_PUBLISHED, CORRECTED):
+                if in_variant(parse_decisions(r["decisions"]), variant):
+                    key = (variant, r["dataset_used"], r["protocol"], r["method"])
+                    by_config[key][r["config_id"]].append(r["value"] * 100)
+    bars: dict[tuple[str, str], dict[tuple[str, str], list[float]]] = defaultdict(dict)
+    for (variant, used, protocol, method), configs in by_config.items():
+        bars[(variant, used)][(protocol, method)] = _most_seeds(configs)
+    return bars, any(len(configs) > 1 for configs in by_config.values())
+
+
 def accuracy_figure(study: Study, rows: list[dict], metric: str, out: Path) -> list[Path]:
     methods, protocols, _ = _titles(study)
-    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and (r["fraction"] or 1.0) == 1.0
-            and not r["kept_stale"]]
-    variants = [v for v in (AS_PUBLISHED, CORRECTED)
-                if any(in_variant(parse_decisions(r["decisions"]), v) for r in test)]
-    datasets = sorted({r["dataset_used"] for r in test})
-    if not test or not variants:
+    bars, several = accuracy_bars(rows, metric)
+    if not bars:
         return []
+    variants = [v for v in (AS_PUBLISHED, CORRECTED) if any(k[0] == v for k in bars)]
+    datasets = sorted({k[1] for k in bars})
     fig, axes = plt.subplots(len(variants), len(datasets), squeeze=False,
                              figsize=(max(6, 5.5 * len(datasets)), 3.6 * len(variants)))
-    proto_names = [p.name for p in study.protocols if any(r["protocol"] == p.name for r in test)]
-    method_names = [m.name for m in study.methods if any(r["method"] == m.name for r in test)]
+    drawn = {bar for by_bar in bars.values() for bar in by_bar}
+    proto_names = [p.name for p in study.protocols if any(bar[0] == p.name for bar in drawn)]
+    method_names = [m.name for m in study.methods if any(bar[1] == m.name for bar in drawn)]
     width = 0.8 / max(1, len(proto_names))
     colors = plt.get_cmap("tab10").colors
     for i, variant in enumerate(variants):
         for j, ds in enumerate(datasets):
             ax = axes[i][j]
+            here = bars.get((variant, ds), {})
             for k, proto in enumerate(proto_names):
                 means, stds = [], []
                 for m in method_names:
-                    vals = [r["value"] for r in test if r["dataset_used"] == ds and r["method"] == m
-                            and r["protocol"] == proto and in_variant(parse_decisions(r["decisions"]), variant)]
-                    means.append(np.mean(vals) * 100 if vals else np.nan)
-                    stds.append(np.std(vals, ddof=1) * 100 if len(vals) > 1 else 0.0)
+                    vals = here.get((proto, m), [])
+                    means.append(np.mean(vals) if vals else np.nan)
+                    stds.append(np.std(vals, ddof=1) if len(vals) > 1 else 0.0)
                 x = np.arange(len(method_names)) + (k - (len(proto_names) - 1) / 2) * width
                 ax.bar(x, means, width, yerr=stds, capsize=2, label=protocols.get(proto, proto), color=colors[k % 10])
             ax.set_xticks(np.arange(len(method_names)), [methods.get(m, m) for m in method_names], rotation=20)
             ax.set_ylabel(f"test {metric} (%)")
-            ax.set_title(f"{ds}: {VARIANT_TITLES[variant]}", fontsize=10)
+            ax.set_title(f"{ds}: {variant_title(variant, study.decisions)}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
-            finite = [r["value"] * 100 for r in test if r["dataset_used"] == ds]
+            finite = [v for (_, used), by_bar in bars.items() if used == ds for vals in by_bar.values() for v in vals]
             ax.set_ylim(max(0, min(finite) - 10), min(100, max(finite) + 5))
     axes[0][-1].legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"{study.title}: test {metric}, mean ± std over seeds", fontsize=11)
+    more = "; where a bar has runs of several configs, the one with most seeds (all in cells.csv)" if several else ""
+    fig.suptitle(f"{study.title}: test {metric}, mean ± std over seeds{more}", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, out, "accuracy")
 
@@ -289,8 +464,7 @@ def efficiency_points(rows: list[dict]) -> tuple[dict[float, list[float]], bool]
     by_config: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         by_config[r["fraction"] or 1.0][r["config_id"]].append(r["value"] * 100)
-    # ranked as the main table ranks them: most runs, then config id
-    points = {f: min(c.items(), key=lambda kv: (-len(kv[1]), kv[0]))[1] for f, c in by_config.items()}
+    points = {f: _most_seeds(c) for f, c in by_config.items()}
     return points, any(len(c) > 1 for c in by_config.values())
 
 
@@ -298,7 +472,8 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
     """Test metric against the label fraction (log axis), one line per method and protocol, the seeds' spread
     as a band; the corrected variant where it ran, else the as-published one. Only with two or more fractions."""
     methods, protocols, _ = _titles(study)
-    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and not r["kept_stale"]]
+    test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and not r["kept_stale"]
+            and not r["tuned"]]  # tuned and stale runs are in the tables only
     if len({r["fraction"] or 1.0 for r in test}) < 2:
         return []
     variant = CORRECTED if study.decisions and any(in_variant(parse_decisions(r["decisions"]), CORRECTED)
@@ -350,7 +525,7 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
     unique = dict(zip(labels, handles, strict=True))  # one entry per kind of reported number
     rows = -(-len(unique) // 2)
     fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=2, fontsize=7, frameon=False)
-    which = f" ({VARIANT_TITLES[variant]})" if study.decisions else ""
+    which = f" ({variant_title(variant, study.decisions)})" if study.decisions else ""
     more = "; where a point has runs of several configs, the one with most seeds (all in cells.csv)" if left_out else ""
     fig.suptitle(f"{study.title}: label efficiency{which}, mean ± std over seeds{more}", fontsize=11)
     fig.tight_layout(rect=(0, min(0.5, 0.045 * rows + 0.02), 1, 1))
@@ -363,7 +538,7 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
     try:
         data = con.execute(
             """SELECT r.run_id, r.dataset_used, r.method, r.decisions, c.step,
-                      CASE WHEN c.name = 'loss' THEN 'loss' ELSE 'knn' END, c.value FROM runs r
+                      CASE WHEN c.name = 'loss' THEN 'loss' ELSE 'knn' END, c.value, r.config_id FROM runs r
                JOIN curves c USING (run_id) WHERE r.study = ? AND r.kind = 'pretrain' AND r.status = 'ok'
                AND r.run_id IN (SELECT unnest(?)) AND c.name IN ('loss', 'knn_val_accuracy', 'knn_val_auc')
                ORDER BY c.step""",
@@ -372,6 +547,13 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
         con.close()
     if not data:
         return []
+    # (dataset, method, variant) -> config id -> its runs: a curve is drawn from one config id's runs
+    configs: dict[tuple, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for rid, used, meth, dec, *_, config in data:
+        for variant in (AS_PUBLISHED, CORRECTED):
+            if in_variant(parse_decisions(dec), variant):
+                configs[(used, meth, variant)][config].add(rid)
+    drawn = {key: _most_seeds(by_config) for key, by_config in configs.items()}
     datasets = sorted({d[1] for d in data})
     method_names = [m.name for m in study.methods if any(d[2] == m.name for d in data)]
     monitored = {d[1] for d in data if d[5] == "knn"}
@@ -384,8 +566,8 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
 
     def series_of(ds, method, name, variant):
         series = defaultdict(list)
-        for _rid, used, meth, dec, step, n, v in data:
-            if used == ds and meth == method and n == name and in_variant(parse_decisions(dec), variant):
+        for rid, used, meth, _, step, n, v, _ in data:
+            if used == ds and meth == method and n == name and rid in drawn.get((ds, method, variant), ()):
                 series[step].append(v)
         steps = sorted(series)
         return steps, np.array([np.mean(series[t]) for t in steps]), np.array([np.std(series[t]) for t in steps])
@@ -419,8 +601,10 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
             knn_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             knn_ax.grid(alpha=0.3)
             knn_ax.legend(fontsize=6)
+    more = ("; where a curve has runs of several configs, the one with most seeds"
+            if any(len(by_config) > 1 for by_config in configs.values()) else "")
     fig.suptitle(f"{study.name}: pretraining curves, mean ± std over seeds (solid: as published, dashed: "
-                 "corrected)", fontsize=11)
+                 f"corrected){more}", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, out, "pretraining_curves")
 
@@ -481,13 +665,20 @@ def tsne_figure(study: Study, db: Path, out: Path, eval_ids: list[str], *, max_p
 
 
 def generate(study: Study, db: Path, out: Path, *, data_dir=None, profile: str | None = None,
-             tsne: bool = True) -> list[Path]:
-    """Tables and figures of the study's runs as declared now, one folder per profile under ``out``."""
+             tsne: bool = True, include_stale: bool = False) -> list[Path]:
+    """Tables and figures of the study's runs as declared now (and of `medssl tune`'s best values, as their own
+    rows), one folder per profile under ``out``. ``include_stale``: stale runs are shown, marked with why (the
+    modules that changed), instead of left out."""
     con = connect(db, read_only=True, wait_s=30)
     try:
         recorded = con.execute("SELECT run_id, status, spec_json FROM runs WHERE study = ? ORDER BY finished_at",
                                [study.name]).fetchall()
         reused = {r for (r,) in con.execute("SELECT run_id FROM reused WHERE study = ?", [study.name]).fetchall()}
+        try:
+            trials = con.execute("SELECT optuna_study, trial, run_id, params, value FROM trials WHERE "
+                                 "split_part(optuna_study, '/', 1) = ? AND value IS NOT NULL", [study.name]).fetchall()
+        except duckdb.CatalogException:  # a database from before `medssl tune`: no trials
+            trials = []
     finally:
         con.close()
     if profile is not None:
@@ -495,18 +686,22 @@ def generate(study: Study, db: Path, out: Path, *, data_dir=None, profile: str |
     if not any(status == "ok" for _, status, _ in recorded):
         raise StoreError(f"{db} holds no finished runs of {study.name}: run `medssl replicate {study.name}` first "
                          "(or pass --db with the database that holds them).")
-    chosen = select(study, recorded, reused, profile=profile, data_dir=data_dir)
+    chosen = select(study, recorded, reused, profile=profile, data_dir=data_dir, trials=trials,
+                    include_stale=include_stale)
     specs = {rid: RunSpec.from_json(s) for rid, _, s in recorded if rid in chosen.accepted}
     profiles = sorted({spec.profile for spec in specs.values()})
     if not profiles:
+        stale = any(why.startswith(STALE) for _, _, why in chosen.left_out)
         raise StoreError(f"None of the {len(recorded)} runs of {study.name} in {db} can be used"
                          + (f" for profile {profile!r}" if profile else "") + ": "
                          + summarise([[why] for _, _, why in chosen.left_out])
-                         + f". Run `medssl replicate {study.name}` to (re)run them.")
+                         + f". Run `medssl replicate {study.name}` to (re)run them"
+                         + (", or `medssl paper --include-stale` to show the stale ones, marked" if stale else "")
+                         + ".")
     written: list[Path] = []
     for name in profiles:
         accepted = {rid: note for rid, note in chosen.accepted.items() if specs[rid].profile == name}
-        written += _generate_profile(study, db, out / name, name, accepted,
+        written += _generate_profile(study, db, out / name, name, accepted, set(chosen.tuned) & set(accepted),
                                      {rid: spec.kind for rid, spec in specs.items()}, tsne=tsne)
         written += mask_figures([specs[rid] for rid in accepted], out / name, data_dir)
     left_out = out / "left_out.csv"
@@ -515,6 +710,7 @@ def generate(study: Study, db: Path, out: Path, *, data_dir=None, profile: str |
         w = csv.writer(f)
         w.writerow(["run_id", "run", "why"])
         w.writerows(chosen.left_out)
+    shown_stale = [note for note in chosen.accepted.values() if note]
     readme = out / "README.md"
     readme.write_text(
         f"# {study.title}\n\n{study.citation}\n\nGenerated by `medssl paper {study.name}` from {db}: the runs of "
@@ -522,10 +718,17 @@ def generate(study: Study, db: Path, out: Path, *, data_dir=None, profile: str |
         "of one config id (same settings, code and data; only the seed differs).\n\n"
         + "".join(f"- [{name}/]({name}/README.md): profile {name}\n" for name in profiles)
         + f"\n## Left out ({len(chosen.left_out)} runs; each listed in [left_out.csv](left_out.csv))\n\n"
-        + ("".join(f"- {why}: {n} runs\n" for why, n in Counter(
-            why.split(":")[0] if why.startswith("stale") else why for _, _, why in chosen.left_out).most_common())
-           or "nothing\n"))
+        + _counted([why for _, _, why in chosen.left_out])
+        + (f"\n## Shown although stale ({len(shown_stale)} runs, ‡ in the tables)\n\n" + _counted(shown_stale)
+           if shown_stale else "")
+        + (f"\n## Tuned ({len(chosen.tuned)} runs of `medssl tune`'s best values, rows marked 'tuned')\n\n"
+           + _counted(list(chosen.tuned.values())) if chosen.tuned else ""))
     return [*written, left_out, readme]
+
+
+def _counted(whys: list[str]) -> str:
+    """A Markdown list of the reasons given, each with its number of runs."""
+    return "".join(f"- {why}: {n} runs\n" for why, n in Counter(whys).most_common()) or "nothing\n"
 
 
 def mask_figures(specs: list[RunSpec], out: Path, data_dir) -> list[Path]:
@@ -546,19 +749,17 @@ def mask_figures(specs: list[RunSpec], out: Path, data_dir) -> list[Path]:
 
 def _cell_with_reported(reported: dict[tuple, Reported], cell: list) -> dict:
     """A cells.csv row as a dict, with the source's number the table shows for it (``reported_by_cell``)."""
-    keys = ("variant", "dataset", "dataset_used", "method", "protocol", "fraction", "profile", "config_id", "metric",
-            "mean", "std", "n", "run_ids")
-    out = dict(zip(keys, cell, strict=True))
+    out = dict(zip(CELL_COLUMNS, cell, strict=True))
     rep = reported.get((out["dataset"], out["method"], out["protocol"], out["metric"], out["fraction"]))
     out["reported"] = None if rep is None else rep.value
     out["reported_hard_coded"] = rep is not None and rep.value is not None and not rep.backed_by_runs
     return out
 
 
-def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted: dict[str, str],
+def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted: dict[str, str], tuned: set[str],
                       kinds: dict[str, str], *, tsne: bool) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    rows = load_rows(study, db, accepted)
+    rows = load_rows(study, db, accepted, tuned)
     metric = study.main_metric
     written: list[Path] = []
     structured: dict[str, dict] = {}  # every table as data, for the cross-study report (summary.json)
@@ -569,49 +770,66 @@ def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted:
 
     tables, cells = main_tables(study, rows, metric)
     claims = "\n".join(f"- {c}" for c in study.claims)
-    for variant, (headers, table) in tables.items():
+    for variant, (headers, table, environments) in tables.items():
         note = (f"Profile {profile}. Test {metric} (%) and {secondary_metric(metric)} as mean ± sample std over "
-                "seeds (n = seeds); one "
-                f"config id per cell. Variant: {VARIANT_TITLES[variant]}. 'reported' is the source's number where "
+                f"seeds (n = seeds); one config id per cell. Variant: {variant_title(variant, study.decisions)}. "
+                "'reported' is the source's number where "
                 f"one is known ({study.citation}); Δ = reproduced − reported. Columns name the study's dataset "
                 "and, in brackets, the stand-in actually used. The run ids behind every cell are in cells.csv. † "
                 "marks a cell where at least one run predicts a single class on test (collapse: its accuracy is "
-                "the majority-class rate). ‡ marks runs kept although stale (`replicate --reuse-stale`).")
+                f"the majority-class rate). {ROW_TAGS}" + environments)
         written += write_table(out, f"main_{variant}", f"{study.title}: main results", headers, table, note)
-    headers, table = decision_table(study, rows, metric)
+    notes = EnvironmentNotes()
+    headers, table = decision_table(study, rows, metric, notes)
     if table:
         written += write_table(out, "decisions", f"{study.title}: effect of each decision", headers, table,
                                 f"Profile {profile}. Each row compares runs that differ only in the named "
                                 "decision(s) with the as-published runs of the same dataset, method, protocol and "
-                                f"label fraction (test {metric}, %). Δ in percentage points.")
-    headers, table = recall_table(study, rows)
+                                f"label fraction (test {metric}, %), each side one config id. Δ in percentage points. "
+                                f"{ROW_TAGS}" + notes.note())
+    notes = EnvironmentNotes()
+    headers, table, matches = variant_match(study, rows, notes)
+    if table:
+        written += write_table(out, "variant_match", f"{study.title}: which variant matches the reported numbers",
+                               headers, table, f"Profile {profile}. For each reported number ({study.citation}) "
+                               "where both variants ran: each variant's test value (%), mean ± sample std over the "
+                               "seeds of one config id, Δ = mean − reported; the last column names the variants "
+                               "whose seeds' spread holds the reported number: |mean − reported| ≤ max(2 × std, "
+                               f"{MATCH_TOLERANCE * 100:g} pp). {ROW_TAGS}" + notes.note())
+    matched = "; ".join(f"{variant_title(v, study.decisions)}: {k} of {n}" for v, (k, n) in matches.items() if n)
+    notes = EnvironmentNotes()
+    headers, table = recall_table(study, rows, notes)
     if table:
         written += write_table(out, "per_class_recall", f"{study.title}: per-class recall against the source's",
                                headers, table, f"Profile {profile}. Test recall per class (%), mean ± sample std "
-                               "over the seeds of one config id, from the runs' confusion matrices.")
+                               "over the seeds of one config id, from the runs' confusion matrices. " + ROW_TAGS
+                               + notes.note())
     shared = "; ".join(f"{k}: {', '.join(v)}" for k, v in study.shared_labels.items())
-    for used, (headers, table) in per_label_tables(study, rows, reported_per_label(study)).items():
+    for used, (headers, table, environments) in per_label_tables(study, rows, reported_per_label(study)).items():
         written += write_table(out, f"per_label_auc_{slug(used)}", f"{study.title}: test AUC per label on {used}",
                                headers, table, f"Profile {profile}. Test ROC-AUC (%) of each label, mean ± sample "
                                "std over the seeds of one config id; '-': no run had both classes of the label among "
                                "its scored images. 'mean AUC' is the runs' mean over the labels they could score."
                                + (f" Shared labels, the findings every dataset labels ({shared}): their mean "
-                                  "compares across label spaces." if shared else ""))
-    headers, table = claim_verdicts(study, rows, metric)
+                                  "compares across label spaces." if shared else "") + f" {ROW_TAGS}" + environments)
+    notes = EnvironmentNotes()
+    headers, table = claim_verdicts(study, rows, metric, notes)
     if table:
         written += write_table(out, "claims", f"{study.title}: the source's claims against the runs", headers, table,
-                                f"Profile {profile}. Test {metric} (%), mean ± sample std over seeds; Welch's t-test "
-                                "over the seeds; a verdict other than 'inconclusive' needs p < 0.05.")
+                                f"Profile {profile}. Test {metric} (%), mean ± sample std over the seeds of one "
+                                "config id a side, the same precision on both; Welch's t-test over the seeds; a "
+                                f"verdict other than 'inconclusive' needs p < 0.05. {ROW_TAGS}" + notes.note())
     with open(out / "cells.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["variant", "dataset", "dataset_used", "method", "protocol", "fraction", "profile", "config_id",
-                    "metric", "mean", "std", "n", "run_ids"])
+        w.writerow(CELL_COLUMNS)
         w.writerows(cells)
     written.append(out / "cells.csv")
     written += accuracy_figure(study, rows, metric, out)
     written += label_efficiency_figure(study, rows, metric, out)
     written += confusion_figures(study, rows, out)
-    pretrain_ids = sorted(rid for rid in accepted if kinds[rid] == "pretrain")
+    # the curves, as the accuracy figure, draw the declared settings under the current code
+    pretrain_ids = sorted(rid for rid, note in accepted.items() if kinds[rid] == "pretrain" and not note
+                          and rid not in tuned)
     written += curves_figure(study, db, out, pretrain_ids)
     eval_ids = sorted(rid for rid in accepted if kinds[rid] == "evaluate")
     for figures in (roc_figures, gradcam_figures, embedding_figures):
@@ -621,12 +839,15 @@ def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted:
     reported = reported_by_cell(study)
     summary = {"study": study.name, "profile": profile, "database": str(db), "claims": list(study.claims),
                "runs": len(accepted), "kept_stale": sorted(r for r, note in accepted.items() if note),
+               "tuned": sorted(tuned),
                "metric": metric, "tables": structured, "cells": [_cell_with_reported(reported, c) for c in cells],
                "figures": sorted(p.name for p in written if p.suffix == ".png")}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "README.md").write_text(
         f"# {study.title}: profile {profile}\n\n{study.citation}\n\n"
         + (f"Claims of the source:\n{claims}\n\n" if claims else "")
+        + (f"Reported numbers within the seeds' spread of each variant ([variant_match.md](variant_match.md)): "
+           f"{matched}.\n\n" if matched else "")
         + "\n".join(f"- [{p.name}]({p.name})" for p in written) + "\n")
     return [*written, out / "summary.json", out / "README.md"]
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from medssl_core.paper_classes import class_names
-from medssl_core.paper_output import save_figure
+from medssl_core.paper_output import EnvironmentNotes, save_figure, tagged, tags_by_key
 from medssl_core.store.labels import CELL_SOURCE_SQL, format_fraction, in_variant, parse_decisions, variant_label
 from medssl_core.store.records import EMBEDDING, GRADCAM, TEST_SCORES
 from medssl_core.store.store import connect
@@ -41,42 +41,48 @@ def reported_per_label(study: Study) -> dict[str, list[tuple]]:
 
 
 def per_label_tables(study: Study, rows: list[dict], reported: dict[str, list[tuple]] | None = None
-                     ) -> dict[str, tuple[list, list[list]]]:
+                     ) -> dict[str, tuple[list, list[list], str]]:
     """Per dataset read: test AUC (%) of each label, mean ± std over the seeds of one config id, and the mean;
-    then the source's own per-label numbers (``reported_per_label``), each marked with where it comes from."""
+    then the source's own per-label numbers (``reported_per_label``), each marked with where it comes from; and the
+    footnote of the rows whose runs mix environments."""
     runs: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     means: dict[tuple, dict[str, float]] = defaultdict(dict)
+    run_rows: dict[tuple, dict[str, dict]] = defaultdict(dict)  # key -> run id -> one of its rows
     for r in rows:
         if r["split"] != "test":
             continue
         key = (r["dataset"], r["dataset_used"], r["method"], r["protocol"], r["fraction"] or 1.0,
-               variant_label(parse_decisions(r["decisions"])), r["config_id"])
+               variant_label(parse_decisions(r["decisions"]), study.decisions), r["config_id"])
         m = _LABEL_AUC.match(r["metric"])
         if m:
             runs[key][r["run_id"]][int(m[1])] = r["value"]
         elif r["metric"] == "auc":
             means[key][r["run_id"]] = r["value"]
-    out: dict[str, tuple[list, list[list]]] = {}
+        run_rows[key][r["run_id"]] = r
+    tags = tags_by_key({k: list(v.values()) for k, v in run_rows.items()}, len({r["precision"] for r in rows}) > 1)
+    out: dict[str, tuple[list, list[list], str]] = {}
     for used in sorted({k[1] for k in runs}):
         keys = sorted(k for k in runs if k[1] == used)
         names = class_names(study, keys[0][0], used)
         shared = [names.index(n) for n in study.shared_labels.get(keys[0][0], ()) if n in names]
         headers = ["method", "protocol", "labels", "variant", *names, "mean AUC",
                    *(["mean AUC, shared labels"] if shared else []), "n"]
-        table = []
+        table, notes = [], EnvironmentNotes()
         for key in keys:
             by_run = runs[key]
             cells = [_mean_std([v[j] for v in by_run.values() if j in v]) for j in range(len(names))]
             common = [_mean_std([float(np.mean([v[j] for j in shared if j in v])) for v in by_run.values()
                                  if any(j in v for j in shared)])] if shared else []
-            table.append([key[2], key[3], format_fraction(key[4]), key[5], *cells,
-                          _mean_std(list(means[key].values())), *common, len(by_run)])
+            variant = tagged(key[5], tags[key])
+            mark = notes.mark(f"{key[2]}, {key[3]}, {format_fraction(key[4])}, {variant}", run_rows[key].values())
+            table.append([key[2], key[3], format_fraction(key[4]), variant, *cells,
+                          _mean_std(list(means[key].values())) + mark, *common, len(by_run)])
         for method, protocol, fraction, source, backed, values, mean in (reported or {}).get(keys[0][0], []):
             where = f"reported: {source}" if backed else f"reported, hard-coded (no run behind it): {source}"
             cells = [f"{values[j] * 100:.1f}" if j in values else "-" for j in range(len(names))]
             table.append([method, protocol, format_fraction(fraction), where, *cells,
                           f"{mean * 100:.1f}" if mean is not None else "-", *(["-"] if shared else []), "-"])
-        out[used] = (headers, table)
+        out[used] = (headers, table, notes.note())
     return out
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from medssl_core.data.registry import get_dataset
 from medssl_core.errors import ConfigError
-from medssl_core.paper_output import save_figure
+from medssl_core.paper_output import EnvironmentNotes, save_figure, tagged, tags_by_key
 from medssl_core.store.labels import TRANSFER, format_fraction, parse_decisions, variant_label
 from medssl_core.study import Study
 
@@ -30,6 +30,11 @@ def class_names(study: Study, dataset: str, dataset_used: str) -> tuple[str, ...
     return declared or get_dataset(dataset_used.split(TRANSFER)[0]).classes
 
 
+def _cell(r: dict) -> tuple:
+    return (r["dataset"], r["dataset_used"], r["method"], r["protocol"], r["fraction"] or 1.0,
+            variant_label(parse_decisions(r["decisions"])), r["config_id"])
+
+
 def run_matrices(rows: list[dict]) -> dict[tuple, list[np.ndarray]]:
     """(dataset, dataset_used, method, protocol, fraction, variant, config_id) -> each run's test confusion
     counts (true x predicted)."""
@@ -37,9 +42,7 @@ def run_matrices(rows: list[dict]) -> dict[tuple, list[np.ndarray]]:
     for r in rows:
         m = _CONFUSION.match(r["metric"])
         if r["split"] == "test" and m:
-            key = (r["dataset"], r["dataset_used"], r["method"], r["protocol"], r["fraction"] or 1.0,
-                   variant_label(parse_decisions(r["decisions"])), r["config_id"])
-            cells[key][r["run_id"]][(int(m[1]), int(m[2]))] = r["value"]
+            cells[_cell(r)][r["run_id"]][(int(m[1]), int(m[2]))] = r["value"]
     out = {}
     for key, by_run in cells.items():
         out[key] = []
@@ -56,24 +59,34 @@ def _row_normalised(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None)
 
 
-def recall_table(study: Study, rows: list[dict]) -> tuple[list, list[list]]:
-    """Per-class test recall (%) of the runs for which the source reports per-class recalls, beside them."""
+def recall_table(study: Study, rows: list[dict], notes: EnvironmentNotes | None = None) -> tuple[list, list[list]]:
+    """Per-class test recall (%) of the runs for which the source reports per-class recalls, beside them.
+    ``notes``: the rows whose runs mix environments."""
+    notes = notes if notes is not None else EnvironmentNotes()
     reported: dict[tuple, dict[str, float]] = defaultdict(dict)
     for r in study.reported:
         if r.metric.startswith("recall:") and r.value is not None:
             reported[(r.dataset, r.method, r.protocol, r.fraction or 1.0)][r.metric.split(":", 1)[1]] = r.value
+    run_rows: dict[tuple, dict[str, dict]] = defaultdict(dict)  # cell -> run id -> one of its rows
+    for r in rows:
+        if r["split"] == "test" and _CONFUSION.match(r["metric"]):
+            run_rows[_cell(r)][r["run_id"]] = r
+    tags = tags_by_key({k: list(v.values()) for k, v in run_rows.items()}, len({r["precision"] for r in rows}) > 1)
     table = []
     for key, matrices in sorted(run_matrices(rows).items(), key=lambda kv: str(kv[0])):
         ds, used, method, protocol, fraction, variant, config = key
         quoted = reported.get((ds, method, protocol, fraction))
         if not quoted:
             continue
+        variant = tagged(variant, tags[key])
+        mark = notes.mark(f"{used}, {method}, {protocol}, {format_fraction(fraction)}, {variant}",
+                          run_rows[key].values())
         recalls = np.stack([np.diag(_row_normalised(m)) for m in matrices])
         for c, name in enumerate(class_names(study, ds, used)[:recalls.shape[1]]):
             values, rep = recalls[:, c], quoted.get(name)
             spread = f" ± {values.std(ddof=1) * 100:.2f}" if len(values) > 1 else ""
             table.append([ds if ds == used else f"{ds} ({used})", method, protocol, format_fraction(fraction),
-                          variant, config[:8], name, f"{values.mean() * 100:.2f}{spread} (n={len(values)})",
+                          variant, config[:8], name, f"{values.mean() * 100:.2f}{spread} (n={len(values)}){mark}",
                           f"{rep * 100:.2f}" if rep is not None else "-",
                           f"{(values.mean() - rep) * 100:+.2f}" if rep is not None else "-"])
     headers = ["dataset", "method", "protocol", "labels", "variant", "config", "class", "recall", "reported", "Δ"]

@@ -1,7 +1,10 @@
-"""Where paper outputs go: tables as Markdown + LaTeX (tabulate), figures as PNG + PDF (matplotlib)."""
+"""Where paper outputs go: tables as Markdown + LaTeX (tabulate), figures as PNG + PDF (matplotlib); and the marks
+every table shares: how the configs met in one place are named, and which numbers mix environments."""
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -34,3 +37,69 @@ def save_figure(fig, out: Path, stem: str) -> list[Path]:
     fig.savefig(paths[1], bbox_inches="tight")
     plt.close(fig)
     return paths
+
+
+def config_tags(configs: dict[str, list[dict]], show_precision: bool) -> dict[str, str]:
+    """config id -> how a table names its runs beside the other configs met in one place, main one first: '' for
+    the declared, current one with most runs; else 'tuned' (`medssl tune`'s best values), the precision (where the
+    table holds several), the config id where those do not tell it apart, and '‡ why' for runs shown although stale.
+    ``configs``: each config id's metric rows (``paper.load_rows``)."""
+    def rank(config: str) -> tuple:
+        first = configs[config][0]
+        return bool(first["tuned"]), bool(first["kept_stale"]), -len(configs[config]), config
+
+    tags: dict[str, str] = {}
+    named: set[str] = set()
+    for config in sorted(configs, key=rank):
+        first = configs[config][0]
+        parts = [p for p, shown in (("tuned", first["tuned"]), (first["precision"], show_precision)) if shown]
+        if ", ".join(parts) in named:
+            parts.append(f"config {config[:8]}")
+        named.add(", ".join(parts))
+        stale = sorted({r["kept_stale"] for r in configs[config] if r["kept_stale"]})
+        if stale:
+            parts.append("‡ " + "; ".join(stale))
+        tags[config] = ", ".join(parts)
+    return tags
+
+
+def tags_by_key(runs: dict[tuple, list[dict]], show_precision: bool) -> dict[tuple, str]:
+    """``config_tags`` for keys whose last part is a config id, among the keys that differ in it only."""
+    places: dict[tuple, dict[str, list[dict]]] = defaultdict(dict)
+    for key, rows in runs.items():
+        places[key[:-1]][key[-1]] = rows
+    return {(*place, config): tag for place, configs in places.items()
+            for config, tag in config_tags(configs, show_precision).items()}
+
+
+def tagged(title: str, tag: str) -> str:
+    return title + (f" [{tag}]" if tag else "")
+
+
+class EnvironmentNotes:
+    """Numbered marks (§1, §2, ...) for the numbers of one table whose runs ran in more than one environment (torch
+    version, device, precision: ``paper.load_rows``' 'environment'), and the footnote that lists them."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def mark(self, where: str, runs: Iterable[dict]) -> str:
+        """' §N' if ``runs`` (metric rows) ran in several environments, each then listed under N; else ''."""
+        mixed = mixed_environments(runs)
+        if not mixed:
+            return ""
+        self.lines.append(f"§{len(self.lines) + 1} {where}: {mixed}.")
+        return f" §{len(self.lines)}"
+
+    def note(self) -> str:
+        return (" § marks a number whose runs ran in different environments (torch, device, precision): "
+                + " ".join(self.lines)) if self.lines else ""
+
+
+def mixed_environments(runs: Iterable[dict]) -> str:
+    """'torch 2.4.1, cpu, fp32 (2 runs); torch 2.5.0, NVIDIA H200, fp32 (1 run)' where runs ran in more than one
+    environment, else ''."""
+    counts = Counter(r["environment"] for r in {r["run_id"]: r for r in runs}.values())
+    if len(counts) < 2:
+        return ""
+    return "; ".join(f"{env} ({n} run{'s' if n > 1 else ''})" for env, n in sorted(counts.items()))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from medssl_core.atomic import write_atomic
 from medssl_core.grid import expand
+from medssl_core.paper_output import tagged
 from medssl_core.provenance import git_state
 from medssl_core.store.labels import format_fraction
 from medssl_core.study import Study
@@ -55,15 +56,39 @@ def _cell_rows(summary: dict) -> list[list]:
         std = c["std"] if c["std"] == c["std"] else None  # NaN with one seed
         rows.append([c["variant"], c["dataset"] + (f" ({c['dataset_used']})" if c["dataset_used"] != c["dataset"]
                                                    else ""),
-                     c["method"], c["protocol"], format_fraction(c["fraction"]),
-                     _pct(c["mean"]) + ("" if std is None else f" ± {std * 100:.2f}") + f" (n={c['n']})",
+                     tagged(c["method"], c["setting"]), c["protocol"], format_fraction(c["fraction"]),
+                     _pct(c["mean"]) + ("" if std is None else f" ± {std * 100:.2f}") + f" (n={c['n']})"
+                     + (f" § {c['environments']}" if c["environments"] else ""),
                      _pct(c["reported"]) + (" (hard-coded)" if c["reported_hard_coded"] else ""),
                      "-" if delta is None else f"{delta * 100:+.2f}", c["run_ids"]])
     return rows
 
 
-CELL_HEADERS = ["variant", "dataset", "method", "protocol", "labels", "reproduced (%, mean ± std over seeds)",
+CELL_HEADERS = ["variant", "dataset", "method", "protocol", "labels", "reproduced (%, mean ± std over seeds; § the "
+                "environments of runs that mix them)",
                 "reported (%)", "Δ (pp)", "run ids"]
+
+
+CROSS_HEADERS = ["method", "study", "profile", "variant", "dataset", "protocol", "labels",
+                 "reproduced (%, mean ± std over seeds)", "run ids"]
+
+
+def _cross_study_rows(sections: list[dict]) -> list[list]:
+    """The cells of every method that ran in two studies or more (a plug-in method run as a guest, SimCLR in
+    several studies), side by side: each cell still the mean of one config id."""
+    cells = [(s["study"], summary, c) for s in sections for _, summary in s["profiles"] for c in summary["cells"]]
+    studies_of: dict[str, set[str]] = {}
+    for study, _, c in cells:
+        studies_of.setdefault(c["method"], set()).add(study.name)
+    rows = []
+    for study, summary, c in cells:
+        if len(studies_of[c["method"]]) < 2:
+            continue
+        std = c["std"] if c["std"] == c["std"] else None
+        rows.append([tagged(c["method"], c["setting"]), study.name, summary["profile"], c["variant"], c["dataset"],
+                     c["protocol"], format_fraction(c["fraction"]),
+                     _pct(c["mean"]) + ("" if std is None else f" ± {std * 100:.2f}") + f" (n={c['n']})", c["run_ids"]])
+    return sorted(rows, key=lambda r: tuple(map(str, r[:7])))
 
 
 def _top_decisions(summary: dict) -> tuple[list, list]:
@@ -75,14 +100,21 @@ def _top_decisions(summary: dict) -> tuple[list, list]:
     return table["headers"], rows[:TOP_DECISIONS]
 
 
-def _sections(out: Path, studies: dict[str, Study], data_dir) -> list[dict]:
+def _sections(out: Path, studies: dict[str, Study], data_dir, not_written: dict[str, str]) -> list[dict]:
     sections = []
     for name, study in sorted(studies.items()):
-        summaries = sorted(out.glob(f"{name}/*/summary.json"))
+        # a study not written now: what an earlier `medssl paper` left in its folder is not reported
+        summaries = [] if name in not_written else sorted(out.glob(f"{name}/*/summary.json"))
         loaded = [json.loads(p.read_text()) for p in summaries]
         sections.append({"study": study, "profiles": [(p.parent, s) for p, s in zip(summaries, loaded, strict=True)],
+                         "not_written": not_written.get(name),
                          "not_run": not_run_here(study, data_dir, {s["profile"] for s in loaded})})
     return sections
+
+
+def _not_written(section: dict) -> str:
+    return f"Not written: {section['not_written']}" if section["not_written"] else \
+        "No runs of this study in the database."
 
 
 def _md_table(headers: list, rows: list) -> str:
@@ -95,11 +127,15 @@ def _md_table(headers: list, rows: list) -> str:
 def _markdown(sections: list[dict], out: Path, header: str) -> str:
     parts = [f"# medssl: cross-study report\n\n{header}\n\n## Studies\n\n"
              + "".join(f"- [{s['study'].title}](#{s['study'].name})\n" for s in sections)]
+    cross = _cross_study_rows(sections)
+    if cross:
+        parts.append("\n## Methods across studies\n\nEvery cell of a method run in two studies or more (test "
+                     "metric of each study):\n\n" + _md_table(CROSS_HEADERS, cross))
     for s in sections:
         study = s["study"]
         parts.append(f"\n<a id=\"{study.name}\"></a>\n## {study.title}\n\n{study.citation}\n\n")
         if not s["profiles"]:
-            parts.append("No runs of this study in the database.\n\n")
+            parts.append(_not_written(s) + "\n\n")
         for folder, summary in s["profiles"]:
             rel = folder.relative_to(out)
             parts.append(f"### Profile {summary['profile']}: {summary['runs']} runs "
@@ -156,12 +192,16 @@ def _html(sections: list[dict], out: Path, header: str) -> str:
              f"</head><body><h1>medssl: cross-study report</h1><p class=note>{html.escape(header)}</p><ul>"
              + "".join(f"<li><a href=\"#{s['study'].name}\">{html.escape(s['study'].title)}</a></li>"
                        for s in sections) + "</ul>"]
+    cross = _cross_study_rows(sections)
+    if cross:
+        parts.append("<h2>Methods across studies</h2><p>Every cell of a method run in two studies or more (test "
+                     "metric of each study):</p>" + _html_table(CROSS_HEADERS, cross))
     for s in sections:
         study = s["study"]
         parts.append(f"<h2 id=\"{study.name}\">{html.escape(study.title)}</h2><p class=note>"
                      f"{html.escape(study.citation)}</p>")
         if not s["profiles"]:
-            parts.append("<p>No runs of this study in the database.</p>")
+            parts.append(f"<p>{html.escape(_not_written(s))}</p>")
         for folder, summary in s["profiles"]:
             parts.append(f"<h3>Profile {html.escape(summary['profile'])}: {summary['runs']} runs</h3>"
                          f"<p>Reported vs reproduced, test {html.escape(summary['metric'])} (hover a number for its "
@@ -186,14 +226,16 @@ def _html(sections: list[dict], out: Path, header: str) -> str:
     return "".join(parts)
 
 
-def write_report(out: Path, studies: dict[str, Study], db: Path, data_dir=None) -> list[Path]:
-    """REPORT.md and REPORT.html under ``out`` from the studies' generated folders there."""
+def write_report(out: Path, studies: dict[str, Study], db: Path, data_dir=None,
+                 not_written: dict[str, str] | None = None) -> list[Path]:
+    """REPORT.md and REPORT.html under ``out`` from the studies' generated folders there; ``not_written``: study ->
+    why `medssl paper` wrote nothing for it this time."""
     commit, dirty = git_state()
     header = (f"Generated by `medssl paper --all` from {db} on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, code "
               f"{commit or 'unknown'}{' (uncommitted changes)' if dirty else ''}. Every reproduced number is the mean "
               "of the runs of one config id (same settings, code and data; seeds differ), listed beside it; "
               "'hard-coded' marks a source number no run of the source backs.")
-    sections = _sections(out, studies, data_dir)
+    sections = _sections(out, studies, data_dir, not_written or {})
     paths = [out / "REPORT.md", out / "REPORT.html"]
     write_atomic(paths[0], _markdown(sections, out, header).encode())
     write_atomic(paths[1], _html(sections, out, header).encode())

@@ -9,6 +9,7 @@ import torch
 
 from medssl_core.augment import AugmentConfig, BatchAugment
 from medssl_core.config import EvaluateHP, FitProtocol, KnnProtocol, parse
+from medssl_core.data.splits import label_fraction
 from medssl_core.embedding import categories, embed_2d, silhouette
 from medssl_core.errors import DataError, MedsslError
 from medssl_core.evaluate import Classifier, fit_classifier, knn_evaluate
@@ -35,16 +36,14 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
     splits, files = split_arrays(spec, hp, ctx)
     for split, (_, labels_of_split) in splits.items():
         check_labels(labels_of_split, hp.task, hp.n_classes, f"{spec.dataset_used} {split}")
-    if isinstance(proto, FitProtocol):
-        if proto.fit.val_limit is not None:
-            splits["val"] = tuple(a[:proto.fit.val_limit] for a in splits["val"])
-        if proto.fit.score_on == "val":  # the number reported is the one that selected the epoch
-            splits["test"] = splits["val"]
-    x_train, y_train = splits["train"]
-    keep = None  # the labelled subset of the training split
-    if spec.fraction is not None and spec.fraction < 1.0:
-        keep = labelled_subset(spec, hp, ctx, y_train, spec.fraction)
-        x_train, y_train = x_train[keep], y_train[keep]
+    fitted = isinstance(proto, FitProtocol)
+    if fitted and proto.fit.val_limit is not None:
+        splits["val"] = tuple(a[:proto.fit.val_limit] for a in splits["val"])
+    keep = labelled_positions(spec, hp, ctx, splits)
+    if fitted and proto.fit.score_on == "val":  # the number reported is the one that selected the epoch
+        splits["test"] = splits["val"]
+        if "val" in keep:
+            keep["test"] = keep["val"]
     backbone = run_backbone(hp)
     if spec.start is not None:  # the model another evaluation fine-tuned (it started from the encoder itself)
         path = ctx.artifacts_dir / spec.start.run_id / FINETUNED
@@ -62,8 +61,8 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
     aug = BatchAugment(AugmentConfig(size=hp.image_size, mean=hp.augment.mean, std=hp.augment.std,
                                      resize_mode=hp.augment.resize_mode, mask_channel=hp.mask_channel),
                        channels_last=True)
-    labels = {"train": y_train, "val": splits["val"][1], "test": splits["test"][1]}
-    images = {"train": x_train, "val": splits["val"][0], "test": splits["test"][0]}
+    images = {s: x[keep[s]] if s in keep else x for s, (x, _) in splits.items()}
+    labels = {s: y[keep[s]] if s in keep else y for s, (_, y) in splits.items()}
     y = {s: torch.from_numpy(v).to(ctx.device) for s, v in labels.items()}
     curves: list = []
     artifacts: list = []
@@ -118,9 +117,24 @@ def run_evaluate(spec: RunSpec, ctx: Context, bf16: bool) -> Outcome:
             weights = {"backbone": backbone.state_dict(), "head": head.state_dict()}
             artifacts.append(save_artifact(ctx, spec.run_id, FINETUNED, weights))
     rows = [{"split": s, "name": k, "value": float(v)} for s, d in metrics.items() for k, v in d.items()]
-    rows.append({"split": "train", "name": "n_labelled", "value": float(len(y_train))})
+    rows.append({"split": "train", "name": "n_labelled", "value": float(len(labels["train"]))})
+    rows.append({"split": "val", "name": "n_val_labelled", "value": float(len(labels["val"]))})
     rows += [{"split": s, "name": "n_images", "value": float(len(labels[s]))} for s in ("val", "test")]
     return Outcome(rows, curves, artifacts, files)
+
+
+def labelled_positions(spec: RunSpec, hp: EvaluateHP, ctx: Context, splits: dict) -> dict[str, np.ndarray]:
+    """Positions of the labels an evaluation uses in each split its label fraction cuts: the training fraction
+    (run_inputs.labelled_subset) and, under split.val_labels 'follow_fraction', the same fraction of val, stratified
+    per class and drawn from the run's seed as a stratified training fraction is (splits.label_fraction: every class
+    present keeps at least one). A split not named keeps all its labels."""
+    if spec.fraction is None or spec.fraction >= 1.0:
+        return {}
+    keep = {"train": labelled_subset(spec, hp, ctx, splits["train"][1], spec.fraction)}
+    val_labels = splits["val"][1]
+    if hp.split.val_labels == "follow_fraction" and len(val_labels):
+        keep["val"] = label_fraction(val_labels, spec.fraction, spec.seed)
+    return keep
 
 
 def gradcam_record(hp: EvaluateHP, backbone, head, images: np.ndarray, scores: np.ndarray, aug, ctx: Context) -> dict:
@@ -159,10 +173,11 @@ MAX_SAVED_FEATURES = 2_000
 _FEATURES: dict[str, dict[str, torch.Tensor]] = {}  # the last encoder's features (one entry: its evaluations follow)
 
 
-def frozen_features(spec: RunSpec, hp: EvaluateHP, ctx: Context, backbone, aug, splits: dict, keep, bf16: bool):
-    """Frozen, eval-mode features of every split (train restricted to ``keep``), extracted once per encoder and
-    data: a pretraining's kNN and probe evaluations share them. Randomly initialised encoders are not shared
-    (their weights are the run's seed's)."""
+def frozen_features(spec: RunSpec, hp: EvaluateHP, ctx: Context, backbone, aug, splits: dict,
+                    keep: dict[str, np.ndarray], bf16: bool):
+    """Frozen, eval-mode features of every split (each split in ``keep`` restricted to its positions there),
+    extracted once per encoder and data: a pretraining's kNN and probe evaluations share them. Randomly initialised
+    encoders are not shared (their weights are the run's seed's)."""
     key = None
     if spec.parent is not None or spec.start is not None or hp.backbone.init != "random":
         start = spec.start.run_id if spec.start else None
@@ -178,9 +193,7 @@ def frozen_features(spec: RunSpec, hp: EvaluateHP, ctx: Context, backbone, aug, 
         _FEATURES.clear()
         if key is not None:
             _FEATURES[key] = feats
-    if keep is None:
-        return feats
-    return {**feats, "train": feats["train"][torch.from_numpy(keep).to(feats["train"].device)]}
+    return {s: f[torch.from_numpy(keep[s]).to(f.device)] if s in keep else f for s, f in feats.items()}
 
 
 def test_features(features: torch.Tensor, labels: np.ndarray) -> dict:

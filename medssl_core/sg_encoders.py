@@ -1,5 +1,6 @@
-"""The custom encoders and pixel decoder of MedSGSSL's options 1-5 and its baseline (../shared/studies.md section 5;
-the notebooks' README calls them MobileNetV2, the code builds these): 1-channel CNNs giving a 256-d feature."""
+"""The custom encoders and pixel decoder of MedSGSSL's options 1-5 and its baseline (docs/studies/medsgssl.md,
+'Custom CNNs (baseline, options 1-5)'; the notebooks' README calls them MobileNetV2, the code builds these):
+1-channel CNNs giving a 256-d feature."""
 
 from __future__ import annotations
 

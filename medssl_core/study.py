@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from medssl_core.errors import ConfigError
+from medssl_core.errors import ConfigError, did_you_mean
 
 AS_PUBLISHED, CORRECTED = "as_published", "corrected"
 # a decision's value that leaves the setting as the study declares it (the code's own value, e.g. one that differs
@@ -33,6 +34,9 @@ class Decision:
     protocols: tuple[str, ...] | None = None
     only_derived_splits: bool = False  # moot where the dataset ships official splits
     datasets: tuple[str, ...] | None = None  # the study's datasets it concerns (e.g. the colour ones); None: all
+    # what the two values are, (as_published, corrected), where 'as published' / 'corrected' would mislead (e.g.
+    # the published numbers follow the paper, the committed code has a bug); shown wherever the sides are named
+    labels: tuple[str, str] | None = None
 
     def applies(self, method: str, protocol: str | None, official_splits: bool, dataset: str | None = None) -> bool:
         if self.methods is not None and method not in self.methods:
@@ -49,6 +53,10 @@ class Decision:
                 isinstance(v, tuple) and len(v) == len(self.param) for v in (self.as_published, self.corrected)):
             raise ConfigError(f"decision {self.name!r} sets {len(self.param)} params {list(self.param)}: its "
                               "as_published and corrected values must be tuples of as many values")
+        if self.labels is not None and (len(self.labels) != 2 or not all(self.labels)
+                                        or self.labels[0] == self.labels[1]):
+            raise ConfigError(f"decision {self.name!r}: labels name its two sides, (as_published, corrected): two "
+                              f"different non-empty strings, got {self.labels!r}")
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -56,6 +64,12 @@ class Decision:
 
     def value(self, choice: str):
         return self.as_published if choice == AS_PUBLISHED else self.corrected
+
+    def label(self, choice: str) -> str:
+        """What the side ``choice`` is: its declared label, else 'as published' or 'corrected'."""
+        if self.labels is not None:
+            return self.labels[0 if choice == AS_PUBLISHED else 1]
+        return "as published" if choice == AS_PUBLISHED else "corrected"
 
     def settings(self, choice: str) -> list[tuple[str, Any]]:
         """(dotted path, value) this decision sets under ``choice``; AS_DECLARED paths are left alone."""
@@ -154,6 +168,17 @@ class Protocol:
     per_method: dict[str, dict] = field(default_factory=dict)
     per_fraction: dict[float, dict] = field(default_factory=dict)
     fractions: tuple[float, ...] | None = None  # label fractions it runs at; None: the dataset's or profile's
+    # (evaluated dataset, pretraining dataset) pairs it runs an encoder of (a transfer recipe: Gravity-2010's
+    # CheXpert -> NIH notebook); a method without pretraining runs it on each evaluated dataset named. None: all
+    pairings: tuple[tuple[str, str], ...] | None = None
+
+    def runs_on(self, dataset: str, pretrained_on: str | None) -> bool:
+        """Whether it evaluates on ``dataset`` an encoder pretrained on ``pretrained_on`` (None: no pretraining)."""
+        if self.pairings is None:
+            return True
+        if pretrained_on is None:
+            return dataset in {d for d, _ in self.pairings}
+        return (dataset, pretrained_on) in self.pairings
 
 
 @dataclass(frozen=True)
@@ -173,7 +198,8 @@ class Profile:
     needs_gpu: bool = False  # bare `replicate` on a CPU machine does not start this profile
     # side the images are held at when it differs from image_size: crops are cut there, then resized
     source_size: dict[str, int] = field(default_factory=dict)
-    moot_decisions: tuple[str, ...] = ()  # decisions this profile overrides itself: neither applied nor recorded
+    # decisions this profile overrides itself, or that do not concern what it runs: neither applied nor recorded
+    moot_decisions: tuple[str, ...] = ()
     # seeds of a variant when they differ from ``seeds`` (a cheaper profile may run the as-published one once)
     variant_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -234,6 +260,8 @@ class Study:
     # per-label tables add their mean, which compares across label spaces (CheXpert's 5 and NIH's 14 findings)
     shared_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     search_space: tuple[Tunable, ...] = ()  # what the source leaves open: `medssl tune` searches it
+    # methods of installed packages (plugins.py) added to ``methods``: planned only when named (`--methods`)
+    guests: tuple[str, ...] = ()
 
     def __post_init__(self):
         for what, names in (("dataset", [d.key for d in self.datasets]), ("method", [m.name for m in self.methods]),
@@ -267,6 +295,7 @@ class Study:
             _known(self.name, f"decision {d.name!r}", "dataset", d.datasets or (), keys)
         for p in self.protocols:
             _known(self.name, f"protocol {p.name!r}", "method", (*(p.methods or ()), *p.per_method), methods)
+            _known(self.name, f"protocol {p.name!r}", "dataset", {k for pair in p.pairings or () for k in pair}, keys)
         for c in self.comparisons:
             _known(self.name, f"comparison {c.claim[:40]!r}", "method", (*c.methods, c.baseline), methods)
             _known(self.name, f"comparison {c.claim[:40]!r}", "protocol", (c.protocol,), protocols)
@@ -280,13 +309,38 @@ class Study:
         for p in self.profiles:
             if p.name == name:
                 return p
-        raise ConfigError(f"{self.name} has no profile {name!r}; choose from {[p.name for p in self.profiles]}.")
+        names = [p.name for p in self.profiles]
+        raise ConfigError(f"{self.name} has no profile {name!r}; choose from {names}.{did_you_mean(name, names)}")
 
     def dataset(self, key: str) -> StudyDataset:
         for d in self.datasets:
             if d.key == key:
                 return d
-        raise ConfigError(f"{self.name} has no dataset {key!r}; it uses {[d.key for d in self.datasets]}")
+        keys = [d.key for d in self.datasets]
+        raise ConfigError(f"{self.name} has no dataset {key!r}; it uses {keys}.{did_you_mean(key, keys)}")
+
+    @property
+    def default_methods(self) -> tuple[str, ...]:
+        """The methods a profile runs unless it names its own: the declared ones, not the guests."""
+        return tuple(m.name for m in self.methods if m.name not in self.guests)
+
+    def with_guests(self, methods: tuple[Method, ...]) -> Study:
+        """The study with ``methods`` (plug-ins) as guests, but for those it declares itself. A guest SSL method is
+        evaluated wherever the study's own SSL methods are (protocols and datasets that name the methods they
+        take), a guest without pretraining wherever the study's baselines are."""
+        new = tuple(m for m in methods if m.name not in {own.name for own in self.methods})
+        if not new:
+            return self
+
+        def widened(names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+            if names is None:
+                return None
+            kinds = {self.method(n).pretrain is not None for n in names}
+            return (*names, *(m.name for m in new if (m.pretrain is not None) in kinds))
+
+        return replace(self, methods=(*self.methods, *new), guests=(*self.guests, *(m.name for m in new)),
+                       protocols=tuple(replace(p, methods=widened(p.methods)) for p in self.protocols),
+                       datasets=tuple(replace(d, methods=widened(d.methods)) for d in self.datasets))
 
     def method(self, name: str) -> Method:
         return _pick(self.methods, name, f"{self.name} method")
@@ -314,7 +368,8 @@ def _pick(items, name: str, what: str):
     for item in items:
         if item.name == name:
             return item
-    raise ConfigError(f"Unknown {what} {name!r}; choose from {[i.name for i in items]}.")
+    names = [i.name for i in items]
+    raise ConfigError(f"Unknown {what} {name!r}; choose from {names}.{did_you_mean(name, names)}")
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -325,8 +380,10 @@ def deep_merge(base: dict, update: dict) -> dict:
 
 
 def studies() -> dict[str, Study]:
-    """Every study registered under the `replications` package (a module-level STUDY)."""
+    """Every study registered under the `replications` package (a module-level STUDY) or by an installed package
+    (entry points 'medssl.studies'), each with the installed packages' methods as guests (plugins.py)."""
     import replications
+    from medssl_core.plugins import plugin_methods, plugin_studies
 
     found = {}
     for info in pkgutil.iter_modules(replications.__path__):
@@ -334,24 +391,40 @@ def studies() -> dict[str, Study]:
         study = getattr(module, "STUDY", None)
         if isinstance(study, Study):
             found[study.name] = study
-    return found
+    for study in plugin_studies():
+        if study.name in found:
+            raise ConfigError(f"an installed package declares the study {study.name!r}, which medssl declares too")
+        found[study.name] = study
+    guests = plugin_methods()
+    return {name: study.with_guests(guests) for name, study in found.items()} if guests else found
 
 
 def get_study(name: str) -> Study:
     known = studies()
     if name not in known:
-        raise ConfigError(f"Unknown study {name!r}; registered studies: {sorted(known)}.")
+        raise ConfigError(f"Unknown study {name!r}; registered studies: {sorted(known)}.{did_you_mean(name, known)}")
     return known[name]
+
+
+# a study's source notes (its source's settings, where each reported number was read, each decision's evidence)
+STUDY_NOTES = Path(__file__).resolve().parents[1] / "docs" / "studies"
+
+
+def source_notes(study: Study) -> str | None:
+    """The path of the study's source notes, ``docs/studies/<name>.md`` relative to the checkout; None without one."""
+    return f"docs/studies/{study.name}.md" if (STUDY_NOTES / f"{study.name}.md").is_file() else None
 
 
 def describe(study: Study) -> str:
     """A study as text: what `medssl study show` prints."""
-    lines = [f"{study.name}: {study.title}", f"  {study.citation}", "", "Datasets (first source used; later ones "
-             "are stand-ins):"]
+    notes = source_notes(study)
+    lines = [f"{study.name}: {study.title}", f"  {study.citation}", *([f"  Source notes: {notes}"] if notes else []),
+             "", "Datasets (first source used; later ones are stand-ins):"]
     lines += [f"  {d.key:16s} {d.title}: {', '.join(d.sources)}; split {d.split}" for d in study.datasets]
     lines += ["", "Methods:"]
     lines += [f"  {m.name:16s} {m.title}" + ("" if m.pretrain else " (no pretraining)")
               + (f"; method {m.pretrain['name']} {m.pretrain.get('loss_kwargs', {})}" if m.pretrain else "")
+              + (" [installed plug-in: runs when named in --methods]" if m.name in study.guests else "")
               for m in study.methods]
     lines += ["", "Protocols:"]
     lines += [f"  {p.name:16s} {p.title}" + (f" (methods: {', '.join(p.methods)})" if p.methods else "")
@@ -363,6 +436,8 @@ def describe(study: Study) -> str:
                          f"; datasets {', '.join(d.datasets)}" if d.datasets else ""])
         lines.append(f"  {d.name:18s} {', '.join(d.params)} = {d.as_published!r} -> {d.corrected!r} "
                      f"[{d.stage}{scope}]")
+        if d.labels:
+            lines.append(f"  {'':18s} {d.label(AS_PUBLISHED)} -> {d.label(CORRECTED)}")
         lines.append(f"  {'':18s} {d.description}")
     lines += ["", "Profiles:"]
     for p in study.profiles:

@@ -1,6 +1,7 @@
 """SSL pretraining loop for any registered method: on-device batched augmentation (masks follow images),
 bf16 autocast and channels_last on CUDA, method hooks at step and epoch boundaries,
-gradient clipping, atomic per-epoch checkpoints with exact resume, kNN monitoring, non-finite loss stop."""
+gradient clipping, atomic per-epoch checkpoints with exact resume (the global generators' states included), kNN
+monitoring, non-finite loss stop."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from medssl_core.errors import ConfigError, MedsslError
 from medssl_core.features import extract_features, knn_monitor_score
 from medssl_core.methods import Method
 from medssl_core.optim import build_optimizer, lr_factor, set_lr
+from medssl_core.seeding import restore_rng_states, rng_states
 
 
 class NonFiniteLossError(MedsslError):
@@ -47,6 +49,13 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def student_optimizer(method: Method, cfg: PretrainConfig, *, trainable_only: bool) -> torch.optim.Optimizer:
+    """The optimiser over the method's student parameters; ``trainable_only``: those that now require gradients (a
+    restart's)."""
+    params = [p for p in method.student_parameters() if p.requires_grad or not trainable_only]
+    return build_optimizer([{"params": params}], cfg.optimizer)
+
+
 def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainConfig, *, seed: int,
              device: torch.device, bf16: bool, checkpoint: Path | None = None,
              monitor: tuple[Tensor, Tensor, Tensor, Tensor] | None = None, eval_augment: BatchAugment | None = None,
@@ -64,17 +73,23 @@ def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainCo
     method.to(device)
     if augment.channels_last:
         method.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer([{"params": list(method.student_parameters())}], cfg.optimizer)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
     steps = n // cfg.batch_size  # drop_last: BN needs > 1 sample, and every step sees a full batch
     state = {"epoch": -1, "curves": [], "best_state": None, "best_epoch": -1, "best_knn": None}
-    if checkpoint is not None and checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+    saved = (torch.load(checkpoint, map_location=device, weights_only=False)
+             if checkpoint is not None and checkpoint.is_file() else None)
+    if saved is not None:
         method.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
     method.on_fit_start(steps, cfg.epochs)
     restarts = method.optimizer_restarts()
+    restarted = max((r for r in restarts if r <= state["epoch"]), default=None)
+    if restarted is not None:  # the checkpoint holds the optimiser that restart built, over what trained from then
+        method.on_epoch_start(restarted)
+    optimizer = student_optimizer(method, cfg, trainable_only=restarted is not None)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        restore_rng_states(saved["rng"])  # last: what setting up drew does not shift what the epochs draw
     last_write = time.monotonic()
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         g = epoch_generator(seed, epoch)
@@ -82,8 +97,7 @@ def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainCo
         method.train()
         method.on_epoch_start(epoch)
         if epoch in restarts:  # a fresh optimiser over what trains from now on (a resumed run rebuilds it alike)
-            optimizer = build_optimizer([{"params": [p for p in method.student_parameters() if p.requires_grad]}],
-                                        cfg.optimizer)
+            optimizer = student_optimizer(method, cfg, trainable_only=True)
         start = max((r for r in restarts if r <= epoch), default=0)  # the schedule runs from the last restart
         sums: dict[str, Tensor] = {}  # loss and its terms, summed on the device: no host sync per step
         losses_so_far = [c["value"] for c in state["curves"] if c["name"] == "loss"]
@@ -127,7 +141,8 @@ def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainCo
         if checkpoint is not None and epoch + 1 < cfg.epochs and time.monotonic() - last_write >= checkpoint_every_s:
             last_write = time.monotonic()
             with atomic_file(checkpoint) as f:
-                torch.save({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, f)
+                torch.save({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+                            "rng": rng_states()}, f)
     last = copy.deepcopy(method.backbone.state_dict())
     return PretrainResult(state["curves"], last, state["best_state"] or last,
                           state["best_epoch"] if state["best_state"] is not None else cfg.epochs,

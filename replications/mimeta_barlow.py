@@ -1,7 +1,7 @@
 """SSL-MIMeta-CTscan (Tübingen student project, 2023): Barlow Twins ResNet-18 on MedIMeta's organ slices and
 colorectal histology, readout ("surgical") vs full fine-tuning, 0.5-100 % of the labels.
 
-Spec: ../shared/studies.md section 1 (code: train.py, finetuning.py, config.yaml; numbers: the 13-page report,
+Source notes: docs/studies/mimeta_barlow.md (code: train.py, finetuning.py, config.yaml; numbers: the 13-page report,
 Plot_accuracy.Rmd and the report's figures). Every value below is the code's unless a Decision says
 otherwise; each Decision is a point where the code, the config and the report disagree or the code has a
 bug, and the runs record which side they took.
@@ -111,12 +111,17 @@ DECISIONS = (
              "split.per_part", False, True, stage="pretrain", datasets=("ct",)),
     Decision("finetune_length", "about 1,000 fine-tuning epochs (epoch=983 checkpoint), checkpoint by val loss; "
              "corrected: 100 epochs, the same selection", "protocol.fit.epochs", 1000, 100, stage="evaluate"),
+    # CRC and the smoke data have no left/right classes: they keep the flip either way
+    Decision("ct_hflip", "CT pretraining flips horizontally with p 0.5 (SimCLRTransform's default) although the "
+             "organ classes tell left from right; corrected: no flip", "augment.hflip", 0.5, 0.0, stage="pretrain",
+             methods=("barlow",), datasets=("ct",)),
 )
 
 PRETRAIN = {
     "backbone": {"arch": "resnet18", "small_stem": False},  # torchvision resnet18(zero_init_residual=True), random
     "channel_mode": "rgb",  # Grayscale(num_output_channels=3): three channels for every backbone
-    # lightly SimCLRTransform(input_size=224) defaults; hflip is dropped on organ slices (left/right classes)
+    # lightly SimCLRTransform(input_size=224) defaults; the grid drops hflip where classes are left/right organs,
+    # which the decision 'ct_hflip' puts back as published
     "augment": {"crop_scale": [0.08, 1.0], "hflip": 0.5, "jitter": [0.8, 0.8, 0.8, 0.2], "jitter_p": 0.8,
                 "grayscale": 0.2, "blur_p": 0.5, "blur_sigma": [0.1, 2.0], "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
     "train": {"epochs": 1000, "batch_size": 256, "optimizer": {"name": "adam", "lr": 0.03, "weight_decay": 0.03},
@@ -128,7 +133,7 @@ PRETRAIN = {
 R, RMD, F = "report text", "Plot_accuracy.Rmd", "read off the report's figure (+-0.6 pp)"
 _COLUMNS = (("barlow", "readout"), ("barlow", "full"), ("imagenet", "readout"), ("imagenet", "full"),
             ("random_init", "full"))
-# studies.md 1.5: accuracy % on the test split; None where the study has no such run
+# docs/studies/mimeta_barlow.md, 'Reported numbers': accuracy % on the test split; None where the study has no such run
 _TABLE = {
     "organs_sagittal": (R, {0.1: (63.41, 68.9, 54.27, 62.2, 40.2), 0.25: (71.34, 75.0, 48.78, 71.95, 52.4),
                             0.5: (77.44, 78.66, 47.56, 79.88, 50.6), 1.0: (79.27, 78.05, 50.0, 76.22, 56.1)}),
@@ -147,6 +152,37 @@ def _source(dataset: str, method: str, default: str) -> str:
     return F if dataset == "organs_sagittal" and method == "random_init" else default
 
 
+def confusion_metric(true: str, predicted: str) -> str:
+    """A reported confusion rate: the share of class ``true``'s test images predicted as ``predicted``, a cell of
+    the row-normalised confusion matrix off its diagonal (whose cells are the ``recall:<class>`` rows)."""
+    return f"confusion:{true}->{predicted}"
+
+
+MUSCLE, STROMA = TISSUES[5], TISSUES[7]
+# coronal readout with every label, from the report's text on its Figs. 2 (BT) and 3 (ImageNet): per class, the
+# recall (%) it states, or only a bound ('>' a value: declared without a value, the bound in the note)
+_CORONAL = {
+    "barlow": {**dict.fromkeys(("heart", "left lung", "right lung", "liver", "left femoral head",
+                                "right femoral head"), 100.0),
+               **dict.fromkeys(("pancreas", "right kidney"), ">90"),
+               **dict.fromkeys(("spleen", "left kidney", "bladder"), ">80")},
+    "imagenet": {**dict.fromkeys(("heart", "left lung", "right lung"), 0.0), "left kidney": 42.86,
+                 **dict.fromkeys(("liver", "pancreas", "right kidney", "left femoral head"), ">80"),
+                 # the text names right kidney a second time (> 70 %) and the right femoral head nowhere
+                 **dict.fromkeys(("spleen", "bladder", "right femoral head"), ">70")},
+}
+
+
+def _coronal(method: str, organ: str, value: float | str) -> Reported:
+    metric = f"recall:{organ}"
+    if not isinstance(value, str):
+        return Reported("organs_coronal", method, "readout", metric, round(value / 100, 6), R)
+    guess = (": the text's second 'right kidney', read as this class"
+             if (method, organ) == ("imagenet", "right femoral head") else "")
+    return Reported("organs_coronal", method, "readout", metric, None, R,
+                    note=f"above {value[1:]} % (the report gives only this bound){guess}")
+
+
 REPORTED = (
     *(Reported(ds, method, protocol, "accuracy", round(value / 100, 6), _source(ds, method, src), fraction)
       for ds, (src, rows) in _TABLE.items() for fraction, values in rows.items()
@@ -156,6 +192,11 @@ REPORTED = (
       for fraction, recalls in ((1.0, (99.54, 99.83, 97.08, 99.68, 95.72, 93.68, 95.62, 90.39, 97.71)),
                                 (0.005, (97.69, 95.91, 88.22, 99.37, 90.24, 84.03, 89.74, 79.57, 95.29)))
       for i, value in enumerate(recalls)),
+    # and its confusions between smooth muscle and stroma
+    *(Reported("crc", "barlow", "readout", confusion_metric(true, predicted), round(value / 100, 6), R, fraction)
+      for fraction, true, predicted, value in ((1.0, MUSCLE, STROMA, 5.07), (1.0, STROMA, MUSCLE, 5.60),
+                                               (0.005, STROMA, MUSCLE, 8.96), (0.005, MUSCLE, STROMA, 12.03))),
+    *(_coronal(method, organ, value) for method, recalls in _CORONAL.items() for organ, value in recalls.items()),
 )
 
 READOUT_CLAIM = ("Barlow Twins pretraining beats ImageNet weights with readout fine-tuning (README: sagittal ~79 % "

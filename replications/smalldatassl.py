@@ -2,11 +2,11 @@
 
 SimCLR, DCLW, SimSiam, VICReg (and the Barlow Twins the code also ships) pretrained from scratch on three small
 medical datasets, judged by kNN, the code's "linear" MLP head, a true linear probe and end-to-end fine-tuning,
-against an ImageNet-supervised baseline. Declared from ../shared/studies.md section 4: every value below is
-the code's unless a Decision says otherwise. To add the paper's numbers, append Reported rows to REPORTED.
+against an ImageNet-supervised baseline. Declared from the source notes, docs/studies/smalldatassl.md: every value
+below is the code's unless a Decision says otherwise. To add the paper's numbers, append Reported rows to REPORTED.
 """
 
-from medssl_core.study import Decision, Method, Profile, Protocol, Reported, Study, StudyDataset
+from medssl_core.study import AS_DECLARED, Decision, Method, Profile, Protocol, Reported, Study, StudyDataset, Tunable
 
 CITATION = ("Chattopadhyay et al., Exploring Self-Supervised Representation Learning for Low-Resource Medical "
             "Image Analysis, ICIP 2023 (arXiv 2303.02245)")
@@ -90,14 +90,30 @@ DECISIONS = (
              "per_script", "fixed", stage="data", only_derived_splits=True),
     Decision("grey_input", "grey images fed as 3 identical channels (`.convert('RGB')`) vs 1 channel",
              "channel_mode", "rgb", "native", stage="data"),
-    Decision("pretrain_epochs", "pretraining epochs: main.py's default 250 vs the README's 200", "train.epochs",
-             250, 200, stage="pretrain"),
+    # corrected leaves the declared epochs alone, so that a value `medssl tune` samples (SEARCH_SPACE) reaches the run
+    Decision("pretrain_epochs", "pretraining epochs: main.py's default 250 vs the README's 200 (declared, or tuned)",
+             "train.epochs", 250, AS_DECLARED, stage="pretrain"),
     Decision("knn_checkpoint", "encoder used for the kNN test (last epoch in the code)", "checkpoint", "last",
              "best", stage="evaluate", protocols=("knn",), methods=SSL),
     Decision("mlp_head_lr", "Adam lr of the MLP 'linear' head", "protocol.fit.optimizer.lr", 1.0, 1e-3,
              stage="evaluate", protocols=("mlp_head",)),
     Decision("probe_bn_mode", "backbone BatchNorm while probing (train mode in the code)", "protocol.backbone_bn_train",
              True, False, stage="evaluate", protocols=("mlp_head", "imagenet_frozen")),
+    Decision("split_stratify", "held-out val (and Kather's test) drawn by train_test_split without stratify= vs "
+             "per class", "split.stratify", False, True, stage="data", only_derived_splits=True),
+    # the code's scripts only: the harness's own `linear` probe keeps full batches
+    Decision("partial_batch", "the last partial training batch of an epoch: kept (DataLoader without drop_last) vs "
+             "dropped", "protocol.fit.last_batch", "keep", "drop", stage="evaluate",
+             protocols=("mlp_head", "finetune", "imagenet_frozen", "imagenet_trained")),
+)
+
+# main.py takes --epochs and --lrate per run and the paper's values per dataset are not in the repository: what
+# `medssl tune smalldatassl --dataset ...` searches (pretrain_epochs' corrected side leaves a tuned value alone)
+SEARCH_SPACE = (
+    Tunable("pretrain.train.epochs", choices=(100, 150, 200, 250, 300), methods=SSL,
+            why="the paper's per-dataset pretraining epochs are unknown; the code's default is 250, the README's 200"),
+    Tunable("pretrain.train.optimizer.lr", 1e-3, 1e-1, log=True, methods=SSL,
+            why="the paper's per-dataset pretraining learning rate is unknown; the code's default is 0.01"),
 )
 
 # The repository holds no result files and the paper's tables (arXiv 2303.02245 v2) are not in our references:
@@ -113,6 +129,7 @@ PRETRAIN = {
         "crop_scale": [0.08, 0.1], "hflip": 0.5, "jitter": [0.4, 0.4, 0.2, 0.1], "jitter_p": 1.0,
         "grayscale": 0.2, "blur_p": 0.5, "blur_sigma": [0.1, 2.0], "blur_kernel_frac": 0.1,  # k=23 at 224 px
         "solarize_p": 0.1, "solarize_threshold": 0.5},
+    # the README's command (200 epochs, batch 64, SGD 0.01); decision 'pretrain_epochs' sets main.py's 250
     "train": {"epochs": 200, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.0},
               "schedule": {"name": "none"}, "knn_k": 200, "knn_metric": "euclidean", "monitor_every": 1},
     "amp": "auto",  # bf16 where the device has it (recorded per run); the code trains in fp32: --amp off
@@ -171,6 +188,7 @@ STUDY = Study(
     pretrain_defaults=PRETRAIN,
     evaluate_defaults={"checkpoint": "best"},  # linear.py and end2end_sup.py load encoder.pth, the best-kNN one
     pretrain_script="main.py",
+    search_space=SEARCH_SPACE,
     reported=REPORTED,
     claims=("In-domain low-resource SSL pre-training can yield competitive performance to transfer learning from "
             "large-scale datasets such as ImageNet (arXiv 2303.02245, abstract).",),

@@ -11,10 +11,15 @@ import torch
 import torchvision.models as tvm
 
 from medssl_core import models
+from medssl_core.config import PretrainHP, Split, parse
+from medssl_core.data import get_dataset
+from medssl_core.data.dataset import ArrayDataset
+from medssl_core.data.split_schemes import assign
 from medssl_core.errors import ConfigError
 from medssl_core.execute import reconcile
 from medssl_core.grid import expand
 from medssl_core.paper import generate
+from medssl_core.run_inputs import run_backbone
 from medssl_core.store import run_sql
 from medssl_core.study import AS_DECLARED, Decision, get_study
 from replications.chestx_transfer import PHASE4_FRACTIONS
@@ -57,6 +62,89 @@ def test_paper_plan_sets_the_codes_values_per_method_and_fraction():
     mnist = next(s for s in plan.evaluate if s.dataset_used == "chestmnist")
     assert mnist.hparams["split"]["scheme"] == "sample" and mnist.hparams["split"]["base"] == "official"
     assert "label_order" not in mnist.hparams and mnist.hparams["n_classes"] == 14
+
+
+def test_random_starts_keep_torchvisions_residual_init():
+    """resnet50(pretrained=False) / resnet50(weights=None): each residual branch's last BatchNorm starts at 1, not 0,
+    for the SimCLR encoder and the random start, in every variant."""
+    plan = _paper_plan(seeds=[0], datasets=["chexpert"])
+    random_starts = [s for s in plan.specs if s.method in ("simclr", "random_init")]
+    assert random_starts and all(s.hparams["backbone"]["zero_init_residual"] is False for s in random_starts)
+    assert {v for s in random_starts for v in s.decisions.values()} == {"as_published", "corrected"}
+    assert all("zero_init_residual" not in s.hparams["backbone"] for s in plan.specs if s.method == "imagenet")
+    pre = next(s for s in plan.pretrain if s.method == "simclr")
+    backbone = run_backbone(parse(PretrainHP, pre.hparams, "t"))
+    assert all(b.bn3.weight.detach().eq(1).all() for b in backbone.modules() if isinstance(b, tvm.resnet.Bottleneck))
+
+
+def test_transfer_runs_the_notebooks_recipe_on_nih_with_a_chexpert_encoder():
+    plan = _paper_plan(seeds=[0], variant_names=["as_published", "corrected"])
+    transfer = [s for s in plan.evaluate if s.protocol.startswith("transfer")]
+    # NIH only; SimCLR's encoder from CheXpert only (never NIH's own); random and ImageNet starts have no pretraining
+    assert {s.dataset for s in transfer} == {"nih"}
+    assert {(s.method, s.protocol, s.pretrain.dataset if s.pretrain else None) for s in transfer} == {
+        ("simclr", "transfer_finetune", "chexpert"), ("simclr", "transfer_linear", "chexpert"),
+        ("random_init", "transfer_finetune", None), ("imagenet", "transfer_finetune", None)}
+    assert {s.fraction for s in transfer} == {1.0}
+    ours = [s for s in transfer if s.dataset_used == "nih_chestxray14"]
+    published = {(s.method, s.protocol): s.hparams["protocol"] for s in ours
+                 if s.decisions["eval_set"] == "as_published" and s.decisions.get("nih_first_images") == "as_published"
+                 and s.decisions.get("transfer_shared_layers", "as_published") == "as_published"}
+    lrs = {k: p["fit"]["optimizer"]["lr"] for k, p in published.items()}
+    assert lrs == {("random_init", "transfer_finetune"): 1e-4, ("imagenet", "transfer_finetune"): 1e-5,
+                   ("simclr", "transfer_finetune"): 1e-5, ("simclr", "transfer_linear"): 1e-3}
+    for proto in published.values():
+        fit = proto["fit"]
+        assert proto["head"] == {"type": "linear", "hidden": [512], "activation": "relu", "dropout": 0.5}
+        assert (fit["epochs"], fit["batch_size"], fit["schedule"]["name"], fit["score_on"]) == (5, 32, "cosine", "val")
+        assert fit["optimizer"]["name"] == "adam" and fit["optimizer"]["weight_decay"] == 0.0
+        assert "last_batch" not in fit and "val_limit" not in fit  # drop_last; all of its evaluation set
+        aug = fit["augment"]
+        assert (aug["rotate_degrees"], aug["rotate_p"], aug["jitter"], aug["hflip"]) == (10, 1.0, [0.2, 0.2, 0, 0], 0.5)
+    # the probe's freeze reaches the fine-tuning model's shared layers: its head alone trains, BatchNorm following
+    finetune = published[("simclr", "transfer_finetune")]
+    assert (finetune["train_backbone"], finetune["backbone_bn_train"]) == (False, True)
+    fixed = next(s.hparams["protocol"] for s in ours if s.method == "simclr" and s.protocol == "transfer_finetune"
+                 and s.decisions["transfer_shared_layers"] == "corrected")
+    assert fixed["train_backbone"] and not fixed["backbone_bn_train"]
+    # the notebook's numbers are filed under its recipe, never beside an in-domain Phase 3 cell
+    transfer_rows = [r for r in STUDY.reported if r.source == "Transfer_Learning.ipynb"]
+    assert {(r.method, r.protocol) for r in transfer_rows} == set(lrs)
+    assert not [r for r in STUDY.reported if r.dataset == "nih" and r.protocol.startswith("phase")]
+    with pytest.raises(ConfigError, match=r"unknown dataset\(s\) \['padchest'\]"):
+        replace(STUDY, protocols=tuple(replace(p, pairings=(("nih", "padchest"),)) if p.name == "transfer_finetune"
+                                       else p for p in STUDY.protocols))
+
+
+def test_nih_is_read_as_the_notebook_read_it_unless_corrected():
+    """As published: the first images of train_val_list and of test_list, in list order (validation the first ones of
+    the test list, a held-out test the next); corrected: a seeded sample with validation patients from train_val."""
+    plan = _paper_plan(seeds=[0], datasets=["nih"], methods=["random_init"], protocols=["phase3_finetune"])
+    splits = {s.decisions["nih_first_images"]: s.hparams["split"] for s in plan.evaluate
+              if s.dataset_used == "nih_chestxray14"}
+    mnist = {s.decisions["nih_first_images"]: s.hparams["split"] for s in plan.evaluate
+             if s.dataset_used == "chestmnist"}
+    assert mnist["as_published"]["roles"] == {"val": "test"} and mnist["corrected"]["base"] == "official"
+    listed = {"train_val": np.arange(100, 140)[::-1], "test": np.arange(0, 30)}  # CSV rows, in each list's order
+    patients = {part: np.array([f"p{r // 3}" for r in rows]) for part, rows in listed.items()}
+    ds = ArrayDataset(get_dataset("nih_chestxray14"), None, {}, {p: np.zeros((len(r), 14), np.int64)
+                                                                 for p, r in listed.items()},
+                      patients, source_index=listed)
+    sizes = {"train": 12, "val": 5, "test": 6}
+
+    def csv_rows(choice: str) -> dict[str, list[int]]:
+        indices = assign(ds, parse(Split, {**splits[choice], "sizes": sizes}, "t"), 0)
+        pool = indices.pool
+        return {r: [int(listed[pool.parts[pool.part[i]]][pool.row[i]]) for i in indices.of(r)]
+                for r in ("train", "val", "test")}
+
+    published = csv_rows("as_published")
+    assert published["train"] == listed["train_val"][:12].tolist()  # list order, not CSV order
+    assert published["val"] == listed["test"][:5].tolist() and published["test"] == listed["test"][5:11].tolist()
+    corrected = csv_rows("corrected")
+    assert set(corrected["val"]) <= set(listed["train_val"]) and set(corrected["test"]) <= set(listed["test"])
+    assert not {r // 3 for r in corrected["train"]} & {r // 3 for r in corrected["val"]}  # patient-level
+    assert corrected["train"] != published["train"]
 
 
 def test_as_published_ssl_runs_start_from_phase3s_fine_tuned_model_and_corrected_ones_do_not():

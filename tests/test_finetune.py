@@ -134,6 +134,28 @@ def test_scored_weights_are_the_selected_or_the_last_epochs_and_ties_go_as_confi
         assert still.best_epoch == epoch
 
 
+def test_unscorable_validation_neither_improves_nor_stops_and_keeps_the_last_epoch():
+    data = _data()
+    data["val"] = (data["val"][0], torch.zeros_like(data["val"][1]))  # one class: AUC is NaN every epoch
+    fits = {}
+    for scored in ("selected", "last"):
+        torch.manual_seed(0)
+        model = Classifier(None, nn.Linear(4, 2))
+        fits[scored] = (_fit(model, data, epochs=4, select_metric="auc", early_stopping=1, scored=scored), model)
+    (selected, selected_model), (_, last_model) = fits["selected"], fits["last"]
+    assert (selected.best_epoch, selected.last_epoch) == (4, 4)
+    for k, v in last_model.state_dict().items():
+        assert torch.equal(selected_model.state_dict()[k], v), k
+
+
+def test_nan_validation_epochs_between_scored_ones_change_neither_selection_nor_patience(monkeypatch):
+    nan = float("nan")
+    values = iter([nan, nan, 0.6, nan, 0.5, nan, 0.4, 0.3])
+    monkeypatch.setattr("medssl_core.evaluate._selection_value", lambda metrics, name: next(values))
+    result = _fit(Classifier(None, nn.Linear(4, 2)), _data(), epochs=8, select_metric="auc", early_stopping=2)
+    assert (result.best_epoch, result.last_epoch) == (3, 7)  # two scored epochs without improvement: 5 and 7
+
+
 def test_train_time_augmentation_feeds_training_batches_only():
     calls = {"augment": 0, "prepare": 0}
 

@@ -24,7 +24,7 @@ from medssl_core.paper import generate
 from medssl_core.run_inputs import to_grey
 from medssl_core.store import run_sql
 from medssl_core.study import deep_merge, get_study
-from replications.mimeta_barlow import MEDMNIST_ORGANS, ORGANS
+from replications.mimeta_barlow import IMAGENET_MEAN, MEDMNIST_ORGANS, MUSCLE, ORGANS, STROMA, confusion_metric
 from tests.conftest import cpu_store, execute_cleanly
 from tests.medimeta_layout import image_value, write_medimeta
 
@@ -126,7 +126,8 @@ def test_random_split_and_its_label_fraction_are_torchs(tmp_path):
                                                         "test": list(range(1027, 1645))}, side=4)
     ds = load_dataset("mimeta_organs_axial", 4, tmp_path)
     split = assign(ds, MIMETA_SPLIT, 42)
-    assert (len(split.train), len(split.val), len(split.test)) == (1317, 164, 164)  # studies.md 1.2
+    # one organ view of 1,645 slices: docs/studies/mimeta_barlow.md, 'Datasets and splits'
+    assert (len(split.train), len(split.val), len(split.test)) == (1317, 164, 164)
     generator = torch.Generator().manual_seed(42)
     train, _, test = torch.utils.data.random_split(range(1645), [0.8, 0.1, 0.1], generator)
     assert split.train.tolist() == list(train.indices) and split.test.tolist() == list(test.indices)
@@ -215,6 +216,41 @@ def test_the_declared_decisions_reach_the_runs(tmp_path):
     assert e.hparams["channel_mode"] == "rgb" and "double_softmax" not in e.hparams["protocol"]["fit"]["loss"]
     assert EvaluateHP.model_validate(e.hparams).protocol.fit.loss.double_softmax is False
     assert len([r for r in STUDY.reported if r.metric == "accuracy"]) == 3 * 4 * 5 + 6 * 4
+
+
+def test_ct_pretraining_flips_as_published(tmp_path, medmnist_dir):
+    """lightly's SimCLRTransform flips every view with p 0.5, CT slices too, whose classes tell left from right."""
+    def pretrainings(variant: str) -> dict:
+        plan = expand(STUDY, "paper", data_dir=tmp_path, variant_names=[variant], seeds=[0], methods=["barlow"],
+                      protocols=["readout"])
+        return {s.dataset: s for s in plan.specs if s.kind == "pretrain" or s.dataset == "organs_axial"}
+
+    published, corrected = pretrainings("as_published"), pretrainings("corrected")
+    assert published["ct"].hparams["augment"]["hflip"] == 0.5 and corrected["ct"].hparams["augment"]["hflip"] == 0.0
+    assert published["crc"].hparams["augment"]["hflip"] == corrected["crc"].hparams["augment"]["hflip"] == 0.5
+    assert "ct_hflip" not in published["crc"].decisions  # no left/right classes: nothing to decide
+    assert published["organs_axial"].decisions["ct_hflip"] == "as_published"  # recorded with the numbers
+    # lightly's from_torch_dataset replaces the wrapper's Normalize(0.5, 0.5): the image is normalised once, by
+    # SimCLRTransform with ImageNet's statistics (docs/studies/mimeta_barlow.md, 'Pretraining')
+    augment = published["ct"].hparams["augment"]
+    assert augment["mean"] == IMAGENET_MEAN and published["ct"].hparams["channel_mode"] == "rgb"
+    quick = expand(STUDY, "quick", data_dir=medmnist_dir)  # the smoke data has no left/right classes
+    assert not any("ct_hflip" in s.decisions for s in quick.specs) and len(quick.pretrain) == 3
+
+
+def test_reported_confusions_and_coronal_recalls_name_the_studys_classes():
+    """The report's text: CRC's muscle/stroma confusions of BT readout; coronal readout per organ (Figs. 2, 3)."""
+    rows = {(r.dataset, r.method, r.fraction, r.metric): r for r in STUDY.reported if r.metric != "accuracy"}
+    confusions = {(f, m): r.value for (ds, _, f, m), r in rows.items() if m.startswith("confusion:")}
+    muscle_to_stroma, stroma_to_muscle = confusion_metric(MUSCLE, STROMA), confusion_metric(STROMA, MUSCLE)
+    assert confusions == {(1.0, muscle_to_stroma): 0.0507, (1.0, stroma_to_muscle): 0.056,
+                          (0.005, stroma_to_muscle): 0.0896, (0.005, muscle_to_stroma): 0.1203}
+    coronal = {(method, m.split(":", 1)[1]): r for (ds, method, _, m), r in rows.items() if ds == "organs_coronal"}
+    assert {organ for _, organ in coronal} == set(ORGANS)  # the names paper_classes' recall table looks up
+    assert {r.protocol for r in coronal.values()} == {"readout"} and {r.fraction for r in coronal.values()} == {1.0}
+    assert coronal[("barlow", "heart")].value == 1.0 and coronal[("imagenet", "left kidney")].value == 0.4286
+    assert coronal[("imagenet", "right lung")].value == 0.0
+    assert coronal[("barlow", "pancreas")].value is None and "above 90 %" in coronal[("barlow", "pancreas")].note
 
 
 def test_reduced_quick_replication_end_to_end(tmp_path, medmnist_dir):

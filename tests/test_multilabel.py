@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import f1_score, roc_auc_score
 
 from medssl_core import config
 from medssl_core.errors import ConfigError, DataError
@@ -115,6 +115,30 @@ def test_metrics_mask_missing_labels_and_never_report_accuracy():
     assert np.array_equal(choose_thresholds("multi-label", y, garbage), choose_thresholds("multi-label", y, scores))
     all_negative = classification_metrics("multi-label", y, np.zeros(y.shape))
     assert all_negative["collapsed"] == 1.0 and all_negative["auc"] == 0.5
+
+
+def test_label_accuracy_is_at_threshold_half_and_tuned_thresholds_have_names_of_their_own():
+    """MedMNIST's ACC (Table 3's ChestMNIST column) is per-label accuracy at 0.5: the number under that name. What
+    thresholds tuned for F1 give is recorded beside it as ``*_tuned``, as the runs record it (thresholds from val)."""
+    n, prevalence = 40, np.array([0.5, 0.2, 0.1, 0.05])  # skewed, as ChestX-ray14's findings
+    y = (np.arange(n)[:, None] < prevalence * n).astype(int)  # 20, 8, 4 and 2 positives
+    rng = np.random.default_rng(0)
+    scores = np.where(y == 1, rng.uniform(0.2, 0.9, y.shape), rng.uniform(0.0, 0.6, y.shape))
+    tuned = choose_thresholds("multi-label", y, scores)
+    assert not np.allclose(tuned, 0.5)
+    m = classification_metrics("multi-label", y, scores, tuned)
+    assert m["label_accuracy"] == ((scores >= 0.5) == y).mean()
+    assert m["label_accuracy_tuned"] == ((scores >= tuned) == y).mean() != m["label_accuracy"]
+    assert m["f1"] == pytest.approx(np.mean([f1_score(y[:, j], scores[:, j] >= 0.5) for j in range(4)]))
+    assert m["f1_tuned"] == pytest.approx(np.mean([f1_score(y[:, j], scores[:, j] >= tuned[j]) for j in range(4)]))
+    # binary: F1 at 0.5 on the positive column, and at the tuned threshold under its own name
+    yb, sb = y[:, 1], np.stack([1 - scores[:, 1], scores[:, 1]], axis=1)
+    tb = choose_thresholds("binary", yb, sb)
+    b = classification_metrics("binary", yb, sb, tb)
+    assert (b["f1"], b["f1_tuned"]) == (pytest.approx(f1_score(yb, sb[:, 1] >= 0.5)),
+                                        pytest.approx(f1_score(yb, sb[:, 1] >= tb[0])))
+    # validation's selection scores without tuned thresholds: no tuned metric then
+    assert not any(k.endswith("_tuned") for k in classification_metrics("multi-label", y, scores))
 
 
 def _evaluate_hp(task: str, n_classes: int, **fit) -> dict:

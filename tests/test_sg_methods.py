@@ -10,7 +10,7 @@ from torch import nn
 from medssl_core import losses
 from medssl_core.augment import AugmentConfig, BatchAugment
 from medssl_core.batch import Batch
-from medssl_core.config import SSLMethod
+from medssl_core.config import SSLMethod, spec_form
 from medssl_core.errors import ConfigError
 from medssl_core.methods import build_method
 from medssl_core.models import build_backbone, mlp
@@ -73,6 +73,35 @@ def test_masked_output_tokens_give_the_encoder_no_reconstruction_gradient_and_ma
         g = grads_of(m, out.terms["reconstruction"], list(m.backbone.parameters()))
         has = any(x is not None and x.abs().sum() > 0 for x in g)
         assert has == expect_gradient, mask_input
+
+
+def _view_2_input_masks(m) -> list:
+    """The input masks of the student's view-2 passes (the ones that keep attention maps) in one training step."""
+    seen, run = [], m.backbone.run
+
+    def spy(x, **kwargs):
+        if kwargs.get("keep_attention"):
+            seen.append(kwargs.get("input_mask"))
+        return run(x, **kwargs)
+
+    m.backbone.run = spy
+    step(m)
+    return seen
+
+
+def test_view_2_is_masked_only_where_both_views_are():
+    """The code encodes view 2 whole; the paper masks both views independently (view 2's lung patches zeroed in the
+    student's input, its own draw)."""
+    for both in (False, True):
+        m = vit_method(mask_ratio=(0.5, 0.5), mask_both_views=both)
+        (mask,) = _view_2_input_masks(m)
+        if not both:
+            assert mask is None
+        else:  # half of each image's 4 patches (16 px patches at 32 px, all of them lung here)
+            assert mask.dtype == torch.bool and mask.shape == (8, 4) and (mask.sum(1) == 2).all()
+    assert "mask_both_views" not in spec_form(SSLMethod(name="anatomy_vit", projector=[384, 128]))["options"]
+    assert spec_form(SSLMethod(name="anatomy_vit", projector=[384, 128], options={"mask_both_views": True}))[
+        "options"]["mask_both_views"] is True
 
 
 def test_detached_attention_has_no_gradient_attached_has():

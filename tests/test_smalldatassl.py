@@ -6,15 +6,22 @@ import csv
 import statistics
 from dataclasses import replace
 
+import numpy as np
 import pytest
+from sklearn.model_selection import train_test_split
 
 from medssl_core.cli import main
+from medssl_core.config import Split, parse
+from medssl_core.data import get_dataset
+from medssl_core.data.dataset import ArrayDataset
+from medssl_core.data.split_schemes import assign
 from medssl_core.errors import ConfigError
 from medssl_core.execute import execute
 from medssl_core.grid import expand
 from medssl_core.paper import generate
 from medssl_core.store import run_sql
 from medssl_core.study import deep_merge, get_study
+from medssl_core.tune import overrides_of
 from tests.conftest import cpu_store, execute_cleanly
 
 STUDY = get_study("smalldatassl")
@@ -61,6 +68,61 @@ def test_quick_profile_runs_the_as_published_variant_once(medmnist_dir):
         replace(STUDY.profile("quick"), variant_seeds={"each": (0,)})
 
 
+def planned(dataset: str, variant: str, **kw):
+    """The paper profile's runs on ``dataset`` as declared, without its data (as `medssl paper` plans them)."""
+    return expand(STUDY, "paper", every_source=True, fingerprint_data=False, allow_download=False,
+                  datasets=[dataset], variant_names=[variant], seeds=[0], **kw)
+
+
+def test_as_published_splits_are_sklearns_unstratified_train_test_split():
+    """getdf_Colorectal: train_test_split(df, test_size=0.2, random_state=16), then 0.1 of the rest, neither with
+    stratify= (the unseeded shuffle before them aside, decision split_seed)."""
+    published = planned("kather2016", "as_published", methods=["simclr"], protocols=["mlp_head"])
+    split = parse(Split, published.evaluate[0].hparams["split"], "kather2016")
+    assert not split.stratify and all(not s.hparams["split"]["stratify"] for s in published.specs)
+    labels = np.repeat(np.arange(8), 625)  # Kather 2016: 8 classes of 625 tiles
+    ds = ArrayDataset(get_dataset("kather2016"), 2, {"all": np.zeros((5000, 2, 2, 3), np.uint8)}, {"all": labels})
+    got = assign(ds, split, 16)
+    rest, test = train_test_split(np.arange(5000), test_size=0.2, random_state=16)
+    train, val = train_test_split(rest, test_size=0.1, random_state=16)
+    for role, expected in (("train", train), ("val", val), ("test", test)):
+        assert got.of(role).tolist() == expected.tolist(), role  # 3,600 / 400 / 1,000, in sklearn's order
+    assert len(set(np.bincount(labels[got.test]))) > 1  # classes drawn unevenly
+    corrected = parse(Split, planned("kather2016", "corrected", methods=["simclr"],
+                                     protocols=["mlp_head"]).evaluate[0].hparams["split"], "kather2016")
+    assert set(np.bincount(labels[assign(ds, corrected, 16).test])) == {125}  # 20 % of each class
+    with pytest.raises(ConfigError, match=r"split\.stratify is read by the schemes"):
+        parse(Split, {"scheme": "random_split", "fractions": [0.8, 0.1, 0.1], "stratify": False}, "x")
+
+
+def test_as_published_fit_protocols_keep_the_last_partial_batch():
+    """DataLoader(trainset, batch_size, shuffle=True) in linear.py, end2end_sup.py and supervised.py: drop_last is
+    False; the harness's own linear probe is not the code's and keeps its full batches."""
+    for variant, expected in (("as_published", "keep"), ("corrected", "drop")):
+        plan = planned("breakhis400x", variant)
+        kept = {s.protocol: s.hparams["protocol"]["fit"].get("last_batch", "drop") for s in plan.evaluate
+                if s.protocol != "knn"}
+        assert kept == {"mlp_head": expected, "finetune": expected, "imagenet_frozen": expected,
+                        "imagenet_trained": expected, "linear": "drop"}, variant
+
+
+def test_the_papers_unknown_epochs_and_learning_rates_are_searched():
+    """main.py takes --epochs and --lrate per run; the paper's values per dataset are not in the repository."""
+    assert {t.path: t.methods for t in STUDY.search_space} == {
+        "pretrain.train.epochs": ("simclr", "dclw", "simsiam", "vicreg", "barlow"),
+        "pretrain.train.optimizer.lr": ("simclr", "dclw", "simsiam", "vicreg", "barlow")}
+    tuned = overrides_of({"pretrain.train.epochs": 150, "pretrain.train.optimizer.lr": 0.03}, "simclr", "mlp_head")
+
+    def train(variant: str) -> dict:
+        (pre,) = planned("breakhis400x", variant, methods=["simclr"], protocols=["mlp_head"], overrides=tuned).pretrain
+        return pre.hparams["train"]
+
+    assert (train("corrected")["epochs"], train("corrected")["optimizer"]["lr"]) == (150, 0.03)  # tune's default
+    assert train("as_published")["epochs"] == 250  # the decision pretrain_epochs pins main.py's default
+    (untuned,) = planned("breakhis400x", "corrected", methods=["simclr"], protocols=["mlp_head"]).pretrain
+    assert untuned.hparams["train"]["epochs"] == 200  # the README's
+
+
 def reduced_study(epochs: int = 2):
     """The quick profile, smaller still (a declared profile, so `paper` recognises its runs)."""
     quick = STUDY.profile("quick")
@@ -89,7 +151,7 @@ def test_reduced_quick_replication_end_to_end(tmp_path, medmnist_dir):
                          "AND c.name = 'knn_val_accuracy'")[1][0][0]
     assert curves == 4 * 2
     decisions = run_sql(db, "SELECT DISTINCT name FROM params WHERE kind = 'decision' ORDER BY 1")[1]
-    assert [d for (d,) in decisions] == ["crop_scale", "grey_input", "knn_checkpoint", "mlp_head_lr",
+    assert [d for (d,) in decisions] == ["crop_scale", "grey_input", "knn_checkpoint", "mlp_head_lr", "partial_batch",
                                          "probe_bn_mode"]
     # the encoder learns and does not collapse (constant features score AUC 0.5 under any probe). This small it
     # does not beat random init under the standardised probe (0.725 vs 0.723); the quick profile shows that (0.91

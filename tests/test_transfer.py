@@ -119,9 +119,10 @@ def test_label_efficiency_figure_needs_two_fractions(tmp_path):
     from medssl_core.paper import efficiency_points, label_efficiency_figure
 
     def row(fraction, seed, value, config="c"):
-        return {"split": "test", "metric": "accuracy", "fraction": fraction, "value": value, "kept_stale": False,
-                "decisions": "crop_scale=as_published", "dataset_used": "breastmnist", "dataset": "breastmnist",
-                "method": "simclr", "protocol": "linear", "seed": seed, "config_id": f"{config}{fraction}"}
+        return {"split": "test", "metric": "accuracy", "fraction": fraction, "value": value, "kept_stale": "",
+                "tuned": False, "decisions": "crop_scale=as_published", "dataset_used": "breastmnist",
+                "dataset": "breastmnist", "method": "simclr", "protocol": "linear", "seed": seed,
+                "config_id": f"{config}{fraction}"}
 
     rows = [row(f, s, 0.6 + f / 4 + s / 100) for f in (0.01, 0.1, 1.0) for s in (0, 1)]
     other = row(1.0, 0, 0.1, config="edited")  # another setting at 100 %: never averaged into that point

@@ -1,5 +1,5 @@
 """A rule-based lung mask for a chest radiograph, as MedSGSSL's ``precompute_lung_masks_chexpert.ipynb``
-(``SegConfig``) computes it (studies.md 5.2), with no model and no training data:
+(``SegConfig``) computes it (docs/studies/medsgssl.md, 'Lung mask'), with no model and no training data:
 
 1. CLAHE (clip 2.0, 8x8 tiles), then a 5x5 Gaussian blur (kernels as at 224 px, see below);
 2. Otsu's threshold shifted by (std - 50) * 0.5 (std of the blurred image), clipped to [40, 220], inverted: the

@@ -1,7 +1,8 @@
 """MedMNIST v3 / MedMNIST+ 2D facts: official split counts, MD5 per size, labels, licence.
 
-Source: `medmnist/info.py` of MedMNIST v3.0.2 (counts, MD5s, licences; see ../shared/references.md B.1),
-labels from the same file. Download URL pattern from Zenodo record 10519652.
+Source: `medmnist/info.py` of MedMNIST v3.0.2 (counts, MD5s, licences; see
+docs/studies/references.md, 'Files and official splits'), labels from the same file. Download URL pattern from
+Zenodo record 10519652.
 """
 
 from __future__ import annotations

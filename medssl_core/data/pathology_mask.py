@@ -1,5 +1,6 @@
-"""MedSGSSL option 3's rule-based 'pathology' mask (``adaptive_pathology_segmentation``, studies.md 5.3): regions of
-a grey radiograph that are both brighter than their surroundings and on an edge, with no model:
+"""MedSGSSL option 3's rule-based 'pathology' mask (``adaptive_pathology_segmentation``; docs/studies/medsgssl.md,
+'Pathology mask (option 3)'): regions of a grey radiograph that are both brighter than their surroundings and on
+an edge, with no model:
 
 1. Gaussian adaptive threshold (block 51, C 10, THRESH_BINARY: above the local weighted mean minus 10);
 2. AND the Sobel (3x3) gradient magnitude, divided by its maximum, above 0.1;

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Literal
 
 from medssl_core.data.chest import CHEXPERT_COMPETITION, CHEXPERT_FINDINGS, CHEXPERT_OBSERVATIONS, NIH_FINDINGS
 from medssl_core.data.medmnist_info import MEDMNIST, MedMNISTInfo
-from medssl_core.errors import DataError
+from medssl_core.errors import DataError, did_you_mean
 
 Task = Literal["binary", "multi-class", "multi-label", "ordinal"]
 SourceKind = Literal["medmnist", "folders", "nih_csv", "chexpert_csv", "mimeta", "merged"]
@@ -178,11 +177,8 @@ def get_dataset(name: str) -> DatasetInfo:
     try:
         return REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, REGISTRY, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise DataError(
-            f"Unknown dataset {name!r}.{hint} `medssl data list` shows the {len(REGISTRY)} known datasets."
-        ) from None
+        raise DataError(f"Unknown dataset {name!r}.{did_you_mean(name, REGISTRY)} `medssl data list` shows the "
+                        f"{len(REGISTRY)} known datasets.") from None
 
 
 def merged_dataset(parts: tuple[str, ...]) -> DatasetInfo:

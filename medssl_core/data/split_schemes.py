@@ -16,6 +16,8 @@ Schemes and the ``Split`` fields each reads (every scheme also reads ``roles``, 
 - ``merge_val``: ``merge`` splits pooled, ``val_fraction`` of each class held out as val; official test.
 - ``holdout_val``: ``val_fraction`` of each class of the official train held out as val; official test.
 - ``stratified``: ``test_fraction`` of each class as test, then ``val_fraction`` of the rest as val.
+- ``stratify`` false: these three hold each fraction out over all images, as sklearn's ``train_test_split``
+  without ``stratify=`` does (SmallDataSSL's code), instead of class by class.
 - ``random_split``: ``torch.utils.data.random_split(pool, fractions, generator=manual_seed(seed))``, the
   train/val/test ``fractions`` (MIMeta: (0.8, 0.1, 0.1), seed 42).
 - ``patient``: no patient on two sides. Unique patients in order of first appearance (``patient_fraction``: only
@@ -25,7 +27,8 @@ Schemes and the ``Split`` fields each reads (every scheme also reads ``roles``, 
   training patients stays in train, drawn as ``np.random.RandomState(seed).choice`` (MedSGSSL's fine-tuning on
   20 % of them).
 - ``sample``: the ``base`` scheme, then ``sizes`` images of the named roles, drawn as pandas'
-  ``DataFrame.sample(n, random_state=sample_seed)`` draws them (None: the first n).
+  ``DataFrame.sample(n, random_state=sample_seed)`` draws them (None: the first n). ``distinct_roles``: a role
+  draws only images that no earlier role (train, val, test) drew, e.g. val the first n of a list, test the next n.
 
 ``merge`` names the pool of ``stratified``/``random_split``/``patient`` too; empty, it is every source split but
 the official test when the scheme does not carve its own test. ``per_part``: a merged dataset is split dataset
@@ -59,6 +62,7 @@ DEFAULT_ROLES = {"train": ("train", "train_val"), "val": ("val", "valid"), "test
 # Fields only some schemes read: set on another scheme, they are a mistake in the declaration.
 SCHEME_FIELDS = ("merge", "val_fraction", "test_fraction", "fractions", "base", "sizes", "sample_seed",
                  "patient_fraction", "train_patients")
+STRATIFYING = ("merge_val", "holdout_val", "stratified")  # the schemes that read split.stratify
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
@@ -191,11 +195,19 @@ def official(ds: ArrayDataset, split: Split, seed: int) -> SplitIndices:
     return SplitIndices(pool, *(official_positions(pool, split, r) for r in ROLES))
 
 
+def hold_out(labels: np.ndarray, fraction: float, split: Split, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held) positions of ``labels``: ``fraction`` of each class held out, or (``split.stratify`` false)
+    as sklearn's ``train_test_split(range(n), test_size=fraction, random_state=seed)`` draws them, in its order."""
+    if split.stratify:
+        return stratified_split(labels, fraction, seed)
+    return holdout_patients(np.arange(len(labels)), fraction, seed)  # train_test_split over positions
+
+
 def merge_val(ds: ArrayDataset, split: Split, seed: int) -> SplitIndices:
-    """Kermany (SmallDataSSL): train + val merged, then a stratified fraction held out as val."""
+    """Kermany (SmallDataSSL): train + val merged, then a fraction held out as val."""
     pool = build_pool(ds, split)
     merged = pool.positions(tuple(split.merge))
-    rest, held = stratified_split(pool.labels[merged], split.val_fraction, seed)
+    rest, held = hold_out(pool.labels[merged], split.val_fraction, split, seed)
     return SplitIndices(pool, merged[rest], merged[held], official_positions(pool, split, "test"))
 
 
@@ -203,16 +215,16 @@ def holdout_val(ds: ArrayDataset, split: Split, seed: int) -> SplitIndices:
     """BreaKHis (SmallDataSSL): val drawn from the given train split."""
     pool = build_pool(ds, split)
     train = official_positions(pool, split, "train")
-    rest, held = stratified_split(pool.labels[train], split.val_fraction, seed)
+    rest, held = hold_out(pool.labels[train], split.val_fraction, split, seed)
     return SplitIndices(pool, train[rest], train[held], official_positions(pool, split, "test"))
 
 
 def stratified(ds: ArrayDataset, split: Split, seed: int) -> SplitIndices:
-    """Kather (SmallDataSSL): a stratified test fraction, then a stratified val fraction of the rest."""
+    """Kather (SmallDataSSL): a test fraction, then a val fraction of the rest."""
     pool = build_pool(ds, split)
     whole = pool.positions(pool_parts(pool, split, carves_test=True))
-    rest, test = stratified_split(pool.labels[whole], split.test_fraction, seed)
-    train, val = stratified_split(pool.labels[whole[rest]], split.val_fraction, seed)
+    rest, test = hold_out(pool.labels[whole], split.test_fraction, split, seed)
+    train, val = hold_out(pool.labels[whole[rest]], split.val_fraction, split, seed)
     return SplitIndices(pool, whole[rest][train], whole[rest][val], whole[test])
 
 
@@ -253,9 +265,11 @@ def patient(ds: ArrayDataset, split: Split, seed: int) -> SplitIndices:
 def sample(ds: ArrayDataset, split: Split, seed: int) -> SplitIndices:
     """Gravity-2010: ``df.sample(n, random_state=...)`` subsets of a larger split (the ``base`` scheme's)."""
     base = SCHEMES[split.base].function(ds, split, seed)
-    picked = {}
+    picked: dict[str, np.ndarray] = {}
     for role in ROLES:
         idx = base.of(role)
+        if split.distinct_roles and picked:  # roles that share a source split (NIH's test list as val and test)
+            idx = idx[~np.isin(idx, np.concatenate(list(picked.values())))]
         if role in split.sizes:
             idx = idx[sample_positions(len(idx), split.sizes[role], split.sample_seed, f"{ds.name} {role}")]
         picked[role] = idx
@@ -349,6 +363,12 @@ def _value_problems(split: Split) -> list[str]:
         problems.append(f"split.fractions are the train, val and test fractions (three, >= 0, summing to 1); "
                         f"got {list(split.fractions)}")
     problems += [f"split.sizes[{r!r}] must be positive, got {n}" for r, n in split.sizes.items() if n < 1]
+    if split.distinct_roles and split.scheme != "sample":
+        problems.append(f"split.distinct_roles is read by the scheme 'sample' only, not {split.scheme!r}; remove it")
+    scheme = split.base if split.scheme == "sample" else split.scheme
+    if not split.stratify and scheme not in STRATIFYING:
+        problems.append(f"split.stratify is read by the schemes {', '.join(STRATIFYING)} only, not {scheme!r}; "
+                        "remove it")
     unknown = sorted(set(split.views) - set(chest.VIEW_FILTERS))
     if unknown:
         problems.append(f"unknown view(s) {unknown} in split.views; views are {', '.join(chest.VIEW_FILTERS)}")

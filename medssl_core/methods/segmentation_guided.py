@@ -1,5 +1,6 @@
-"""MedSGSSL's segmentation-guided SSL methods (../shared/studies.md section 5.3), each option as the code trains it;
-its bugs are options, so that a study's decisions can switch them.
+"""MedSGSSL's segmentation-guided SSL methods, each option as the code trains it (docs/studies/medsgssl.md,
+'Custom CNNs (baseline, options 1-5)' and 'Options 7, 8 and 10 (ViT-S)'); its bugs are options, so that a study's
+decisions can switch them.
 
 - ``sg_contrastive`` (options 1-4 and the baseline): NT-Xent with weights from a lung or pathology mask plus a
   pixel decoder's reconstruction of each view from its feature.
@@ -127,6 +128,9 @@ class AnatomyOptions(_Strict):
     mask_ratio: tuple[float, float] = (0.5, 0.5)
     mask_input: bool = False  # True: zero the masked input patches (the paper); False: zero the output tokens (code)
     mask_follows_view: bool = False  # True: view 1's own patch mask; False: the un-augmented image's (code)
+    # view 2 masked too, its own draw zeroed in the student's input, before its CLS token enters the contrast (the
+    # paper: "both views are masked independently"); False: view 1 only (code). Left out of specs while False
+    mask_both_views: bool = Field(False, json_schema_extra={"absent": False})
     lungs_only: bool = True  # masked patches drawn among the lung patches; False: among all (no anatomy, ablation)
     attention_weight: float = Field(0.05, ge=0)
     attention_after: int = Field(5, ge=0)  # the alignment counts only after this many epochs
@@ -220,7 +224,11 @@ class AnatomyViT(Method):
             target = self.teacher.run(v1.image, bias=bias if shared is not None else None,
                                       attention_from=shared)[0][:, 1:]
         rec = losses.masked_token_mse(self.recon_head(patches1), target, masked)
-        tokens2, maps = self.backbone.run(v2.image, bias=bias, keep_attention=True)
+        masked2 = None
+        if o.mask_both_views:  # its own draw, zeroed in the input: view 2's patch outputs feed no loss
+            lung2 = patch_masks(v2.mask) if o.mask_follows_view else lung
+            masked2 = self.choose_masked(lung2 if o.lungs_only else torch.ones_like(lung2))
+        tokens2, maps = self.backbone.run(v2.image, bias=bias, keep_attention=True, input_mask=masked2)
         cls1, cls2 = tokens1[:, 0], tokens2[:, 0]
         ctr = losses.nt_xent(self.projector(cls1), self.projector(cls2), temperature=o.temperature)
         cls_attention = torch.stack(maps)
