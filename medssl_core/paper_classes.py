@@ -63,10 +63,13 @@ def recall_table(study: Study, rows: list[dict], notes: EnvironmentNotes | None 
     """Per-class test recall (%) of the runs for which the source reports per-class recalls, beside them.
     ``notes``: the rows whose runs mix environments."""
     notes = notes if notes is not None else EnvironmentNotes()
-    reported: dict[tuple, dict[str, float]] = defaultdict(dict)
+    # per cell: (true class, predicted class) -> the source's rate; a recall is the diagonal cell (true, true)
+    reported: dict[tuple, dict[tuple[str, str], float]] = defaultdict(dict)
     for r in study.reported:
-        if r.metric.startswith("recall:") and r.value is not None:
-            reported[(r.dataset, r.method, r.protocol, r.fraction or 1.0)][r.metric.split(":", 1)[1]] = r.value
+        kind, _, what = r.metric.partition(":")
+        if kind in ("recall", "confusion") and r.value is not None:
+            true, _, predicted = what.partition("->")
+            reported[(r.dataset, r.method, r.protocol, r.fraction or 1.0)][(true, predicted or true)] = r.value
     run_rows: dict[tuple, dict[str, dict]] = defaultdict(dict)  # cell -> run id -> one of its rows
     for r in rows:
         if r["split"] == "test" and _CONFUSION.match(r["metric"]):
@@ -81,15 +84,20 @@ def recall_table(study: Study, rows: list[dict], notes: EnvironmentNotes | None 
         variant = tagged(variant, tags[key])
         mark = notes.mark(f"{used}, {method}, {protocol}, {format_fraction(fraction)}, {variant}",
                           run_rows[key].values())
-        recalls = np.stack([np.diag(_row_normalised(m)) for m in matrices])
-        for c, name in enumerate(class_names(study, ds, used)[:recalls.shape[1]]):
-            values, rep = recalls[:, c], quoted.get(name)
+        rates = np.stack([_row_normalised(m) for m in matrices])
+        names = class_names(study, ds, used)[:rates.shape[1]]
+        off_diagonal = sorted((t, p) for t, p in quoted if t != p and t in names and p in names)
+        for true, predicted in [(n, n) for n in names] + off_diagonal:  # every class's recall, then quoted confusions
+            values = rates[:, names.index(true), names.index(predicted)]
+            rep = quoted.get((true, predicted))
             spread = f" ± {values.std(ddof=1) * 100:.2f}" if len(values) > 1 else ""
             table.append([ds if ds == used else f"{ds} ({used})", method, protocol, format_fraction(fraction),
-                          variant, config[:8], name, f"{values.mean() * 100:.2f}{spread} (n={len(values)}){mark}",
+                          variant, config[:8], true if true == predicted else f"{true} -> {predicted}",
+                          f"{values.mean() * 100:.2f}{spread} (n={len(values)}){mark}",
                           f"{rep * 100:.2f}" if rep is not None else "-",
                           f"{(values.mean() - rep) * 100:+.2f}" if rep is not None else "-"])
-    headers = ["dataset", "method", "protocol", "labels", "variant", "config", "class", "recall", "reported", "Δ"]
+    headers = ["dataset", "method", "protocol", "labels", "variant", "config", "class (true -> predicted: the share "
+               "of a class's test images predicted as another)", "recall or rate", "reported", "Δ"]
     return headers, table
 
 

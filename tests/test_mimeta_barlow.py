@@ -278,3 +278,28 @@ def test_reduced_quick_replication_end_to_end(tmp_path, medmnist_dir):
     # the corrected readout probes frozen features and saves them: t-SNE without a kNN evaluation
     assert (out / "ci" / "tsne.png").stat().st_size > 10_000
     assert "decisions.md" in {p.name for p in (out / "ci").iterdir()}
+
+
+def test_the_recall_table_sets_the_reported_confusion_rates_beside_the_runs():
+    """The report's muscle -> stroma rates (declared as confusion:<true>-><predicted>) sit beside the same cell of
+    the runs' row-normalised test confusion matrices, as the recalls sit beside its diagonal."""
+    from medssl_core.paper_classes import recall_table
+
+    study = get_study("mimeta_barlow")
+    names = list(study.dataset("crc").classes)
+    m, s = names.index(MUSCLE), names.index(STROMA)
+    rows = []
+    for seed, confused in ((0, 5), (1, 7)):  # of 100 muscle images, this many predicted as stroma
+        counts = np.eye(len(names)) * 100
+        counts[m, m], counts[m, s] = 100 - confused, confused
+        rows += [{"split": "test", "metric": f"confusion_{t}_{p}", "value": float(counts[t, p]), "run_id": f"r{seed}",
+                  "dataset": "crc", "dataset_used": "mimeta_crc", "method": "barlow", "protocol": "readout",
+                  "fraction": 1.0, "decisions": "", "config_id": "c" * 16, "precision": "fp32", "environment": "x",
+                  "tuned": None, "kept_stale": ""}
+                 for t in range(len(names)) for p in range(len(names))]
+    _, table = recall_table(study, rows)
+    rate = next(r for r in table if r[6] == f"{MUSCLE} -> {STROMA}")
+    assert rate[7].startswith("6.00 ± 1.41 (n=2)") and rate[8] == "5.07" and rate[9] == "+0.93"
+    recall = next(r for r in table if r[6] == MUSCLE)
+    assert recall[7].startswith("94.00") and confusion_metric(MUSCLE, STROMA) == f"confusion:{MUSCLE}->{STROMA}"
+    assert len(table) == len(names) + 2  # every recall, and the two rates the report quotes at 100 %
