@@ -285,9 +285,6 @@ class CodeBase:
         units = self.units(module)
         return _sha(FORMAT + "|" + "|".join(units[i].digest for i in sorted(numbers)))[:12]
 
-    def module_digest(self, module: str) -> str:
-        return self.digest(module, range(len(self.units(module))))
-
 
 def function_fingerprint(fn: Callable, packages: Iterable[str] = ("medssl_core",)) -> str:
     """One digest of the code a function reaches within ``packages`` (and its own package): a cache of what it

@@ -233,3 +233,20 @@ def test_knn_end_to_end_reports_mean_auc_and_ignores_missing():
     with pytest.raises(ConfigError, match="n_classes is 5"):
         knn_evaluate(data["train"][0], data["train"][1], {"test": data["test"]}, "multi-label", k=7,
                      metric="euclidean", n_classes=5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1)), min_size=1, max_size=40),
+       st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1)), min_size=0, max_size=40))
+def test_decision_counts_equal_sklearns_scores(first, second):
+    """F1, precision and recall are counted directly (sklearn's scorers were the slowest part of a multi-label fit):
+    the same numbers as sklearn with zero_division=0, including labels never predicted or never present."""
+    from sklearn import metrics as skm
+
+    from medssl_core.metrics import _decision_means
+
+    decided = [(np.array([y for y, _ in pairs]), np.array([p for _, p in pairs])) for pairs in (first, second) if pairs]
+    ours = _decision_means(decided)
+    for name, score in (("f1", skm.f1_score), ("precision", skm.precision_score), ("recall", skm.recall_score)):
+        expected = np.mean([score(y, p, zero_division=0) for y, p in decided])
+        assert ours[name] == pytest.approx(expected), name
