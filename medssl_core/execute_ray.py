@@ -22,7 +22,7 @@ import torch
 
 from medssl_core.errors import ConfigError
 from medssl_core.execute import Runner, blocked
-from medssl_core.identity import code_fingerprint
+from medssl_core.identity import code_fingerprint, differing
 from medssl_core.run_context import Context
 from medssl_core.run_record import failed_record
 from medssl_core.runspec import RunSpec
@@ -38,8 +38,7 @@ def _import_ray():
 
 def code_differences(spec: RunSpec) -> list[str]:
     """The definitions whose code here differs from the fingerprint the coordinator planned ``spec`` with."""
-    here = code_fingerprint(spec.kind, spec.dataset_used, spec.hparams)
-    return sorted(m for m in set(here) | set(spec.code) if here.get(m) != spec.code.get(m))
+    return differing(spec.code, code_fingerprint(spec.kind, spec.dataset_used, spec.hparams))
 
 
 def _in_worker(runner: Runner, spec: RunSpec, ctx: Context, threads: int):

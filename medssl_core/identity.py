@@ -174,5 +174,9 @@ def code_changes(recorded: dict[str, str], kind: str, dataset_used: str, hparams
     fingerprint of the old format)."""
     if FORMAT_KEY not in recorded:
         return [LEGACY]
-    current = code_fingerprint(kind, dataset_used, hparams)
-    return sorted(m for m in set(current) | set(recorded) if current.get(m) != recorded.get(m))
+    return differing(recorded, code_fingerprint(kind, dataset_used, hparams))
+
+
+def differing(a: dict[str, str], b: dict[str, str]) -> list[str]:
+    """The definitions two fingerprints give different code (or only one of them has)."""
+    return sorted(m for m in set(a) | set(b) if a.get(m) != b.get(m))

@@ -8,7 +8,7 @@ import csv
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Collection, Sized
+from collections.abc import Collection, Iterator, Sized
 from itertools import product
 from pathlib import Path
 from typing import TypeVar
@@ -206,6 +206,25 @@ CELL_COLUMNS = ("variant", "dataset", "dataset_used", "method", "protocol", "fra
                 "setting", "metric", "mean", "std", "n", "run_ids", "environments")
 
 
+# cell -> decision-free settings (``decision_free``) -> side -> config id -> runs: what decision_table and
+# variant_match pair
+Pairings = dict[tuple, dict[str, dict[str, dict[str, list[dict]]]]]
+
+
+def _pairings() -> Pairings:
+    return defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+
+
+def _paired(pairings: dict[str, dict[str, dict[str, list[dict]]]], side: str,
+            show_precision: bool) -> Iterator[tuple[str, list[dict], dict[str, dict[str, list[dict]]]]]:
+    """For each config id on ``side`` of one cell, main one first: its tag (``config_tags``), its runs and the sides
+    of the settings it shares with them but for the decisions, whose config ids it is compared with."""
+    owner = {config: groups for groups in pairings.values() for config in groups.get(side, {})}
+    sides = {config: groups[side][config] for config, groups in owner.items()}
+    for config, tag in config_tags(sides, show_precision).items():
+        yield tag, sides[config], owner[config]
+
+
 def decision_table(study: Study, rows: list[dict], metric: str,
                    notes: EnvironmentNotes | None = None) -> tuple[list, list[list]]:
     """Effect of correcting each decision alone (and all together) vs the as-published runs of the same
@@ -216,9 +235,7 @@ def decision_table(study: Study, rows: list[dict], metric: str,
     notes = notes if notes is not None else EnvironmentNotes()
     test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and not r["kept_stale"]]
     show_precision = len({r["precision"] for r in test}) > 1
-    # cell -> decision-free settings -> 'baseline' | decision | 'all' -> config id -> runs
-    by_cell: dict[tuple, dict[str, dict[str, dict[str, list[dict]]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    by_cell = _pairings()  # sides: 'baseline', a decision corrected alone, 'all'
     for r in test:
         d = parse_decisions(r["decisions"])
         if not d:
@@ -238,10 +255,7 @@ def decision_table(study: Study, rows: list[dict], metric: str,
     descriptions = {d.name: d for d in study.decisions}
     table = []
     for (profile, used, method, protocol, fraction), pairings in sorted(by_cell.items()):
-        baselines = {c: runs for groups in pairings.values() for c, runs in groups.get("baseline", {}).items()}
-        for base_config, tag in config_tags(baselines, show_precision).items():
-            groups = next(g for g in pairings.values() if base_config in g.get("baseline", {}))
-            base_runs = groups["baseline"][base_config]
+        for tag, base_runs, groups in _paired(pairings, "baseline", show_precision):
             base, base_std, base_n = _stats([r["value"] for r in base_runs])
             title = tagged(methods.get(method, method), tag)
             for key in [d.name for d in study.decisions] + ["all"]:
@@ -296,9 +310,7 @@ def variant_match(study: Study, rows: list[dict],
     reported = reported_by_cell(study)
     test = [r for r in rows if r["split"] == "test" and not r["kept_stale"] and not np.isnan(r["value"])]
     show_precision = len({r["precision"] for r in test}) > 1
-    # cell -> decision-free settings -> variant -> config id -> runs
-    by_cell: dict[tuple, dict[str, dict[str, dict[str, list[dict]]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    by_cell = _pairings()  # sides: the variants
     for r in test:
         d = parse_decisions(r["decisions"])
         fraction = r["fraction"] or 1.0
@@ -317,16 +329,14 @@ def variant_match(study: Study, rows: list[dict],
                                                                  *kv[0][5:])):
         profile, ds, used, method, protocol, fraction, metric = cell
         value = reported[(ds, method, protocol, metric, fraction)].value
-        published = {c: runs for groups in pairings.values() for c, runs in groups.get(AS_PUBLISHED, {}).items()}
-        for base_config, tag in config_tags(published, show_precision).items():
-            groups = next(g for g in pairings.values() if base_config in g.get(AS_PUBLISHED, {}))
+        for tag, published, groups in _paired(pairings, AS_PUBLISHED, show_precision):
             for other in groups.get(CORRECTED, {}).values():
                 title = tagged(methods.get(method, method), tag)
                 where = f"{ds if ds == used else f'{ds} ({used})'}, {title}, {format_fraction(fraction)}, {metric}"
                 line, matched = [profile, ds if ds == used else f"{ds} ({used})", title,
                                  protocols.get(protocol, protocol), format_fraction(fraction), metric,
                                  f"{value * 100:.2f}"], []
-                for variant, runs in ((AS_PUBLISHED, published[base_config]), (CORRECTED, other)):
+                for variant, runs in ((AS_PUBLISHED, published), (CORRECTED, other)):
                     mean, std, n = _stats([r["value"] for r in runs])
                     line.append(f"{_fmt(mean, std, n)}{notes.mark(f'{where}, {titles[variant]}', runs)}, "
                                 f"Δ {(mean - value) * 100:+.2f}")
@@ -668,7 +678,7 @@ def generate(study: Study, db: Path, out: Path, *, data_dir=None, profile: str |
              tsne: bool = True, include_stale: bool = False) -> list[Path]:
     """Tables and figures of the study's runs as declared now (and of `medssl tune`'s best values, as their own
     rows), one folder per profile under ``out``. ``include_stale``: stale runs are shown, marked with why (the
-    modules that changed), instead of left out."""
+    definitions or data that changed), instead of left out."""
     con = connect(db, read_only=True, wait_s=30)
     try:
         recorded = con.execute("SELECT run_id, status, spec_json FROM runs WHERE study = ? ORDER BY finished_at",

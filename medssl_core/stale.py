@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from medssl_core.data.dataset import data_version
-from medssl_core.identity import FORMAT_KEY, LEGACY, code_changes
+from medssl_core.identity import FORMAT_KEY, LEGACY, code_changes, differing
 from medssl_core.runspec import RunSpec
 
 OLD_FORMAT = "recorded by an older medssl without code and data fingerprints"
@@ -70,7 +70,7 @@ def differences(old: RunSpec, new: RunSpec) -> list[str]:
     if FORMAT_KEY not in old.code:
         return [LEGACY]
     out = []
-    changed = sorted(m for m in set(old.code) | set(new.code) if old.code.get(m) != new.code.get(m))
+    changed = differing(old.code, new.code)
     if changed:
         out.append(f"code changed: {', '.join(changed)}")
     if new.data is not None and old.data != new.data:
