@@ -33,7 +33,7 @@ def install(session: nox.Session, extras: str = "dev") -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (CPU; real MedMNIST files from ../shared/data/medmnist; Ray and Optuna from their extras)."""
+    """The test suite (CPU; the real MedMNIST files tests/conftest.py names; Ray and Optuna from their extras)."""
     install(session, "dev,cluster,tune")
     session.run("pytest", *(session.posargs or ["-q"]), env={"OMP_NUM_THREADS": "2"})
 

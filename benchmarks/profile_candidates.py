@@ -2,7 +2,7 @@
 settings of the SmallDataSSL quick profile were compared (stop 18, issue 7).
 
     python benchmarks/profile_candidates.py smalldatassl simsiam '{"pretrain": {"train": {"batch_size": 64}}}' \
-        --seeds 0,1,2 --protocol linear --variant corrected --data-dir ../shared/data/medmnist
+        --seeds 0,1,2 --protocol linear --variant corrected --data-dir DIR
 
 The JSON is deep-merged into the profile's overrides. Not a unit test: it measures. Prints the test AUC per seed.
 """
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--protocol", default="linear")
     parser.add_argument("--variant", default="corrected")
-    parser.add_argument("--data-dir", default="../shared/data/medmnist")
+    parser.add_argument("--data-dir", help="where the data is (default: medssl's, e.g. $MEDSSL_DATA)")
     parser.add_argument("--out", default="results/candidates", help="one database per candidate here")
     args = parser.parse_args()
     study = get_study(args.study)

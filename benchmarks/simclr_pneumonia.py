@@ -1,7 +1,7 @@
 """Pretrain SimCLR on the real PneumoniaMNIST for a few CPU minutes and compare the linear-probe test AUC and
 accuracy of the pretrained encoder with a random-init encoder under the same probe.
 
-    python benchmarks/simclr_pneumonia.py --data-dir ../shared/data/medmnist --minutes 5
+    python benchmarks/simclr_pneumonia.py --data-dir DIR --minutes 5
 
 Not a unit test: it measures. Prints throughput (image pairs per second) and a results table.
 """
@@ -47,7 +47,7 @@ def probe(backbone, ds, device, bf16, seed):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default="../shared/data/medmnist")
+    p.add_argument("--data-dir", help="where the MedMNIST files are (default: medssl's, e.g. $MEDSSL_DATA)")
     p.add_argument("--minutes", type=float, default=5.0, help="pretraining budget (whole epochs)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
