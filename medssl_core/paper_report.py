@@ -80,12 +80,15 @@ def _cross_study_rows(sections: list[dict]) -> list[list]:
     studies_of: dict[str, set[str]] = {}
     for study, _, c in cells:
         studies_of.setdefault(c["method"], set()).add(study.name)
-    rows = []
+    rows, shown = [], set()
     for study, summary, c in cells:
-        if len(studies_of[c["method"]]) < 2:
+        # a run without decisions counts for both variants: its set of runs is shown once
+        if len(studies_of[c["method"]]) < 2 or (study.name, c["run_ids"]) in shown:
             continue
+        shown.add((study.name, c["run_ids"]))
         std = c["std"] if c["std"] == c["std"] else None
-        rows.append([tagged(c["method"], c["setting"]), study.name, summary["profile"], c["variant"], c["dataset"],
+        rows.append([tagged(c["method"], c["setting"]), study.name, summary["profile"], c["variant"],
+                     c["dataset"] + (f" ({c['dataset_used']})" if c["dataset_used"] != c["dataset"] else ""),
                      c["protocol"], format_fraction(c["fraction"]),
                      _pct(c["mean"]) + ("" if std is None else f" ± {std * 100:.2f}") + f" (n={c['n']})", c["run_ids"]])
     return sorted(rows, key=lambda r: tuple(map(str, r[:7])))
