@@ -45,6 +45,7 @@ class Unit:
     reads: frozenset[str]  # names it reads
     attributes: frozenset[tuple[str, str]]  # ``name.attribute`` it reads
     imports: tuple[tuple[str, str, str | None], ...]  # (alias, module, name or None for the module itself)
+    nested: tuple[tuple[str, str, str | None], ...] = ()  # the same, of the imports inside its body
 
     @property
     def key(self) -> str:
@@ -58,9 +59,19 @@ def _char_col(lines: list[str], line: int, byte_col: int) -> int:
     return len(text.encode()[:byte_col].decode(errors="ignore"))
 
 
-def _ignored_spans(tree: ast.Module, lines: list[str]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """Docstrings and the arguments of raised errors: neither changes a number."""
-    nodes: list[ast.AST] = []
+def _own(node: ast.AST, package: str) -> bool:
+    """An import of the module's own package (relative, or absolute under ``package``)."""
+    if isinstance(node, ast.ImportFrom):
+        return bool(node.level) or (node.module or "").split(".")[0] == package
+    return isinstance(node, ast.Import) and all(a.name.split(".")[0] == package for a in node.names)
+
+
+def _ignored_spans(tree: ast.Module, lines: list[str], package: str
+                   ) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Docstrings, the arguments of raised errors and the package's own imports inside a body (they name code,
+    which the closure follows; where it lives is no part of what it computes): none changes a number."""
+    nodes: list[ast.AST] = [n for stmt in tree.body if not isinstance(stmt, (ast.Import, ast.ImportFrom))
+                            for n in ast.walk(stmt) if _own(n, package)]
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
@@ -70,7 +81,9 @@ def _ignored_spans(tree: ast.Module, lines: list[str]) -> list[tuple[tuple[int, 
         elif isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
             nodes += [*node.exc.args, *node.exc.keywords]
     return [((n.lineno, _char_col(lines, n.lineno, n.col_offset)),
-             (n.end_lineno, _char_col(lines, n.end_lineno, n.end_col_offset))) for n in nodes]
+             # an import ends with its line (its newline token too); an expression where it ends
+             (n.end_lineno, 1 << 30) if isinstance(n, (ast.Import, ast.ImportFrom))
+             else (n.end_lineno, _char_col(lines, n.end_lineno, n.end_col_offset))) for n in nodes]
 
 
 def _tokens(source: str, lines: list[str]) -> list[tuple[tuple[int, int], str]]:
@@ -129,7 +142,7 @@ def parse_units(source: str, module: str = "", is_package: bool = False) -> tupl
     """The units of a module's source (``module``: its dotted name, for relative imports)."""
     lines = source.splitlines(keepends=True)
     tree = ast.parse(source)
-    ignored = _ignored_spans(tree, lines)
+    ignored = _ignored_spans(tree, lines, module.split(".")[0])
     tokens = [(pos, text) for pos, text in _tokens(source, lines)
               if not any(a <= pos < b for a, b in ignored)]
     units = []
@@ -149,8 +162,10 @@ def parse_units(source: str, module: str = "", is_package: bool = False) -> tupl
         reads = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)}
         attributes = {(n.value.id, n.attr) for n in ast.walk(stmt)
                       if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
+        nested = tuple(i for n in ast.walk(stmt) if isinstance(n, (ast.Import, ast.ImportFrom))
+                       for i in _imports(n, module, is_package))
         units.append(Unit(frozenset(_binds(stmt)), _sha("\x00".join(text)), frozenset(reads),
-                          frozenset(attributes), _imports(stmt, module, is_package)))
+                          frozenset(attributes), _imports(stmt, module, is_package), nested))
     return tuple(units)
 
 
@@ -257,15 +272,23 @@ class CodeBase:
                 if i == number:
                     continue
                 out.append((module, i))
-                for alias, mod, target in units[i].imports:
-                    if alias != name or not self.followed(mod):
-                        continue
-                    mod, target = self._resolve(mod, target)
-                    if target is None:  # a module: only what this unit reads of it
-                        out += [ref for a, attr in unit.attributes if a == name for ref in self._bound(mod, attr)]
-                    else:
-                        out += self._bound(mod, target)
+                out += self._imported(unit, name, units[i].imports)
+            out += self._imported(unit, name, unit.nested)  # imported inside its body
         self._edge_index[key] = out
+        return out
+
+    def _imported(self, unit: Unit, name: str, imports: Iterable[tuple[str, str, str | None]]
+                  ) -> list[tuple[str, int]]:
+        """The units that ``imports`` bring in as ``name``, where ``unit`` reads it."""
+        out = []
+        for alias, mod, target in imports:
+            if alias != name or not self.followed(mod):
+                continue
+            mod, target = self._resolve(mod, target)
+            if target is None:  # a module: only what this unit reads of it
+                out += [ref for a, attr in unit.attributes if a == name for ref in self._bound(mod, attr)]
+            else:
+                out += self._bound(mod, target)
         return out
 
     def closure(self, roots: Iterable[tuple[str, int]], stop: Callable[[str, str], bool] = lambda a, b: False
