@@ -13,7 +13,7 @@ import statistics
 
 import torch
 
-from medssl_core.bench import Case, case_method, optimiser_step, timed_in_turns
+from medssl_core.train.bench import Case, case_method, optimiser_step, timed_in_turns
 
 
 def main() -> None:

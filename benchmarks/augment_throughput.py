@@ -12,8 +12,8 @@ import torch
 from tabulate import tabulate
 
 import medssl_core  # noqa: F401  (before torchvision)
-from medssl_core.augment import AugmentConfig, BatchAugment
-from medssl_core.device import resolve_device
+from medssl_core.augment.views import AugmentConfig, BatchAugment
+from medssl_core.common.device import resolve_device
 
 
 def per_sample_torchvision(size: int):

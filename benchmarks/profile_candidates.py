@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from medssl_core.execute import execute
-from medssl_core.grid import expand
-from medssl_core.run_context import Context
+from medssl_core.execute.local import execute
+from medssl_core.plan.catalog import get_study
+from medssl_core.plan.grid import expand
+from medssl_core.plan.study import deep_merge
+from medssl_core.run.context import Context
 from medssl_core.store import ResultsStore, run_sql
-from medssl_core.study import deep_merge, get_study
 
 
 def main() -> None:

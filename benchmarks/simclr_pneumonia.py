@@ -16,17 +16,18 @@ import torch
 from tabulate import tabulate
 
 import medssl_core  # noqa: F401  (before torchvision)
-from medssl_core.augment import AugmentConfig, BatchAugment
-from medssl_core.batch import Batch
+from medssl_core.augment.views import AugmentConfig, BatchAugment
+from medssl_core.common.device import resolve_device, use_bf16
+from medssl_core.common.seeding import seed_everything
 from medssl_core.config import SSLMethod
 from medssl_core.data import load_dataset
-from medssl_core.device import resolve_device, use_bf16
-from medssl_core.evaluate import Classifier, FitConfig, fit_classifier, knn_evaluate
-from medssl_core.features import extract_features
+from medssl_core.data.batch import Batch
+from medssl_core.evaluate.features import extract_features
+from medssl_core.evaluate.knn import knn_evaluate
 from medssl_core.methods import build_method
-from medssl_core.models import build_backbone
-from medssl_core.seeding import seed_everything
-from medssl_core.train import PretrainConfig, pretrain
+from medssl_core.models.backbones import build_backbone
+from medssl_core.train.finetune import Classifier, FitConfig, fit_classifier
+from medssl_core.train.pretrain import PretrainConfig, pretrain
 
 
 def probe(backbone, ds, device, bf16, seed):

@@ -1,6 +1,6 @@
 """medssl core: data, augmentation, models, losses, training, evaluation, results store."""
 
-from medssl_core.torchvision_compat import ensure_torchvision_importable
+from medssl_core.common.torchvision_compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medssl_core.errors import ConfigError, MedsslError, StoreError, did_you_mean
+from medssl_core.common.errors import ConfigError, MedsslError, StoreError, did_you_mean
 
 
 def _stderr(message: str) -> None:
@@ -104,13 +104,14 @@ def replicate(study: str, profile: str = "auto", *, db: str | Path | None = None
     (the Replication says ``interrupted``)."""
     import torch
 
-    from medssl_core.device import resolve_device
-    from medssl_core.execute import execute, pending, reconcile
-    from medssl_core.grid import expand
-    from medssl_core.run_context import Context
-    from medssl_core.stale import summarise
+    from medssl_core.common.device import resolve_device
+    from medssl_core.execute.local import execute, pending, reconcile
+    from medssl_core.plan.catalog import get_study
+    from medssl_core.plan.grid import expand
+    from medssl_core.plan.stale import summarise
+    from medssl_core.plan.study import deep_merge
+    from medssl_core.run.context import Context
     from medssl_core.store import DEFAULT_DB, ResultsStore
-    from medssl_core.study import deep_merge, get_study
 
     the_study = get_study(study)
     for name, values in (("seeds", seeds), ("datasets", datasets), ("methods", methods), ("protocols", protocols),
@@ -173,7 +174,7 @@ def replicate(study: str, profile: str = "auto", *, db: str | Path | None = None
                       allow_download=download, progress=progress)
         runner = None
         if executor == "ray":
-            from medssl_core.execute_ray import RayExecutor
+            from medssl_core.execute.ray_cluster import RayExecutor
 
             runner = RayExecutor(address=address, cpus_per_task=cpus_per_task)
         elif executor != "local":
@@ -200,7 +201,7 @@ def results(db: str | Path | None = None, sql: str = "SELECT * FROM runs", param
     except ImportError:
         raise ConfigError("results() returns a pandas DataFrame: `pip install pandas` (or use `medssl results sql`, "
                           "which needs none)") from None
-    from medssl_core.stale import staleness_rows
+    from medssl_core.plan.stale import staleness_rows
     from medssl_core.store import DEFAULT_DB, ResultsStore, run_sql
 
     db = Path(db) if db is not None else DEFAULT_DB
@@ -225,9 +226,9 @@ def paper(study: str | None = None, *, db: str | Path | None = None, out: str | 
           include_stale: bool = False) -> PaperOutput:
     """Tables and figures of one study (or of every study with runs) into ``out``/<study>/, as `medssl paper`;
     ``report``: also the cross-study REPORT.md and REPORT.html (every study, no study named)."""
-    from medssl_core.paper import generate
+    from medssl_core.paper.generate import generate
+    from medssl_core.plan.catalog import get_study, studies
     from medssl_core.store import DEFAULT_DB
-    from medssl_core.study import get_study, studies
 
     if report and study:
         raise ConfigError("--all writes every study and the cross-study report; name no study with it")
@@ -257,7 +258,7 @@ def paper(study: str | None = None, *, db: str | Path | None = None, out: str | 
                          else f"no study could be written from {db}: " + "; ".join(
                              f"{n}: {why}" for n, why in result.not_written.items()))
     if report:
-        from medssl_core.paper_report import write_report
+        from medssl_core.paper.report import write_report
 
         shown = [n for n in names if n in result.written or n in result.not_written]
         result.report = write_report(out, {n: get_study(n) for n in shown}, db, data_dir, result.not_written)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from medssl_core.errors import ConfigError, MedsslError, did_you_mean
-from medssl_core.store.labels import CELL_SOURCE_SQL, format_fraction, parse_decisions, secondary_metric, variant_label
+from medssl_core.common.errors import ConfigError, MedsslError, did_you_mean
+from medssl_core.paper.labels import CELL_SOURCE_SQL, format_fraction, parse_decisions, secondary_metric, variant_label
 
 
 def _csv_list(text: str | None, option: str) -> list[str] | None:
@@ -101,7 +101,7 @@ def cmd_replicate(args) -> int:
                     allow_slow=args.allow_slow, retry_failed=args.retry_failed, reuse_stale=args.reuse_stale,
                     dry_run=args.dry_run, progress=not args.no_progress, executor=args.executor,
                     address=args.address, cpus_per_task=args.cpus_per_task, artifacts_dir=args.artifacts_dir)
-    from medssl_core.study import get_study
+    from medssl_core.plan.catalog import get_study
 
     if args.dry_run:
         declared = get_study(run.study).decisions
@@ -173,7 +173,7 @@ def cmd_results_sql(args) -> int:
 
 def _staleness(db: str, data_dir: str | None):
     """(run_id, stale, why) of every recorded run, offered to SQL as the temporary table run_staleness."""
-    from medssl_core.stale import staleness_rows
+    from medssl_core.plan.stale import staleness_rows
     from medssl_core.store import ResultsStore
 
     return staleness_rows([(rid, spec) for rid, _, spec in ResultsStore(db).recorded()], data_dir)
@@ -188,7 +188,7 @@ def cmd_results_runs(args) -> int:
            "WHERE ($1 IS NULL OR r.study = $1) AND ($2 IS NULL OR r.status = $2) "
            "AND ($3 IS NULL OR s.stale = $3) ORDER BY r.study, r.finished_at")
     if args.study is not None:  # a misspelt name would list nothing, as if the study had no runs
-        from medssl_core.study import studies
+        from medssl_core.plan.catalog import studies
 
         known = set(studies()) | {name for (name,) in run_sql(Path(args.db), "SELECT DISTINCT study FROM runs")[1]}
         if args.study not in known:
@@ -202,8 +202,8 @@ def cmd_results_runs(args) -> int:
 
 
 def cmd_results_rebuild(args) -> int:
+    from medssl_core.plan.catalog import studies
     from medssl_core.store import ResultsStore
-    from medssl_core.study import studies
 
     store = ResultsStore(args.db)
     with store.coordinator_lock():
@@ -220,7 +220,7 @@ def cmd_results_rebuild(args) -> int:
 
 
 def cmd_studies(args) -> int:
-    from medssl_core.study import studies
+    from medssl_core.plan.catalog import studies
 
     rows = [[s.name, s.title, len(s.datasets), len(s.methods), len(s.protocols), len(s.decisions),
              ", ".join(p.name for p in s.profiles)] for s in studies().values()]
@@ -229,7 +229,8 @@ def cmd_studies(args) -> int:
 
 
 def cmd_study_show(args) -> int:
-    from medssl_core.study import describe, get_study
+    from medssl_core.plan.catalog import get_study
+    from medssl_core.plan.study import describe
 
     print(describe(get_study(args.name)))
     return 0
@@ -254,11 +255,11 @@ def cmd_paper(args) -> int:
 
 def cmd_tune(args) -> int:
     from medssl_core.api import choose_profile
-    from medssl_core.device import resolve_device
-    from medssl_core.run_context import Context
+    from medssl_core.common.device import resolve_device
+    from medssl_core.execute.tune import tune, write_overrides
+    from medssl_core.plan.catalog import get_study
+    from medssl_core.run.context import Context
     from medssl_core.store import ResultsStore
-    from medssl_core.study import get_study
-    from medssl_core.tune import tune, write_overrides
 
     study = get_study(args.study)
     study.method(args.method)  # validated before a search is created under a misspelt name
@@ -295,9 +296,9 @@ def cmd_bench(args) -> int:
     import torch
     from tabulate import tabulate
 
-    from medssl_core.bench import GRIDS, RATIO_HEADERS, bench, ratios
-    from medssl_core.device import resolve_device, use_bf16
+    from medssl_core.common.device import resolve_device, use_bf16
     from medssl_core.store import ResultsStore
+    from medssl_core.train.bench import GRIDS, RATIO_HEADERS, bench, ratios
 
     device = resolve_device(args.device)
     if args.threads:
@@ -321,7 +322,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_augment_show(args) -> int:
-    from medssl_core.augment_show import show
+    from medssl_core.paper.augment_show import show
 
     path = show(args.study, args.dataset, Path(args.out), data_dir=args.data_dir, profile=args.profile)
     print(f"wrote {path}")
@@ -329,7 +330,7 @@ def cmd_augment_show(args) -> int:
 
 
 def cmd_masks_show(args) -> int:
-    from medssl_core.masks_show import show
+    from medssl_core.paper.masks_show import show
 
     path = show(args.dataset, Path(args.out), data_dir=args.data_dir, size=args.size, n=args.n)
     print(f"wrote {path}")

@@ -33,7 +33,7 @@ never reproduced: a missing checkpoint or image is an error.
 """
 
 from medssl_core.data.chest import CHESTMNIST_TO_NIH, NIH_FINDINGS
-from medssl_core.study import (
+from medssl_core.plan.study import (
     AS_DECLARED,
     Comparison,
     Decision,

@@ -4,7 +4,7 @@ SimCLR vs random init on the real BreastMNIST (546 training images, 28 px), kNN 
 Not a replication: it is the harness's own smoke test and a template for new studies.
 """
 
-from medssl_core.study import Decision, Method, Profile, Protocol, Reported, Study, StudyDataset, Tunable
+from medssl_core.plan.study import Decision, Method, Profile, Protocol, Reported, Study, StudyDataset, Tunable
 
 _LINEAR = {"kind": "fit", "head": {"type": "linear"}, "train_backbone": False,
            "fit": {"epochs": 5, "batch_size": 64, "optimizer": {"name": "adam", "lr": 1e-3}}}

@@ -11,7 +11,17 @@ shipped with the project data (BreastMNIST, PneumoniaMNIST), which stand in for 
 """
 
 from medssl_core.data.medmnist_info import MEDMNIST
-from medssl_core.study import Comparison, Decision, Method, Profile, Protocol, Reported, Study, StudyDataset, Tunable
+from medssl_core.plan.study import (
+            Comparison,
+            Decision,
+            Method,
+            Profile,
+            Protocol,
+            Reported,
+            Study,
+            StudyDataset,
+            Tunable,
+)
 
 CITATION = ("Barlow Twins and SimCLR on MedMNIST (README of the project by Daniel34990 and crocojude; code not "
             "found); reference: Yang et al., MedMNIST v2, Sci Data 10:41 (2023), Table 3")

@@ -48,7 +48,7 @@ optimiser when the encoder unfreezes; a resumed pretraining re-applies its freez
 """
 
 from medssl_core.data.chest import CHESTMNIST_TO_NIH, NIH_FINDINGS
-from medssl_core.study import (
+from medssl_core.plan.study import (
     AS_DECLARED,
     Comparison,
     Decision,

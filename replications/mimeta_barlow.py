@@ -18,7 +18,7 @@ GaussianBlur takes only sigma, ours a kernel of 10 % of the side; the hand-picke
 of the five with the lowest val loss) is the lowest-val-loss one here.
 """
 
-from medssl_core.study import Comparison, Decision, Method, Profile, Protocol, Reported, Study, StudyDataset
+from medssl_core.plan.study import Comparison, Decision, Method, Profile, Protocol, Reported, Study, StudyDataset
 
 CITATION = ("SSL-MIMeta-CTscan: Self-Supervised Learning for Medical Image Analysis (Barlow Twins on MIMeta; "
             "University of Tübingen student project, 2023; report PDF, Plot_accuracy.Rmd)")

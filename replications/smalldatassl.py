@@ -6,7 +6,17 @@ against an ImageNet-supervised baseline. Declared from the source notes, docs/st
 below is the code's unless a Decision says otherwise. To add the paper's numbers, append Reported rows to REPORTED.
 """
 
-from medssl_core.study import AS_DECLARED, Decision, Method, Profile, Protocol, Reported, Study, StudyDataset, Tunable
+from medssl_core.plan.study import (
+            AS_DECLARED,
+            Decision,
+            Method,
+            Profile,
+            Protocol,
+            Reported,
+            Study,
+            StudyDataset,
+            Tunable,
+)
 
 CITATION = ("Chattopadhyay et al., Exploring Self-Supervised Representation Learning for Low-Resource Medical "
             "Image Analysis, ICIP 2023 (arXiv 2303.02245)")

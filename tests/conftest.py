@@ -40,7 +40,7 @@ def env_for_subprocess(tmp_path: Path) -> dict:
 
 def cpu_store(tmp_path: Path, data_dir: Path | None, name: str = "r.duckdb"):
     """A results store under ``tmp_path`` and a quiet CPU context that reads ``data_dir``."""
-    from medssl_core.run_context import Context
+    from medssl_core.run.context import Context
     from medssl_core.store import ResultsStore
 
     store = ResultsStore(tmp_path / name)
@@ -51,7 +51,7 @@ def cpu_store(tmp_path: Path, data_dir: Path | None, name: str = "r.duckdb"):
 
 def execute_cleanly(plan, store, ctx):
     """Execute a plan; fail with every failed run's error if any failed."""
-    from medssl_core.execute import execute
+    from medssl_core.execute.local import execute
 
     summary = execute(plan, store, ctx, progress=False)
     assert not summary.failed, [r.run["error"] for r in summary.failed]

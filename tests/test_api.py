@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from medssl_core import api
-from medssl_core.errors import ConfigError, StoreError
+from medssl_core.common.errors import ConfigError, StoreError
 
 FAST = {"methods": ["random_init"], "protocols": ["knn"], "seeds": [0], "device": "cpu", "progress": False}
 

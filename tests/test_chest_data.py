@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from medssl_core.common.errors import ConfigError
 from medssl_core.config import Split, parse
 from medssl_core.data import ArrayDataset, get_dataset, load_dataset
 from medssl_core.data.chest import (
@@ -24,10 +25,9 @@ from medssl_core.data.chest import (
     read_chexpert_metadata,
     read_nih_metadata,
 )
+from medssl_core.data.labels import MISSING
 from medssl_core.data.split_schemes import assign, split_dataset
 from medssl_core.data.splits import label_fraction
-from medssl_core.errors import ConfigError
-from medssl_core.labels import MISSING
 
 
 def _xrv_data() -> Path | None:

@@ -11,17 +11,18 @@ import torch
 import torchvision.models as tvm
 
 from medssl_core import models
+from medssl_core.common.errors import ConfigError
 from medssl_core.config import PretrainHP, Split, parse
 from medssl_core.data import get_dataset
 from medssl_core.data.dataset import ArrayDataset
 from medssl_core.data.split_schemes import assign
-from medssl_core.errors import ConfigError
-from medssl_core.execute import reconcile
-from medssl_core.grid import expand
-from medssl_core.paper import generate
-from medssl_core.run_inputs import run_backbone
+from medssl_core.execute.local import reconcile
+from medssl_core.paper.generate import generate
+from medssl_core.plan.catalog import get_study
+from medssl_core.plan.grid import expand
+from medssl_core.plan.study import AS_DECLARED, Decision
+from medssl_core.run.inputs import run_backbone
 from medssl_core.store import run_sql
-from medssl_core.study import AS_DECLARED, Decision, get_study
 from replications.chestx_transfer import PHASE4_FRACTIONS
 from tests.chest_layout import write_chexpert, write_nih, xrv_data
 from tests.conftest import cpu_store, execute_cleanly

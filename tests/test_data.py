@@ -14,8 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medssl_core import run_inputs
 from medssl_core.cli import main
+from medssl_core.common.errors import ConfigError, DataError
 from medssl_core.config import Data, Split, parse
 from medssl_core.data import REGISTRY, ArrayDataset, get_dataset, load_dataset
 from medssl_core.data import dataset as dsmod
@@ -24,9 +24,9 @@ from medssl_core.data.medmnist_info import MEDMNIST, MedMNISTInfo
 from medssl_core.data.sources import load_chexpert
 from medssl_core.data.split_schemes import SCHEMES, get_scheme, split_dataset
 from medssl_core.data.splits import label_fraction, patient_split, stratified_split
-from medssl_core.errors import ConfigError, DataError
-from medssl_core.run_context import Context
-from medssl_core.runspec import RunSpec
+from medssl_core.plan.runspec import RunSpec
+from medssl_core.run import inputs as run_inputs
+from medssl_core.run.context import Context
 
 
 def test_registry_covers_all_medmnist_2d_and_the_original_sources():

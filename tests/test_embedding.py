@@ -8,8 +8,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from medssl_core.embedding import categories, embed_2d, silhouette
-from medssl_core.errors import ConfigError
+from medssl_core.common.errors import ConfigError
+from medssl_core.evaluate.embedding import categories, embed_2d, silhouette
 
 
 def test_categories_are_no_finding_one_finding_or_several():

@@ -9,17 +9,17 @@ from dataclasses import replace
 import pytest
 import torch
 
-from medssl_core.errors import ConfigError
-from medssl_core.execute import execute
-from medssl_core.grid import expand
-from medssl_core.run_context import Context
-from medssl_core.runner import execute_spec
+from medssl_core.common.errors import ConfigError
+from medssl_core.execute.local import execute
+from medssl_core.plan.catalog import get_study
+from medssl_core.plan.grid import expand
+from medssl_core.run.context import Context
+from medssl_core.run.runner import execute_spec
 from medssl_core.store import run_sql
-from medssl_core.study import get_study
 from tests.conftest import cpu_store
 
 ray = pytest.importorskip("ray", reason="the cluster extra (pip install 'medssl[cluster]') brings Ray")
-from medssl_core.execute_ray import RayExecutor  # noqa: E402
+from medssl_core.execute.ray_cluster import RayExecutor  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,18 @@ import pytest
 import torch
 from torch import nn
 
-from medssl_core import config, run_inputs, train
-from medssl_core.augment import AugmentConfig, BatchAugment
-from medssl_core.errors import ConfigError
-from medssl_core.evaluate import Classifier, fit_classifier, predict
-from medssl_core.grid import expand
-from medssl_core.models import build_head
-from medssl_core.run_inputs import DatasetCache
+from medssl_core import config
+from medssl_core.augment.views import AugmentConfig, BatchAugment
+from medssl_core.common.errors import ConfigError
+from medssl_core.models.heads import build_head
+from medssl_core.plan.catalog import get_study
+from medssl_core.plan.grid import expand
+from medssl_core.plan.study import Protocol
+from medssl_core.run import inputs as run_inputs
+from medssl_core.run.inputs import DatasetCache
 from medssl_core.store import run_sql
-from medssl_core.study import Protocol, get_study
+from medssl_core.train import pretrain as train
+from medssl_core.train.finetune import Classifier, fit_classifier, predict
 from tests.conftest import cpu_store, execute_cleanly
 
 DEMO = get_study("demo")
@@ -247,7 +250,7 @@ def test_monitor_bank_caps_the_knn_bank(monkeypatch, tmp_path, medmnist_dir):
 
 
 def test_evaluations_of_one_encoder_extract_its_features_once(monkeypatch, tmp_path, medmnist_dir):
-    from medssl_core import run_evaluate
+    from medssl_core.run import evaluate as run_evaluate
 
     calls = []
     real = run_evaluate.extract_features

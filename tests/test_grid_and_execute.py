@@ -6,12 +6,12 @@ import sys
 import time
 
 from medssl_core.cli import main
-from medssl_core.execute import execute
-from medssl_core.grid import expand
-from medssl_core.runner import execute_spec
-from medssl_core.runspec import RunSpec
+from medssl_core.execute.local import execute
+from medssl_core.plan.catalog import get_study
+from medssl_core.plan.grid import expand
+from medssl_core.plan.runspec import RunSpec
+from medssl_core.run.runner import execute_spec
 from medssl_core.store import run_sql
-from medssl_core.study import get_study
 from tests.conftest import ROOT, cpu_store, env_for_subprocess
 
 
@@ -126,7 +126,7 @@ def test_unknown_study_and_bad_seeds(capsys, tmp_path):
 def test_no_horizontal_flip_for_datasets_with_left_right_classes():
     from dataclasses import replace
 
-    from medssl_core.study import StudyDataset
+    from medssl_core.plan.study import StudyDataset
 
     study = replace(get_study("demo"), datasets=(StudyDataset("organs", "OrganA", ("organamnist",),
                                                               {"scheme": "official"}),))

@@ -14,12 +14,13 @@ import cv2
 import numpy as np
 import pytest
 
-from medssl_core import code_digest, identity
-from medssl_core.code_digest import CodeBase, source_digest
+from medssl_core.common import code_digest
+from medssl_core.common.code_digest import CodeBase, source_digest
 from medssl_core.data import sources
-from medssl_core.grid import expand
-from medssl_core.stale import stale_reasons
-from medssl_core.study import get_study, studies
+from medssl_core.plan import identity
+from medssl_core.plan.catalog import get_study, studies
+from medssl_core.plan.grid import expand
+from medssl_core.plan.stale import stale_reasons
 
 # A fixed source text and its committed fingerprint: any interpreter that runs this test (CI's, a user's, the GPU
 # machine's) must compute the same value, or runs recorded on one machine would be stale on another.
@@ -133,27 +134,30 @@ def _edited(edits: dict[str, list[tuple[str, str]] | tuple[str, str] | str]) -> 
     return CodeBase({identity.PACKAGE_NAME}, read)
 
 
-NEW_LOSS = '''
+NEW_LOSS = """import torch.nn.functional as F
+from torch import Tensor
+
 
 def hinge_alignment(z0: Tensor, z1: Tensor, margin: float = 0.5) -> Tensor:
     return F.relu(margin - F.cosine_similarity(z0, z1)).mean()
-'''
-NEW_METHOD = '''
+"""
+NEW_METHOD = """from medssl_core import losses
+from medssl_core.methods.base import register
+from medssl_core.methods.two_view import _TwoViewEmbeddingLoss
+
 
 @register("hinge")
 class Hinge(_TwoViewEmbeddingLoss):
     loss = staticmethod(losses.hinge_alignment)
-'''
+"""
 
 
 def test_adding_a_method_and_a_loss_leaves_every_planned_run_as_it_was():
     grown = _edited({
-        "medssl_core.losses": [("\n\n@_pair\ndef nt_xent(", NEW_LOSS + "\n\n@_pair\ndef nt_xent("),
-                               ('"byol": byol}', '"byol": byol, "hinge": hinge_alignment}')],
-        "medssl_core.methods.builtin": ('\n\n@register("simclr")', NEW_METHOD + '\n\n@register("simclr")'),
-        "medssl_core.methods": ("from medssl_core.methods import builtin, segmentation_guided",
-                                "from medssl_core.methods import builtin, hinge_method, segmentation_guided"),
-        "medssl_core.methods.hinge_method": "from medssl_core.methods.builtin import Hinge\n",
+        "medssl_core.losses.hinge": NEW_LOSS,  # a new module each, as a new method and loss come
+        "medssl_core.methods.hinge": NEW_METHOD,
+        "medssl_core.losses": [("\nLOSSES = {", "from medssl_core.losses.hinge import hinge_alignment\n\nLOSSES = {"),
+                               ('"byol": byol', '"byol": byol, "hinge": hinge_alignment')],
     })
     checked = 0
     for spec in _quick_specs():
@@ -166,7 +170,8 @@ def test_adding_a_method_and_a_loss_leaves_every_planned_run_as_it_was():
 
 
 def test_editing_the_loss_simclr_uses_makes_simclr_stale_and_vicreg_not():
-    nt_xent_edited = _edited({"medssl_core.losses": ("temperature: float = 0.5", "temperature: float = 0.4")})
+    nt_xent_edited = _edited({"medssl_core.losses.contrastive": ("temperature: float = 0.5",
+                                                                 "temperature: float = 0.4")})
     plan = expand(get_study("smalldatassl"), "quick", every_source=True, fingerprint_data=False, allow_download=False)
     by_method = {s.method: s for s in plan.pretrain}
     for method, changes in (("simclr", ["nt_xent"]), ("vicreg", []), ("dclw", []), ("simsiam", [])):

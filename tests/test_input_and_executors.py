@@ -14,13 +14,14 @@ from medssl_core import config
 from medssl_core.cli import main
 from medssl_core.data import load_dataset
 from medssl_core.data.splits import round_half_up
-from medssl_core.execute_ray import _in_worker
-from medssl_core.grid import expand
-from medssl_core.run_context import Context
-from medssl_core.run_evaluate import labelled_positions
-from medssl_core.run_inputs import split_arrays
+from medssl_core.execute.ray_cluster import _in_worker
+from medssl_core.plan.catalog import get_study
+from medssl_core.plan.grid import expand
+from medssl_core.plan.study import deep_merge
+from medssl_core.run.context import Context
+from medssl_core.run.evaluate import labelled_positions
+from medssl_core.run.inputs import split_arrays
 from medssl_core.store import ResultsStore, run_sql
-from medssl_core.study import deep_merge, get_study
 from tests.conftest import cpu_store, execute_cleanly
 
 

@@ -1,56 +1,114 @@
-"""Imports flow one way: data -> batch/augment -> models, losses, methods -> train, evaluate -> runner -> plan ->
-store -> paper -> cli (docs/architecture.md). A module importing one of a later layer fails here."""
+"""The architecture as docs/architecture.md states it: its layer line orders the packages, every module is named in
+it, a module imports (lazily or not) only from its own layer or earlier ones, and no modules import each other in
+a circle. Imports under ``if TYPE_CHECKING:`` name types only and are not counted."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "medssl_core"
-LAYERS = [
-    ("data", {"data"}),
-    ("augment", {"batch", "augment"}),
-    ("models", {"models", "sg_encoders", "cpu_conv", "losses", "methods"}),
-    ("train", {"train", "optim", "features", "evaluate", "metrics", "gradcam", "embedding"}),
-    ("runner", {"run_inputs", "run_context", "run_pretrain", "run_evaluate", "run_record", "runner"}),
-    ("plan", {"grid", "execute", "execute_ray", "stale", "selection", "bench", "tune"}),
-    ("paper", {"paper", "paper_classes", "paper_output", "paper_analysis", "paper_report", "augment_show",
-               "masks_show"}),
-    ("cli", {"cli"}),
-]
-RANK = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "medssl_core"
+DOC = (ROOT / "docs" / "architecture.md").read_text()
+
+
+def _layers() -> list[str]:
+    """The layer line of the doc: ``common -> data -> ... -> cli``."""
+    found = re.search(r"^(\w+(?: -> \w+)+)$", DOC, re.MULTILINE)
+    assert found, "docs/architecture.md has no layer line such as 'common -> data -> ... -> cli'"
+    return found.group(1).split(" -> ")
+
+
+LAYERS = _layers()
+RANK = {name: i for i, name in enumerate(LAYERS)}
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(PACKAGE).as_posix()
+
+
+def _layer(module: str) -> str:
+    """'medssl_core.data.sources' -> 'data'; 'medssl_core.cli' -> 'cli'."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _module_of(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def _imports(path: Path) -> set[str]:
-    """First component after medssl_core of every medssl_core import in the module (lazy ones included)."""
+    """The medssl_core modules ``path`` imports, lazy ones included, TYPE_CHECKING ones not."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and "TYPE_CHECKING" in ast.unparse(block.test) for n in ast.walk(block)}
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("medssl_core"):
-            parts = node.module.split(".")
-            out.add(parts[1] if len(parts) > 1 else node.names[0].name)
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "medssl_core":
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                is_module = (ROOT / Path(*sub.split("."))).with_suffix(".py").is_file() or \
+                    (ROOT / Path(*sub.split(".")) / "__init__.py").is_file()
+                out.add(sub if is_module else node.module)
         elif isinstance(node, ast.Import):
-            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("medssl_core.")}
-    return out
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "medssl_core"}
+    return out - {"medssl_core"}
 
 
-MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.stem != "__init__")
+def test_the_layer_line_names_every_package_and_top_module():
+    tops = {p.name if p.is_dir() else p.stem for p in PACKAGE.iterdir()
+            if (p.is_dir() and (p / "__init__.py").exists()) or (p.suffix == ".py" and p.stem != "__init__")}
+    assert tops == set(LAYERS), f"packages not in the layer line: {tops - set(LAYERS)}; gone: {set(LAYERS) - tops}"
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize("path", MODULES, ids=_rel)
+def test_every_module_is_named_in_the_architecture_doc(path):
+    if path.name == "__init__.py":
+        return  # a package's init: the package is named by its modules
+    assert f"`{_rel(path)}`" in DOC, f"docs/architecture.md does not name `{_rel(path)}`"
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if p != PACKAGE / "__init__.py"], ids=_rel)
 def test_no_module_imports_a_later_layer(path):
-    rel = path.relative_to(PACKAGE)
-    own = rel.parts[0] if len(rel.parts) > 1 else rel.stem
-    if own not in RANK:
-        return  # shared helpers (config, errors, study, runspec, identity, store, ...) are checked by their users
-    later = sorted(m for m in _imports(path) if m in RANK and RANK[m] > RANK[own])
-    assert not later, f"{rel} imports {later}, of a later layer than {own!r}"
+    own = _layer(_module_of(path))
+    later = sorted(m for m in _imports(path) if RANK[_layer(m)] > RANK[own])
+    assert not later, f"{_rel(path)} (layer {own!r}) imports {later}, of later layers ({' -> '.join(LAYERS)})"
+
+
+def test_no_import_circles():
+    graph = {_module_of(p): {m for m in _imports(p)} for p in MODULES}
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            pytest.fail("modules import each other in a circle: " + " -> ".join([*path[path.index(module):], module]))
+        if module in done:
+            return
+        for other in sorted(graph.get(module, ())):
+            if not _is_parent(other, module):  # a module reading its own package's init
+                visit(other, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def _is_parent(package: str, module: str) -> bool:
+    return module.startswith(package + ".")
 
 
 def test_the_paper_builds_no_model():
-    assert not _imports(PACKAGE / "paper.py") & {"models", "train", "evaluate", "features", "run_inputs",
-                                                  "run_pretrain", "run_evaluate", "runner", "augment"}
+    shows_inputs = {"masks_show.py", "augment_show.py"}  # they draw a study's inputs: masks, augmented views
+    paper = set().union(*(_imports(p) for p in (PACKAGE / "paper").glob("*.py") if p.name not in shows_inputs))
+    assert not {m for m in paper if _layer(m) in {"models", "train", "evaluate", "augment", "methods"}}, paper
     tree = ast.parse((PACKAGE / "api.py").read_text())  # `medssl paper` and notebooks call it through the API
-    paper_imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "medssl_core.paper"]
+    paper_imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                     and n.module == "medssl_core.paper.generate"]
     assert [a.name for n in paper_imports for a in n.names] == ["generate"]

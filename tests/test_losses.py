@@ -314,9 +314,9 @@ def test_non_2d_refused():
         L.nt_xent(torch.randn(4, 8, 2), torch.randn(4, 8, 2))
 
 
-# -- fine-tuning losses (evaluate.py): CE, BCE, focal; label smoothing; MISSING labels masked ----------------
-from medssl_core import evaluate as E  # noqa: E402
-from medssl_core.labels import MISSING  # noqa: E402
+# -- fine-tuning losses (losses/classification.py): CE, BCE, focal; label smoothing; MISSING labels masked --
+from medssl_core.data.labels import MISSING  # noqa: E402
+from medssl_core.losses import classification as E  # noqa: E402
 
 
 def _logits_labels(n, width, seed, *, multi_label, missing=0.3, dtype=torch.float64):

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from medssl_core.common.errors import DataError
 from medssl_core.data import lung_mask as lung_mask_module
 from medssl_core.data.lung_mask import lung_mask, lung_masks, patch_mask
-from medssl_core.errors import DataError
-from medssl_core.gradcam import grad_cams, lung_scores
-from medssl_core.models import build_backbone, build_head
+from medssl_core.evaluate.gradcam import grad_cams, lung_scores
+from medssl_core.models.backbones import build_backbone
+from medssl_core.models.heads import build_head
 
 
 def _radiograph() -> Path | None:
@@ -154,9 +155,9 @@ def test_masks_show_draws_real_radiographs(tmp_path, medmnist_dir):
 def test_lung_masks_travel_with_the_images_to_the_method(tmp_path, medmnist_dir, monkeypatch):
     """Data.masks 'lung_rule': each pretraining batch carries its images' lung masks, and every view the
     masks that went through the view's own geometry."""
-    from medssl_core.grid import expand
-    from medssl_core.methods.builtin import SimCLR
-    from medssl_core.study import get_study
+    from medssl_core.methods.simclr import SimCLR
+    from medssl_core.plan.catalog import get_study
+    from medssl_core.plan.grid import expand
     from tests.conftest import cpu_store, execute_cleanly
 
     seen = []

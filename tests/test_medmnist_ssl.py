@@ -8,15 +8,16 @@ from datetime import datetime, timezone
 
 import pytest
 
-from medssl_core.errors import ConfigError
-from medssl_core.grid import expand
-from medssl_core.paper import generate
-from medssl_core.run_record import run_row, spec_params
-from medssl_core.runspec import RunSpec
+from medssl_core.common.errors import ConfigError
+from medssl_core.paper.generate import generate
+from medssl_core.paper.labels import variant_label, variant_title
+from medssl_core.plan.catalog import get_study
+from medssl_core.plan.grid import expand
+from medssl_core.plan.runspec import RunSpec
+from medssl_core.plan.study import deep_merge, describe
+from medssl_core.run.record import run_row, spec_params
 from medssl_core.store import ResultsStore, RunRecord, run_sql
-from medssl_core.store.labels import variant_label, variant_title
 from medssl_core.store.records import save_record
-from medssl_core.study import deep_merge, describe, get_study
 from tests.conftest import cpu_store, execute_cleanly
 
 STUDY = get_study("medmnist_ssl")
@@ -152,7 +153,7 @@ def test_reduced_quick_replication_end_to_end(tmp_path, medmnist_dir):
 
 
 def test_claim_verdicts_follow_the_seeds():
-    from medssl_core.paper import claim_verdicts
+    from medssl_core.paper.generate import claim_verdicts
 
     def runs(method, fraction, values):
         return [{"split": "test", "metric": "auc", "fraction": fraction, "value": v, "kept_stale": "",

@@ -9,9 +9,9 @@ import torch
 from torchvision import models as tvm
 
 from medssl_core import models
-from medssl_core.grid import expand
-from medssl_core.paper import generate
-from medssl_core.stale import current_data, stale_reasons
+from medssl_core.paper.generate import generate
+from medssl_core.plan.grid import expand
+from medssl_core.plan.stale import current_data, stale_reasons
 from medssl_core.store import run_sql
 from replications.medsgssl import ABLATIONS, MEASURED, PAPER_ABLATION, STUDY
 from tests.chest_layout import write_chexpert, write_nih, xrv_data

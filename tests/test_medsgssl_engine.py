@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from medssl_core.models import build_head
-from medssl_core.optim import Plateau
+from medssl_core.models.heads import build_head
+from medssl_core.train.optim import Plateau
 
 
 @settings(max_examples=60, deadline=None)
@@ -37,7 +37,7 @@ def test_medsgssl_classifier_head_layers():
 
 
 def test_mask_channel_follows_the_geometry_and_skips_photometry_and_normalisation():
-    from medssl_core.augment import AugmentConfig, BatchAugment
+    from medssl_core.augment.views import AugmentConfig, BatchAugment
 
     g = torch.Generator().manual_seed(0)
     grey = torch.randint(0, 256, (6, 1, 32, 32), generator=g, dtype=torch.uint8)
@@ -49,7 +49,7 @@ def test_mask_channel_follows_the_geometry_and_skips_photometry_and_normalisatio
     assert out.shape == (6, 2, 32, 32)
     torch.testing.assert_close(out[:, 1:], mask.flip(-1).float())  # flipped with the image, 0/1, untouched else
     # the same views when the masks come beside the images (a pretraining Batch)
-    from medssl_core.batch import Batch
+    from medssl_core.data.batch import Batch
 
     view = aug.view(Batch(grey, masks=mask), torch.Generator().manual_seed(1))
     torch.testing.assert_close(view.image, out)

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from medssl_core import losses
-from medssl_core.augment import AugmentConfig, BatchAugment
-from medssl_core.batch import Batch
+from medssl_core.augment.views import AugmentConfig, BatchAugment
+from medssl_core.common.errors import ConfigError
 from medssl_core.config import SSLMethod, validate
-from medssl_core.errors import ConfigError
+from medssl_core.data.batch import Batch
 from medssl_core.methods import METHODS, Method, StepOutput, build_method, register
-from medssl_core.models import build_backbone
-from medssl_core.train import NonFiniteLossError, PretrainConfig, pretrain
+from medssl_core.models.backbones import build_backbone
+from medssl_core.train.pretrain import NonFiniteLossError, PretrainConfig, pretrain
 
 AUG = BatchAugment(AugmentConfig(crop_scale=(0.5, 1.0), hflip=0.5, mean=(0.5,), std=(0.5,)))
 CPU = torch.device("cpu")

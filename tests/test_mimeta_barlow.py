@@ -14,16 +14,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from medssl_core.common.errors import ConfigError, DataError
 from medssl_core.config import EvaluateHP, FitLoss, Split, spec_form
 from medssl_core.data import load_dataset
 from medssl_core.data.split_schemes import assign, label_subset
-from medssl_core.errors import ConfigError, DataError
-from medssl_core.evaluate import double_softmax_cross_entropy_loss, fit_loss
-from medssl_core.grid import expand
-from medssl_core.paper import generate
-from medssl_core.run_inputs import to_grey
+from medssl_core.losses.classification import double_softmax_cross_entropy_loss
+from medssl_core.paper.generate import generate
+from medssl_core.plan.catalog import get_study
+from medssl_core.plan.grid import expand
+from medssl_core.plan.study import deep_merge
+from medssl_core.run.inputs import to_grey
 from medssl_core.store import run_sql
-from medssl_core.study import deep_merge, get_study
+from medssl_core.train.finetune import fit_loss
 from replications.mimeta_barlow import IMAGENET_MEAN, MEDMNIST_ORGANS, MUSCLE, ORGANS, STROMA, confusion_metric
 from tests.conftest import cpu_store, execute_cleanly
 from tests.medimeta_layout import image_value, write_medimeta
@@ -283,7 +285,7 @@ def test_reduced_quick_replication_end_to_end(tmp_path, medmnist_dir):
 def test_the_recall_table_sets_the_reported_confusion_rates_beside_the_runs():
     """The report's muscle -> stroma rates (declared as confusion:<true>-><predicted>) sit beside the same cell of
     the runs' row-normalised test confusion matrices, as the recalls sit beside its diagonal."""
-    from medssl_core.paper_classes import recall_table
+    from medssl_core.paper.classes import recall_table
 
     study = get_study("mimeta_barlow")
     names = list(study.dataset("crc").classes)

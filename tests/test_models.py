@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from medssl_core.cpu_conv import FastCPUConv2d, use_fast_cpu_convolutions
-from medssl_core.errors import ConfigError
-from medssl_core.models import build_backbone, imagenet_weights_path
+from medssl_core.common.errors import ConfigError
+from medssl_core.models.backbones import build_backbone
+from medssl_core.models.cpu_conv import FastCPUConv2d, use_fast_cpu_convolutions
+from medssl_core.models.imagenet import imagenet_weights_path
 
 
 @pytest.mark.parametrize(("size", "kernel", "stride", "padding", "dilation"), [

@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 from sklearn.metrics import f1_score, roc_auc_score
 
 from medssl_core import config
-from medssl_core.errors import ConfigError, DataError
-from medssl_core.evaluate import Classifier, fit_classifier, knn_evaluate
-from medssl_core.features import knn_monitor_score, knn_predict, mean_roc_auc
-from medssl_core.labels import MISSING
-from medssl_core.metrics import choose_thresholds, classification_metrics
-from medssl_core.run_evaluate import check_labels
+from medssl_core.common.errors import ConfigError, DataError
+from medssl_core.data.labels import MISSING
+from medssl_core.evaluate.features import knn_monitor_score, knn_predict, mean_roc_auc
+from medssl_core.evaluate.knn import knn_evaluate
+from medssl_core.evaluate.metrics import choose_thresholds, classification_metrics
+from medssl_core.run.evaluate import check_labels
+from medssl_core.train.finetune import Classifier, fit_classifier
 
 N_LABELS, DIM = 3, 6
 
@@ -243,7 +244,7 @@ def test_decision_counts_equal_sklearns_scores(first, second):
     the same numbers as sklearn with zero_division=0, including labels never predicted or never present."""
     from sklearn import metrics as skm
 
-    from medssl_core.metrics import _decision_means
+    from medssl_core.evaluate.metrics import _decision_means
 
     decided = [(np.array([y for y, _ in pairs]), np.array([p for _, p in pairs])) for pairs in (first, second) if pairs]
     ours = _decision_means(decided)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 
-from medssl_core.grid import expand
-from medssl_core.paper import generate
-from medssl_core.paper_report import write_report
+from medssl_core.paper.generate import generate
+from medssl_core.paper.report import write_report
+from medssl_core.plan.catalog import get_study
+from medssl_core.plan.grid import expand
 from medssl_core.store import run_sql
-from medssl_core.study import get_study
 from tests.conftest import cpu_store, execute_cleanly
 
 

@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from medssl_core import api, plugins
-from medssl_core.errors import ConfigError
+from medssl_core import api
+from medssl_core.common.errors import ConfigError
 from medssl_core.methods import METHODS
-from medssl_core.study import get_study
+from medssl_core.plan import plugins
+from medssl_core.plan.catalog import get_study
 
 PACKAGE = '''"""A user's own SSL method, outside medssl."""
 import torch.nn.functional as F

@@ -13,13 +13,13 @@ import torch
 from torch import Tensor, nn
 
 from medssl_core import losses
-from medssl_core.augment import AugmentConfig, BatchAugment
-from medssl_core.batch import Batch
+from medssl_core.augment.views import AugmentConfig, BatchAugment
+from medssl_core.common.seeding import seed_everything
 from medssl_core.config import SSLMethod
+from medssl_core.data.batch import Batch
 from medssl_core.methods import METHODS, Method, StepOutput, build_method, register
-from medssl_core.models import build_backbone
-from medssl_core.seeding import seed_everything
-from medssl_core.train import PretrainConfig, pretrain
+from medssl_core.models.backbones import build_backbone
+from medssl_core.train.pretrain import PretrainConfig, pretrain
 
 CPU = torch.device("cpu")
 SIDE, N, BATCH, EPOCHS = 32, 8, 4, 3  # 32 px: the sg pixel decoder's smallest size, two ViT-S/16 patches a side

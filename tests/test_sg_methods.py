@@ -8,14 +8,15 @@ import torch
 from torch import nn
 
 from medssl_core import losses
-from medssl_core.augment import AugmentConfig, BatchAugment
-from medssl_core.batch import Batch
+from medssl_core.augment.views import AugmentConfig, BatchAugment
+from medssl_core.common.errors import ConfigError
 from medssl_core.config import SSLMethod, spec_form
-from medssl_core.errors import ConfigError
+from medssl_core.data.batch import Batch
 from medssl_core.methods import build_method
-from medssl_core.models import build_backbone, mlp
-from medssl_core.sg_encoders import CustomCNN, PixelDecoder, SegGuidedCNN
-from medssl_core.train import PretrainConfig, pretrain
+from medssl_core.models.backbones import build_backbone
+from medssl_core.models.heads import mlp
+from medssl_core.models.sg_encoders import CustomCNN, PixelDecoder, SegGuidedCNN
+from medssl_core.train.pretrain import PretrainConfig, pretrain
 
 CPU = torch.device("cpu")
 

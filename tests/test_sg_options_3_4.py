@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from medssl_core.augment import AugmentConfig, BatchAugment
-from medssl_core.batch import Batch
+from medssl_core.augment.views import AugmentConfig, BatchAugment
+from medssl_core.common.errors import ConfigError, DataError
 from medssl_core.config import SSLMethod
+from medssl_core.data.batch import Batch
 from medssl_core.data.lung_mask import crop_to_lungs
 from medssl_core.data.pathology_mask import pathology_mask, pathology_masks
-from medssl_core.errors import ConfigError, DataError
 from medssl_core.methods import build_method
-from medssl_core.models import build_backbone, feature_dim
-from medssl_core.sg_encoders import PixelDecoder, n_parameters
+from medssl_core.models.backbones import build_backbone, feature_dim
+from medssl_core.models.sg_encoders import PixelDecoder, n_parameters
 
 
 def _literal_pathology_mask(image: np.ndarray) -> np.ndarray:

@@ -11,17 +11,18 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from medssl_core.cli import main
+from medssl_core.common.errors import ConfigError
 from medssl_core.config import Split, parse
 from medssl_core.data import get_dataset
 from medssl_core.data.dataset import ArrayDataset
 from medssl_core.data.split_schemes import assign
-from medssl_core.errors import ConfigError
-from medssl_core.execute import execute
-from medssl_core.grid import expand
-from medssl_core.paper import generate
+from medssl_core.execute.local import execute
+from medssl_core.execute.tune import overrides_of
+from medssl_core.paper.generate import generate
+from medssl_core.plan.catalog import get_study
+from medssl_core.plan.grid import expand
+from medssl_core.plan.study import deep_merge
 from medssl_core.store import run_sql
-from medssl_core.study import deep_merge, get_study
-from medssl_core.tune import overrides_of
 from tests.conftest import cpu_store, execute_cleanly
 
 STUDY = get_study("smalldatassl")

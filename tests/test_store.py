@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from medssl_core.cli import main
-from medssl_core.errors import StoreError
+from medssl_core.common.errors import StoreError
 from medssl_core.store import ResultsStore, RunRecord, run_sql
 
 TABLES = ("runs", "params", "metrics", "curves", "environment", "artifacts", "reported")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from medssl_core.cli import main
-from medssl_core.study import STUDY_NOTES, describe, source_notes, studies
+from medssl_core.plan.catalog import studies
+from medssl_core.plan.study import STUDY_NOTES, describe, source_notes
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTES = ROOT / "docs" / "studies"

@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 
 from medssl_core.cli import main
-from medssl_core.grid import expand
-from medssl_core.paper import accuracy_bars, generate, load_rows
-from medssl_core.run_record import run_row, spec_params
-from medssl_core.runspec import RunSpec
-from medssl_core.selection import select
+from medssl_core.paper.generate import accuracy_bars, generate, load_rows
+from medssl_core.paper.selection import select
+from medssl_core.plan.catalog import get_study
+from medssl_core.plan.grid import expand
+from medssl_core.plan.runspec import RunSpec
+from medssl_core.plan.study import Comparison, Decision, Protocol
+from medssl_core.run.record import run_row, spec_params
 from medssl_core.store import ResultsStore, RunRecord, run_sql
 from medssl_core.store.records import save_record
-from medssl_core.study import Comparison, Decision, Protocol, get_study
 
 DEMO = get_study("demo")
 # a decision of every run (the data's normalisation), so that random init meets SimCLR in each variant; a claim
@@ -172,7 +173,7 @@ def test_paper_all_writes_every_study_it_can_and_says_what_it_left_out(tmp_path,
     --all` writes the first and the report, names the others with why (exit 0); --include-stale shows the stale
     ones, marked with the module that changed."""
     ok, stale_only, empty = (replace(DEMO, name=n) for n in ("alpha", "beta", "gamma"))
-    monkeypatch.setattr("medssl_core.study.studies", lambda: {s.name: s for s in (DEMO, ok, stale_only, empty)})
+    monkeypatch.setattr("medssl_core.plan.catalog.studies", lambda: {s.name: s for s in (DEMO, ok, stale_only, empty)})
     records = []
     for study in (ok, stale_only):
         for spec in expand(study, "quick", data_dir=medmnist_dir, seeds=[0, 1], methods=["random_init"],

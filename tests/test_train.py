@@ -6,9 +6,11 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 from medssl_core.evaluate import knn_predict
-from medssl_core.metrics import classification_metrics
-from medssl_core.models import build_backbone, build_head, imagenet_missing_message
-from medssl_core.optim import lr_factor
+from medssl_core.evaluate.metrics import classification_metrics
+from medssl_core.models.backbones import build_backbone
+from medssl_core.models.heads import build_head
+from medssl_core.models.imagenet import imagenet_missing_message
+from medssl_core.train.optim import lr_factor
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
@@ -99,7 +101,7 @@ def test_grey_conv_from_rgb_weights_equals_replicated_input():
     with torch.no_grad():
         for p in rgb.parameters():
             p.normal_(0, 0.05)
-    from medssl_core.models import _adapt_first_conv
+    from medssl_core.models.backbones import _adapt_first_conv
 
     grey_conv = _adapt_first_conv(rgb.conv1, 1)
     x = torch.randn(2, 1, 16, 16)
@@ -110,7 +112,7 @@ def test_grey_conv_from_rgb_weights_equals_replicated_input():
                                  {"name": "adam", "lr": 0.1}, {"name": "adamw", "lr": 0.1, "weight_decay": 0.01},
                                  {"name": "lars", "lr": 5.0, "momentum": 0.9}])
 def test_every_optimiser_minimises_a_quadratic(cfg):
-    from medssl_core.optim import build_optimizer
+    from medssl_core.train.optim import build_optimizer
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(8, 8)
@@ -128,8 +130,8 @@ def test_every_optimiser_minimises_a_quadratic(cfg):
 
 
 def test_unknown_optimiser_and_schedule_refused():
-    from medssl_core.errors import ConfigError
-    from medssl_core.optim import build_optimizer
+    from medssl_core.common.errors import ConfigError
+    from medssl_core.train.optim import build_optimizer
 
     with pytest.raises(ConfigError, match=r"optimizer: invalid configuration\n  name: Input should be .sgd."):
         build_optimizer(torch.nn.Linear(2, 2), {"name": "rmsprop", "lr": 1})

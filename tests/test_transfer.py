@@ -7,12 +7,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from medssl_core.common.errors import ConfigError, DataError
 from medssl_core.data import get_dataset, load_dataset
-from medssl_core.errors import ConfigError, DataError
-from medssl_core.grid import expand
-from medssl_core.paper import generate
+from medssl_core.paper.generate import generate
+from medssl_core.plan.catalog import get_study
+from medssl_core.plan.grid import expand
+from medssl_core.plan.study import StudyDataset
 from medssl_core.store import run_sql
-from medssl_core.study import StudyDataset, get_study
 from tests.conftest import cpu_store, execute_cleanly
 from tests.medimeta_layout import write_medimeta
 
@@ -116,7 +117,7 @@ def test_label_fractions_per_dataset_and_no_labels_beyond_them(medmnist_dir):
 
 
 def test_label_efficiency_figure_needs_two_fractions(tmp_path):
-    from medssl_core.paper import efficiency_points, label_efficiency_figure
+    from medssl_core.paper.generate import efficiency_points, label_efficiency_figure
 
     def row(fraction, seed, value, config="c"):
         return {"split": "test", "metric": "accuracy", "fraction": fraction, "value": value, "kept_stale": "",

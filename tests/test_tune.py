@@ -9,10 +9,11 @@ import json
 import pytest
 
 from medssl_core.cli import main
-from medssl_core.errors import ConfigError
-from medssl_core.grid import expand
+from medssl_core.common.errors import ConfigError
+from medssl_core.plan.catalog import get_study
+from medssl_core.plan.grid import expand
+from medssl_core.plan.study import Tunable
 from medssl_core.store import run_sql
-from medssl_core.study import Tunable, get_study
 
 pytest.importorskip("optuna", reason="the tune extra (pip install 'medssl[tune]') brings Optuna")
 

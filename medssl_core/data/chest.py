@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medssl_core.errors import DataError
-from medssl_core.labels import MISSING
+from medssl_core.common.errors import DataError
+from medssl_core.data.labels import MISSING
 
 NIH_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
                 "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from medssl_core.common.errors import DataError
 from medssl_core.data import sources
 from medssl_core.data.download import download
 from medssl_core.data.locate import cached_md5, cached_md5s, data_dirs, download_dir
 from medssl_core.data.medmnist_info import MEDMNIST
 from medssl_core.data.registry import DatasetInfo, get_dataset
-from medssl_core.errors import DataError
 
 SPLITS = ("train", "val", "test")
 

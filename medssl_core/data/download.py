@@ -9,8 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from medssl_core.atomic import atomic_file
-from medssl_core.errors import DataError
+from medssl_core.common.atomic import atomic_file
+from medssl_core.common.errors import DataError
 
 
 def download(url: str, dest: Path, md5: str | None, *, progress: bool = True, timeout: float = 60) -> Path:

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from medssl_core.atomic import write_atomic
+from medssl_core.common.atomic import write_atomic
 
 
 def data_dirs(explicit: str | os.PathLike | None = None) -> list[Path]:

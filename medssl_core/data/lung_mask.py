@@ -24,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from medssl_core.common.errors import DataError
 from medssl_core.data.mask_cache import cached_masks
-from medssl_core.errors import DataError
 
 MIN_AREA, CENTRAL_MARGIN, KEEP = 0.01, 0.15, 2
 PATCH, PATCH_LEVEL = 16, 0.3

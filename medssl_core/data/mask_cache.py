@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medssl_core.atomic import write_atomic
-from medssl_core.code_digest import function_fingerprint
+from medssl_core.common.atomic import write_atomic
+from medssl_core.common.code_digest import function_fingerprint
+from medssl_core.common.errors import DataError
 from medssl_core.data.locate import cache_dir
-from medssl_core.errors import DataError
 
 
 def cached_masks(images: np.ndarray, segment: Callable[[np.ndarray], np.ndarray], folder: str, *,

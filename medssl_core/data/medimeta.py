@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import yaml
 
+from medssl_core.common.errors import DataError
+from medssl_core.data.loaded import Loaded
 from medssl_core.data.registry import DatasetInfo
-from medssl_core.data.sources import Loaded
-from medssl_core.errors import DataError
 
 SPLITS = ("train", "val", "test")
 TASK_TARGETS = {"multi-class": "MULTICLASS_CLASSIFICATION", "binary": "BINARY_CLASSIFICATION",

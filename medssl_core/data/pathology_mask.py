@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from medssl_core.common.errors import DataError
 from medssl_core.data.lung_mask import NATIVE_SIDE, scaled_kernel
 from medssl_core.data.mask_cache import cached_masks
-from medssl_core.errors import DataError
 
 BLOCK, C, GRADIENT_LEVEL, KERNEL, MIN_AREA = 51, 10, 0.1, 5, 100
 

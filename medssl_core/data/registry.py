@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from medssl_core.common.errors import DataError, did_you_mean
 from medssl_core.data.chest import CHEXPERT_COMPETITION, CHEXPERT_FINDINGS, CHEXPERT_OBSERVATIONS, NIH_FINDINGS
 from medssl_core.data.medmnist_info import MEDMNIST, MedMNISTInfo
-from medssl_core.errors import DataError, did_you_mean
 
 Task = Literal["binary", "multi-class", "multi-label", "ordinal"]
 SourceKind = Literal["medmnist", "folders", "nih_csv", "chexpert_csv", "mimeta", "merged"]

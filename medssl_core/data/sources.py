@@ -1,40 +1,26 @@
 """Readers for the studies' original sources, in the layouts their publishers ship.
 
 Images are decoded once with OpenCV, resized to the requested side, and cached as an npz under the medssl
-cache (keyed by the files' contents and the decoding code), so nothing is decoded twice.
-"""
+cache (keyed by the files' contents and the decoding code), so nothing is decoded twice."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from medssl_core.atomic import atomic_file
-from medssl_core.code_digest import function_fingerprint
-from medssl_core.data import chest
+from medssl_core.common.atomic import atomic_file
+from medssl_core.common.code_digest import function_fingerprint
+from medssl_core.common.errors import DataError
+from medssl_core.data import chest, medimeta
+from medssl_core.data.loaded import Loaded
 from medssl_core.data.locate import cache_dir, cached_md5s, data_dirs
 from medssl_core.data.registry import DatasetInfo
-from medssl_core.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
-
-
-@dataclass
-class Loaded:
-    """What a reader returns: the fields of ``dataset.ArrayDataset`` it fills."""
-
-    images: dict[str, np.ndarray]
-    labels: dict[str, np.ndarray]
-    patient_ids: dict[str, np.ndarray] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
-    views: dict[str, np.ndarray] = field(default_factory=dict)
-    source_index: dict[str, np.ndarray] = field(default_factory=dict)
-    label_codes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _root_name(info: DatasetInfo) -> str:
@@ -179,8 +165,6 @@ def load_chexpert(info: DatasetInfo, root: Path, size: int, uncertain: str = "ig
 
 def load(info: DatasetInfo, root: Path, size: int) -> Loaded:
     if info.kind == "mimeta":
-        from medssl_core.data import medimeta  # it imports Loaded from here
-
         return medimeta.load(info, root, size)
     loader = {"folders": _load_folders, "nih_csv": _load_nih, "chexpert_csv": load_chexpert}[info.kind]
     return loader(info, root, size)

@@ -49,9 +49,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from medssl_core.common.errors import ConfigError
 from medssl_core.data import chest
 from medssl_core.data.splits import holdout_patients, label_fraction, stratified_split, unique_in_order
-from medssl_core.errors import ConfigError
 
 if TYPE_CHECKING:
     from medssl_core.config import Split

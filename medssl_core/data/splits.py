@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from medssl_core.errors import ConfigError
+from medssl_core.common.errors import ConfigError
 
 
 def _strata(labels: np.ndarray) -> np.ndarray:

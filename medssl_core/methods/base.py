@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from medssl_core.batch import Batch, View
-from medssl_core.errors import ConfigError
-from medssl_core.models import mlp
+from medssl_core.common.errors import ConfigError
+from medssl_core.data.batch import Batch, View
+from medssl_core.models.heads import mlp
 
 
 class NoOptions(BaseModel):

@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from medssl_core import losses
-from medssl_core.batch import Batch, View
+from medssl_core.data.batch import Batch, View
 from medssl_core.data.lung_mask import PATCH, PATCH_LEVEL
 from medssl_core.methods.base import Method, StepOutput, register
-from medssl_core.sg_encoders import PixelDecoder
+from medssl_core.models.sg_encoders import PixelDecoder
 
 
 class _Strict(BaseModel):

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medssl_core.atomic import write_atomic
+from medssl_core.common.atomic import write_atomic
 
 # Artifacts that later steps read by name (the paper, Grad-CAM): where a run keeps them is in its record.
 TEST_FEATURES = "test_features.npz"  # a kNN evaluation's test features and labels (t-SNE)

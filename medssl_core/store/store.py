@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from medssl_core.errors import StoreError
+from medssl_core.common.errors import StoreError
 from medssl_core.store.records import RunRecord, load_records, save_record
 from medssl_core.store.schema import ADDED_COLUMNS, APPENDED, RUN_TABLES, TABLES, create_statements
 

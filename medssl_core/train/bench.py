@@ -1,0 +1,206 @@
+"""`medssl bench`: SSL pretraining throughput (image pairs per second) and peak memory of three pipelines feeding
+the same model, loss and optimiser step (Adam, batch 256 by default):
+
+- ``medssl``: medssl's own training loop end to end (``train.pretrain``: uint8 images on the device, batched
+  on-device two-view augmentation, bf16 and channels_last where the device has them, no per-step host sync);
+- ``seed_style``: what the studies' code does: PIL images, per-sample torchvision transforms in a DataLoader with
+  worker processes, float batches copied to the device;
+- ``ceiling``: the same step on views made once beforehand: the model's own speed, no augmentation at all.
+
+Each figure is the median of ``repeats`` timed passes of ``steps`` steps after one untimed warm-up pass, the
+device synchronised, the three pipelines' passes taking turns; the ratios medssl / seed-style and medssl / ceiling
+say what the pipeline is worth. Peak memory is the device's (CUDA), or on a CPU the process's peak resident set so
+far. The images are random bytes of the benchmark's size (speed does not depend on what they show). Rows go to
+the ``bench`` table of the results database with the environment, so figures from several machines compare in SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+from PIL import Image
+
+from medssl_core.augment.views import AugmentConfig, BatchAugment
+from medssl_core.common.device import autocast, device_name, peak_memory_mb
+from medssl_core.common.provenance import environment
+from medssl_core.config import SSLMethod
+from medssl_core.data.batch import Batch, View
+from medssl_core.methods import build_method
+from medssl_core.models.backbones import FEATURE_DIMS, build_backbone
+from medssl_core.train.optim import build_optimizer
+from medssl_core.train.pretrain import PretrainConfig, pretrain
+
+PIPELINES = ("medssl", "seed_style", "ceiling")
+METHODS = {  # SimCLR as lightly/solo-learn set it up; Barlow Twins with its 2048-d projector
+    "simclr": lambda dim: SSLMethod(name="simclr", loss_kwargs={"temperature": 0.5}, projector=[dim, 128]),
+    "barlow_twins": lambda dim: SSLMethod(name="barlow_twins", projector=[2048, 2048, 2048], projector_last_bn=True,
+                                          projector_last_bn_affine=False),
+}
+# SimCLR's augmentation: crop 0.08-1, flip, colour jitter 0.4/0.4 (p 0.8), greyscale 0.2, blur 0.5
+_AUG = {"crop_scale": (0.08, 1.0), "hflip": 0.5, "jitter": (0.4, 0.4, 0.0, 0.0), "jitter_p": 0.8, "grayscale": 0.2,
+        "blur_p": 0.5, "mean": (0.5,), "std": (0.5,)}
+_OPTIMIZER = {"name": "adam", "lr": 1e-3}
+
+
+@dataclass(frozen=True)
+class Case:
+    arch: str
+    size: int
+    method: str
+    batch: int = 256
+
+
+GRIDS = {
+    "full": [Case(a, s, m) for a in ("resnet18", "resnet50") for s in (28, 64, 224) for m in METHODS],
+    "quick": [Case("resnet18", s, m) for s in (28, 64) for m in METHODS],  # 8 minutes on 2 CPU cores
+    "smoke": [Case("resnet18", 28, "simclr", 32)],  # CI: every pipeline runs, the numbers say little
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def case_method(case: Case, device: torch.device, channels_last: bool):
+    """The case's method (its backbone and projector), seeded, on the device."""
+    torch.manual_seed(0)
+    dim = FEATURE_DIMS[case.arch]
+    m = build_method(METHODS[case.method](dim), lambda: build_backbone(case.arch, 3), dim, case.size).to(device)
+    return m.to(memory_format=torch.channels_last) if channels_last else m
+
+
+def optimiser_step(method, device: torch.device, bf16: bool) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One optimiser step of ``method`` on two float views already on the device (what every pipeline ends in)."""
+    optimizer = build_optimizer([{"params": list(method.student_parameters())}], _OPTIMIZER)
+
+    def step(v1: torch.Tensor, v2: torch.Tensor) -> None:
+        placeholder = Batch(torch.empty((len(v1), 1, 1, 1), dtype=torch.uint8, device=device))  # not read
+        with autocast(device, bf16):
+            out = method.training_step([View(v1), View(v2)], placeholder)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+    return step
+
+
+class _SeedStyleDataset(torch.utils.data.Dataset):
+    """PIL images and per-sample torchvision transforms, two views each, as the studies' Dataset classes do."""
+
+    def __init__(self, images: np.ndarray, size: int):
+        from torchvision import transforms as T
+
+        self.images = images
+        self.transform = T.Compose([
+            T.RandomResizedCrop(size, scale=_AUG["crop_scale"]), T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(0.4, 0.4)], p=0.8), T.RandomGrayscale(0.2),
+            T.RandomApply([T.GaussianBlur(max(3, size // 10 // 2 * 2 + 1))], p=0.5), T.ToTensor(),
+            T.Normalize([0.5] * 3, [0.5] * 3)])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        image = Image.fromarray(self.images[i]).convert("RGB")
+        return self.transform(image), self.transform(image)
+
+
+def timed_in_turns(passes: dict[str, Callable[[], None]], repeats: int,
+                   device: torch.device) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Each pass's seconds over ``repeats`` rounds after one untimed warm-up round (allocator, oneDNN/cuDNN
+    kernels, worker start-up code paths), the passes taking turns within a round so that a machine whose speed
+    drifts (a shared VM) slows all of them alike; and each pass's peak memory (``peak_memory_mb``)."""
+    for run_pass in passes.values():
+        run_pass()
+        _sync(device)
+    times: dict[str, list[float]] = {name: [] for name in passes}
+    peaks = dict.fromkeys(passes, 0.0)
+    for _ in range(repeats):
+        for name, run_pass in passes.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            run_pass()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+            peaks[name] = max(peaks[name], peak_memory_mb(device))
+    return times, peaks
+
+
+def run_case(case: Case, device: torch.device, *, steps: int, repeats: int, workers: int, bf16: bool,
+             channels_last: bool) -> list[dict]:
+    """The three pipelines' pairs/s (median over ``repeats`` timed passes after a warm-up pass each, taking turns:
+    ``timed_in_turns``) and peak memory for one case."""
+    n = case.batch * steps
+    images = np.random.default_rng(0).integers(0, 256, (n, case.size, case.size), dtype=np.uint8)
+    on_device = torch.from_numpy(images[:, None]).expand(-1, 3, -1, -1).contiguous().to(device)
+    augment = BatchAugment(AugmentConfig(size=case.size, **_AUG), channels_last=channels_last)
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+
+    method = case_method(case, device, channels_last)
+    cfg = PretrainConfig(epochs=1, batch_size=case.batch, optimizer=_OPTIMIZER, monitor_every=0)
+
+    def medssl_pass() -> None:
+        pretrain(method, Batch(on_device), augment, cfg, seed=0, device=device, bf16=bf16, progress=False)
+
+    seed_step = optimiser_step(case_method(case, device, channels_last), device, bf16)
+    # workers started per pass, as a DataLoader does by default (and the studies' code): none outlives its pass to
+    # compete with the other pipelines for the cores
+    loader = torch.utils.data.DataLoader(_SeedStyleDataset(images, case.size), batch_size=case.batch, shuffle=True,
+                                         num_workers=workers, drop_last=True)
+
+    def seed_style_pass() -> None:
+        for v1, v2 in loader:
+            seed_step(v1.to(device, memory_format=memory, non_blocking=True),
+                      v2.to(device, memory_format=memory, non_blocking=True))
+
+    ceiling_step = optimiser_step(case_method(case, device, channels_last), device, bf16)
+    g = torch.Generator().manual_seed(0)
+    made = [augment.views(Batch(on_device[i * case.batch:(i + 1) * case.batch]), g) for i in range(steps)]
+
+    def ceiling_pass() -> None:
+        for v1, v2 in made:
+            ceiling_step(v1.image, v2.image)
+
+    times, peaks = timed_in_turns({"medssl": medssl_pass, "seed_style": seed_style_pass, "ceiling": ceiling_pass},
+                                  repeats, device)
+    return [{"pipeline": p, "pairs_per_s": n / statistics.median(times[p]), "peak_mem_mb": peaks[p],
+             "arch": case.arch, "size": case.size, "method": case.method, "batch": case.batch} for p in PIPELINES]
+
+
+def bench(grid: str, device: torch.device, *, steps: int, repeats: int, workers: int, bf16: bool,
+          channels_last: bool) -> Iterator[tuple[Case, list[dict]]]:
+    """Each case of ``grid`` as it is measured, with its rows (the settings and environment included), ready to
+    store: what finished is kept if the rest is interrupted."""
+    at = datetime.now(timezone.utc)
+    env = environment(device, device_name(device), False, {})
+    for case in GRIDS[grid]:
+        rows = run_case(case, device, steps=steps, repeats=repeats, workers=workers, bf16=bf16,
+                        channels_last=channels_last)
+        yield case, [{**row, "measured_at": at, "grid": grid, "steps": steps, "repeats": repeats, "workers": workers,
+                      "device": env["device_name"], "bf16": bf16, "channels_last": channels_last,
+                      "threads": torch.get_num_threads(), "git_commit": env["git_commit"],
+                      "environment": json.dumps(env, default=str, sort_keys=True)} for row in rows]
+
+
+def ratios(rows: list[dict]) -> list[list]:
+    """A table row per case: pairs/s of each pipeline, medssl / seed-style, medssl / ceiling, peak memory."""
+    out = []
+    cases = sorted({(r["arch"], r["size"], r["method"], r["batch"]) for r in rows}, key=str)
+    for case in cases:
+        by = {r["pipeline"]: r for r in rows if (r["arch"], r["size"], r["method"], r["batch"]) == case}
+        a, b, c = (by[p]["pairs_per_s"] for p in PIPELINES)
+        out.append([*case, f"{a:,.0f}", f"{b:,.0f}", f"{c:,.0f}", f"{a / b:.2f}x", f"{a / c:.2f}",
+                    f"{max(r['peak_mem_mb'] for r in by.values()):,.0f}"])
+    return out
+
+
+RATIO_HEADERS = ["arch", "px", "method", "batch", "medssl pairs/s", "seed-style pairs/s", "ceiling pairs/s",
+                 "medssl / seed-style", "medssl / ceiling", "peak MB"]
