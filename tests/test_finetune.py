@@ -154,7 +154,7 @@ def test_unscorable_validation_neither_improves_nor_stops_and_keeps_the_last_epo
 def test_nan_validation_epochs_between_scored_ones_change_neither_selection_nor_patience(monkeypatch):
     nan = float("nan")
     values = iter([nan, nan, 0.6, nan, 0.5, nan, 0.4, 0.3])
-    monkeypatch.setattr("medssl_core.evaluate._selection_value", lambda metrics, name: next(values))
+    monkeypatch.setattr("medssl_core.train.finetune._selection_value", lambda metrics, name: next(values))
     result = _fit(Classifier(None, nn.Linear(4, 2)), _data(), epochs=8, select_metric="auc", early_stopping=2)
     assert (result.best_epoch, result.last_epoch) == (3, 7)  # two scored epochs without improvement: 5 and 7
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from medssl_core.evaluate import knn_predict
+from medssl_core.evaluate.features import knn_predict
 from medssl_core.evaluate.metrics import classification_metrics
 from medssl_core.models.backbones import build_backbone
 from medssl_core.models.heads import build_head
