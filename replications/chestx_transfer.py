@@ -33,6 +33,7 @@ never reproduced: a missing checkpoint or image is an error.
 """
 
 from medssl_core.data.chest import CHESTMNIST_TO_NIH, NIH_FINDINGS
+from medssl_core.models.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from medssl_core.plan.study import (
     AS_DECLARED,
     Comparison,
@@ -48,7 +49,6 @@ from medssl_core.plan.study import (
 CITATION = ("Gravity-2010 (G. Jain), Self-supervised learning for medical imaging: SimCLR on CheXpert and NIH "
             "ChestX-ray14, UMBC computer vision course project, 2025 (github.com/Gravity-2010)")
 
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # the findings both datasets label (the notebook's chexpert_to_nih_mapping): CheXpert name -> NIH name
 SHARED_LABELS = {"Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Consolidation": "Consolidation",
                  "Edema": "Edema", "Pleural Effusion": "Effusion"}

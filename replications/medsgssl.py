@@ -48,6 +48,7 @@ optimiser when the encoder unfreezes; a resumed pretraining re-applies its freez
 """
 
 from medssl_core.data.chest import CHESTMNIST_TO_NIH, NIH_FINDINGS
+from medssl_core.models.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from medssl_core.plan.study import (
     AS_DECLARED,
     Comparison,
@@ -64,7 +65,6 @@ from medssl_core.plan.study import (
 CITATION = ("A. Rishana K, MedSGSSL: medical segmentation-guided self-supervised learning for chest X-ray "
             "classification, 2026 (github.com/Aysha-rishana-k/MedSGSSL)")
 
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # train_test_split(patients, test_size=0.02, random_state=42), then test_size=0.052 (options 7/8/10: 0.054, see the
 # module's docstring)
 NIH_SPLIT = {"scheme": "patient", "test_fraction": 0.02, "val_fraction": 0.052, "fixed_seed": 42}

@@ -18,6 +18,7 @@ GaussianBlur takes only sigma, ours a kernel of 10 % of the side; the hand-picke
 of the five with the lowest val loss) is the lowest-val-loss one here.
 """
 
+from medssl_core.models.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from medssl_core.plan.study import Comparison, Decision, Method, Profile, Protocol, Reported, Study, StudyDataset
 
 CITATION = ("SSL-MIMeta-CTscan: Self-Supervised Learning for Medical Image Analysis (Barlow Twins on MIMeta; "
@@ -84,7 +85,6 @@ PROTOCOLS = (
                                           "fit": _FIT}, script="finetuning.py"),
 )
 
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 _SPLIT_80_10_10 = {"scheme": "random_split", "fractions": [0.8, 0.1, 0.1], "seed_policy": "fixed", "fixed_seed": 42}
 DECISIONS = (
     Decision("split", "random 80/10/10 split of the whole dataset, seed 42 (utils/data.py; the report says the "

@@ -1,7 +1,7 @@
 """Two-view augmentation of whole batches on the device, with per-sample random parameters; segmentation
 masks follow the images through the geometric operations.
 
-A pipeline is declared as data (:class:`AugmentConfig`, built from a plain dict in a study). Random
+A pipeline is declared as data (:class:`AugmentConfig`, built from a run's typed settings). Random
 parameters are drawn on the CPU from one seeded ``torch.Generator`` and moved to the images' device, so the
 same seed gives the same views on any device. Images enter as uint8 (N, C, H, W) and leave as normalised
 float32. Operations follow torchvision's definitions (compared in tests/test_augment.py); ColorJitter's
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +25,9 @@ GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
-    size: int | None = None  # output side; None keeps the input size
+class AugmentOps:
+    """The random operations of a pipeline, defined once: ``config.AugmentOps`` is this, typed and strict."""
+
     crop_scale: tuple[float, float] | None = None  # RandomResizedCrop scale; None: no crop
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     crop_p: float = 1.0  # probability of cropping (MedSGSSL crops 80 % of the time); otherwise only resized
@@ -43,11 +45,24 @@ class AugmentConfig:
     solarize_threshold: float = 0.5  # on the [0, 1] scale (128/255 ~ 0.5)
     noise_p: float = 0.0
     noise_std: float = 0.0
-    mean: tuple[float, ...] = (0.5,)
-    std: tuple[float, ...] = (0.5,)
     # a resize without a crop: 'bilinear' (antialiased) or 'nearest' (PIL NEAREST, as the MedMNIST baselines
     # enlarge 28 px images to 224); crops are always resampled bilinearly
-    resize_mode: str = "bilinear"
+    resize_mode: Literal["bilinear", "nearest"] = "bilinear"
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel mean and std after the operations (``config.Augment`` adds them to the operations)."""
+
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+
+
+@dataclass(frozen=True)
+class AugmentConfig(AugmentOps, Normalization):
+    """A whole pipeline: the operations, the output size and the normalisation."""
+
+    size: int | None = None  # output side; None keeps the input size
     # the masks (passed with the images, or else the images' last channel, 0/1) end the pipeline as one more input
     # channel, 0/1 and not normalised (MedSGSSL option 6)
     mask_channel: bool = False

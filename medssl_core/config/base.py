@@ -12,7 +12,10 @@ leaves every recorded run's settings id as it was (tests/test_trust.py pins each
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import dataclasses
+import typing
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 
 class Strict(BaseModel):
@@ -22,3 +25,13 @@ class Strict(BaseModel):
 def added(absent, **kwargs):
     """A field added after runs were recorded; ``absent`` (also its default) is what runs did before it."""
     return Field(default=absent, json_schema_extra={"absent": absent}, **kwargs)
+
+
+def strict_model(name: str, *sources: type, doc: str) -> type[Strict]:
+    """A strict model with the fields (types, defaults) of the dataclasses ``sources``: options a lower layer
+    defines once (the augmentation's), typed and checked here."""
+    fields: dict[str, tuple] = {}
+    for source in sources:
+        hints = typing.get_type_hints(source)
+        fields |= {f.name: (hints[f.name], f.default) for f in dataclasses.fields(source)}
+    return create_model(name, __base__=Strict, __doc__=doc, __module__=__name__, **fields)

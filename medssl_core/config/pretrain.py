@@ -17,7 +17,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from medssl_core import methods
-from medssl_core.config.base import Strict, added
+from medssl_core.augment import views as augment
+from medssl_core.config.base import Strict, added, strict_model
 from medssl_core.data.labels import MULTI_LABEL
 from medssl_core.data.split_schemes import split_problems
 
@@ -41,34 +42,10 @@ class Backbone(Strict):
     grey_weights: Literal["sum", "mean"] = added("sum")
 
 
-class AugmentOps(Strict):
-    """The operations of augment.AugmentConfig (no output size: the run's image_size; no normalisation)."""
-
-    crop_scale: tuple[float, float] | None = None
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    crop_p: float = 1.0
-    hflip: float = 0.0
-    vflip: float = 0.0
-    rotate_degrees: float = 0.0
-    rotate_p: float = 0.0
-    jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    jitter_p: float = 0.0
-    grayscale: float = 0.0
-    blur_p: float = 0.0
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    blur_kernel_frac: float = 0.1
-    solarize_p: float = 0.0
-    solarize_threshold: float = 0.5
-    noise_p: float = 0.0
-    noise_std: float = 0.0
-    resize_mode: Literal["bilinear", "nearest"] = "bilinear"  # a resize without a crop (augment.AugmentConfig)
-
-
-class Augment(AugmentOps):
-    """A pretraining's augmentation: its operations and the normalisation after them."""
-
-    mean: tuple[float, ...] = (0.5,)
-    std: tuple[float, ...] = (0.5,)
+AugmentOps = strict_model("AugmentOps", augment.AugmentOps,
+                          doc="The augmentation's random operations (no output size: the run's image_size).")
+Augment = strict_model("Augment", augment.AugmentOps, augment.Normalization,
+                       doc="A pretraining's augmentation: its operations and the normalisation after them.")
 
 
 class Normalize(Strict):

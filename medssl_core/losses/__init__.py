@@ -26,16 +26,3 @@ __all__ = [
     "masked_token_mse", "nt_xent", "simsiam", "vicreg", "vicreg_terms", "von_mises_fisher_weights",
     "weighted_nt_xent",
 ]
-__all__ = [
-    "LOSSES", "attention_alignment", "barlow_twins", "binary_cross_entropy_loss", "byol", "cross_domain_alignment",
-    "cross_entropy_loss", "dcl", "dclw", "double_softmax_cross_entropy_loss", "focal_loss", "lung_attention_prior",
-    "masked_token_mse", "nt_xent", "simsiam", "vicreg", "vicreg_terms", "von_mises_fisher_weights",
-    "weighted_nt_xent",
-]
-
-__all__ = [
-    "LOSSES", "attention_alignment", "barlow_twins", "binary_cross_entropy_loss", "byol", "cross_domain_alignment",
-    "cross_entropy_loss", "dcl", "dclw", "double_softmax_cross_entropy_loss", "focal_loss", "lung_attention_prior",
-    "masked_token_mse", "nt_xent", "simsiam", "vicreg", "vicreg_terms", "von_mises_fisher_weights",
-    "weighted_nt_xent",
-]

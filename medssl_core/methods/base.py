@@ -40,6 +40,7 @@ class Method(nn.Module):
     n_views: ClassVar[int] = 2
     needs_masks: ClassVar[bool] = False  # reads Batch.masks / View.mask: the run must set masks
     archs: ClassVar[tuple[str, ...] | None] = None  # the backbones it works with; None: any
+    teachers: ClassVar[tuple[str, ...]] = ()  # its EMA copies (attribute names): not optimised, see momentum.py
 
     def __init__(self, cfg, backbone: Callable[[], nn.Module], feature_dim: int, image_size: int = 224,
                  image_channels: int = 1):
@@ -66,8 +67,9 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def student_parameters(self) -> Iterator[nn.Parameter]:
-        """What the optimiser updates (a teacher is not among them)."""
-        return self.parameters()
+        """What the optimiser updates: every parameter but those of the EMA teachers named in ``teachers``."""
+        frozen = {id(p) for name in self.teachers for p in getattr(self, name).parameters()}
+        return (p for p in self.parameters() if id(p) not in frozen)
 
     # hooks: the loop calls them in this order; each is a no-op unless a method schedules something
     def on_fit_start(self, steps_per_epoch: int, epochs: int) -> None:

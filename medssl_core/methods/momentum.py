@@ -1,15 +1,28 @@
-"""The SSL methods the studies use, each saying only what differs from :class:`Method`."""
+"""EMA teachers: the update rule every method with a teacher uses, and :class:`MomentumMethod` (a teacher backbone
+and projector on BYOL's cosine momentum schedule)."""
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor
+from torch import Tensor, nn
 
 from medssl_core.methods.base import Method
+
+
+@torch.no_grad()
+def ema_update(pairs: Iterable[tuple[nn.Module, nn.Module]], momentum: float) -> None:
+    """teacher <- momentum * teacher + (1 - momentum) * student for each (student, teacher) pair's parameters; the
+    teacher's buffers (BatchNorm statistics) are copied."""
+    for student, teacher in pairs:
+        for ps, pt in zip(student.parameters(), teacher.parameters(), strict=True):
+            pt.lerp_(ps.detach(), 1 - momentum)
+        for bs, bt in zip(student.buffers(), teacher.buffers(), strict=True):
+            bt.copy_(bs)
 
 
 class MomentumOptions(BaseModel):
@@ -23,16 +36,13 @@ class MomentumMethod(Method):
     tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, from ``momentum_base`` to ``momentum_final``."""
 
     Options = MomentumOptions
+    teachers = ("teacher_backbone", "teacher_projector")
 
     def __init__(self, cfg, backbone, feature_dim: int, image_size: int = 224, image_channels: int = 1):
         super().__init__(cfg, backbone, feature_dim, image_size, image_channels)
         self.teacher_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
         self.teacher_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.momentum = self.options.momentum_base
-
-    def student_parameters(self):
-        teacher = {id(p) for p in (*self.teacher_backbone.parameters(), *self.teacher_projector.parameters())}
-        return (p for p in self.parameters() if id(p) not in teacher)
 
     @torch.no_grad()
     def teacher_embed(self, x: Tensor) -> Tensor:
@@ -43,8 +53,4 @@ class MomentumMethod(Method):
         o = self.options
         k = self.progress(epoch, step)
         self.momentum = o.momentum_final - (o.momentum_final - o.momentum_base) * (1 + math.cos(math.pi * k)) / 2
-        for student, teacher in ((self.backbone, self.teacher_backbone), (self.projector, self.teacher_projector)):
-            for ps, pt in zip(student.parameters(), teacher.parameters(), strict=True):
-                pt.lerp_(ps.detach(), 1 - self.momentum)
-            for bs, bt in zip(student.buffers(), teacher.buffers(), strict=True):
-                bt.copy_(bs)
+        ema_update(((self.backbone, self.teacher_backbone), (self.projector, self.teacher_projector)), self.momentum)

@@ -25,6 +25,7 @@ from medssl_core import losses
 from medssl_core.data.batch import Batch, View
 from medssl_core.data.lung_mask import PATCH, PATCH_LEVEL
 from medssl_core.methods.base import Method, StepOutput, register
+from medssl_core.methods.momentum import ema_update
 from medssl_core.models.sg_encoders import PixelDecoder
 
 
@@ -157,6 +158,7 @@ class AnatomyViT(Method):
     Options = AnatomyOptions
     needs_masks = True
     archs = ("vit_small",)
+    teachers = ("teacher",)
 
     def __init__(self, cfg, backbone, feature_dim: int, image_size: int = 224, image_channels: int = 1):
         super().__init__(cfg, backbone, feature_dim, image_size, image_channels)
@@ -170,10 +172,6 @@ class AnatomyViT(Method):
         self.register_buffer("layer_weights", torch.softmax(torch.arange(depth) / o.layer_tau, 0)
                              if o.layer_tau else torch.full((depth,), 1 / depth))
         self.epoch = 0
-
-    def student_parameters(self):
-        teacher = {id(p) for p in self.teacher.parameters()}
-        return (p for p in self.parameters() if id(p) not in teacher)
 
     def mask_ratio(self) -> float:
         start, end = self.options.mask_ratio
@@ -243,13 +241,8 @@ class AnatomyViT(Method):
             loss = loss + o.domain_weight * dom
         return StepOutput(loss, terms)
 
-    @torch.no_grad()
     def on_step_end(self, epoch: int, step: int) -> None:
-        m = self.options.teacher_momentum
-        for ps, pt in zip(self.backbone.parameters(), self.teacher.parameters(), strict=True):
-            pt.lerp_(ps.detach(), 1 - m)
-        for bs, bt in zip(self.backbone.buffers(), self.teacher.buffers(), strict=True):
-            bt.copy_(bs)
+        ema_update([(self.backbone, self.teacher)], self.options.teacher_momentum)
 
     def scheduled_values(self) -> dict[str, float]:
         values = {"mask_ratio": self.mask_ratio()}

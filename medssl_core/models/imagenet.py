@@ -9,6 +9,9 @@ import torch
 
 from medssl_core.models.vit import VIT_SMALL_IMAGENET
 
+# the normalisation ImageNet weights were trained with (studies that start from them use it too)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
 # torchvision's ImageNet checkpoints, looked for in the torch hub cache only: never downloaded by medssl.
 IMAGENET_FILES = {
     "resnet18": "resnet18-f37072fd.pth",

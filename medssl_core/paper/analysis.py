@@ -14,7 +14,7 @@ import numpy as np
 
 from medssl_core.paper.classes import class_names
 from medssl_core.paper.labels import CELL_SOURCE_SQL, format_fraction, in_variant, parse_decisions, variant_label
-from medssl_core.paper.output import EnvironmentNotes, save_figure, tagged, tags_by_key
+from medssl_core.paper.output import EnvironmentNotes, format_mean_std, mean_std, save_figure, tagged, tags_by_key
 from medssl_core.plan.study import AS_PUBLISHED, CORRECTED, Study
 from medssl_core.store.records import EMBEDDING, GRADCAM, TEST_SCORES
 from medssl_core.store.store import connect
@@ -89,23 +89,20 @@ def per_label_tables(study: Study, rows: list[dict], reported: dict[str, list[tu
 def _mean_std(values: list[float]) -> str:
     if not values:
         return "-"  # no run had both classes of this label among its scored images
-    a = np.asarray(values) * 100
-    return f"{a.mean():.1f}" + (f" ± {a.std(ddof=1):.1f}" if len(a) > 1 else "")
+    mean, std, _ = mean_std(values)
+    return format_mean_std(mean, std)  # the count is the table's column n
 
 
-def _chosen(study: Study, db: Path, artifact: str, eval_ids: list[str]) -> dict[tuple[str, str], list[tuple]]:
-    """(dataset cell, variant) -> [(method, protocol, fraction, dataset, run_id, path)]: per method and protocol the
-    lowest seed at the largest fraction."""
-    con = connect(db, read_only=True, wait_s=30)
-    try:
+def figure_runs(study: Study, db: Path, artifact: str, eval_ids: list[str]) -> dict[tuple[str, str], list[tuple]]:
+    """The one run a figure draws per cell: (dataset cell, variant) -> [(method, protocol, fraction, dataset, run_id,
+    path)], per method and protocol the lowest seed at the largest fraction that saved ``artifact``."""
+    with connect(db, read_only=True, wait_s=30) as con:
         runs = con.execute(
             f"""SELECT r.run_id, {CELL_SOURCE_SQL}, r.dataset, r.method, r.protocol, coalesce(r.fraction, 1.0),
                        r.seed, r.decisions, a.path FROM runs r JOIN artifacts a USING (run_id)
                WHERE r.study = ? AND r.kind = 'evaluate' AND r.status = 'ok' AND a.name = ?
                AND r.run_id IN (SELECT unnest(?)) ORDER BY 6 DESC, r.seed, r.run_id""",
             [study.name, artifact, eval_ids]).fetchall()
-    finally:
-        con.close()
     out: dict[tuple[str, str], dict[tuple[str, str], tuple]] = defaultdict(dict)
     for rid, cell, dataset, method, protocol, fraction, _seed, decisions, path in runs:
         for variant in (AS_PUBLISHED, CORRECTED):
@@ -133,7 +130,7 @@ def roc_figures(study: Study, db: Path, out: Path, eval_ids: list[str]) -> list[
     from sklearn.metrics import roc_auc_score, roc_curve
 
     written = []
-    for (cell, variant), runs in _chosen(study, db, TEST_SCORES, eval_ids).items():
+    for (cell, variant), runs in figure_runs(study, db, TEST_SCORES, eval_ids).items():
         names = class_names(study, runs[0][3], cell)
         ncols = min(5, len(names))
         nrows = -(-len(names) // ncols)
@@ -172,7 +169,7 @@ def gradcam_figures(study: Study, db: Path, out: Path, eval_ids: list[str]) -> l
     """Grad-CAM of each model on the same test images, the rule-based lung mask outlined; per row the mean focus
     (share of the map above 0.7) and share of its energy in the lungs."""
     written = []
-    for (cell, variant), runs in _chosen(study, db, GRADCAM, eval_ids).items():
+    for (cell, variant), runs in figure_runs(study, db, GRADCAM, eval_ids).items():
         names = class_names(study, runs[0][3], cell)
         saved = []
         for run in runs:
@@ -205,7 +202,7 @@ def gradcam_figures(study: Study, db: Path, out: Path, eval_ids: list[str]) -> l
 def embedding_figures(study: Study, db: Path, out: Path, eval_ids: list[str]) -> list[Path]:
     """The stored 2-D test embeddings, coloured by finding (none, one by name, several), with silhouettes."""
     written = []
-    for (cell, variant), runs in _chosen(study, db, EMBEDDING, eval_ids).items():
+    for (cell, variant), runs in figure_runs(study, db, EMBEDDING, eval_ids).items():
         names = class_names(study, runs[0][3], cell)
         fig, axes = plt.subplots(1, len(runs), squeeze=False, figsize=(3.6 * len(runs), 3.6))
         for ax, (method, protocol, fraction, _ds, _rid, path) in zip(axes[0], runs):

@@ -25,6 +25,7 @@ from medssl_core.common.errors import MedsslError, StoreError
 from medssl_core.paper import output as paper_output
 from medssl_core.paper.analysis import (
     embedding_figures,
+    figure_runs,
     gradcam_figures,
     per_label_tables,
     reported_per_label,
@@ -41,7 +42,15 @@ from medssl_core.paper.labels import (
     variant_label,
     variant_title,
 )
-from medssl_core.paper.output import EnvironmentNotes, config_tags, mixed_environments, save_figure, tagged
+from medssl_core.paper.output import (
+    EnvironmentNotes,
+    config_tags,
+    format_mean_std,
+    mean_std,
+    mixed_environments,
+    save_figure,
+    tagged,
+)
 from medssl_core.paper.selection import STALE, select
 from medssl_core.plan.runspec import RunSpec, canonical_json
 from medssl_core.plan.stale import summarise
@@ -56,8 +65,7 @@ def load_rows(study: Study, db: Path, accepted: dict[str, str], tuned: Collectio
     """Metric rows of the accepted evaluation runs, each with what the tables need of its run: 'kept_stale' (''
     or why it is shown although stale), 'tuned' (it ran `medssl tune`'s best values), 'precision', 'environment'
     (torch version, device, precision) and 'decision_free' (``decision_free``)."""
-    con = connect(db, read_only=True, wait_s=30)
-    try:
+    with connect(db, read_only=True, wait_s=30) as con:
         cur = con.execute(
             f"""SELECT run_id, config_id, dataset, {CELL_SOURCE_SQL} AS dataset_used, method, protocol, fraction,
                       seed, profile, decisions, split, metric, value FROM run_metrics
@@ -70,8 +78,6 @@ def load_rows(study: Study, db: Path, accepted: dict[str, str], tuned: Collectio
                LEFT JOIN environment e USING (run_id)
                LEFT JOIN params p ON p.run_id = r.run_id AND p.kind = 'runtime' AND p.name = 'bf16'
                WHERE r.run_id IN (SELECT unnest(?))""", [sorted({m[0] for m in metrics})]).fetchall()
-    finally:
-        con.close()
     about = {}
     for run_id, spec_json, torch_version, device, bf16 in runs:
         spec = RunSpec.from_json(spec_json)
@@ -102,16 +108,6 @@ def decision_free(study: Study, spec: RunSpec) -> str:
         return {**kept, "hparams": hparams, "pretrain": strip(d["pretrain"]) if d.get("pretrain") else None}
 
     return canonical_json(strip(spec.to_dict()))
-
-
-def _stats(values: list[float]) -> tuple[float, float | None, int]:
-    a = np.asarray(values, dtype=float)
-    return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else None), len(a)
-
-
-def _fmt(mean: float, std: float | None, n: int, scale: float = 100) -> str:
-    s = f"{mean * scale:.2f}"
-    return s + (f" ± {std * scale:.2f}" if std is not None else "") + f" (n={n})"
 
 
 def _titles(study: Study) -> tuple[dict, dict, dict]:
@@ -178,15 +174,16 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
                 auc = [r["value"] for r in runs if r["metric"] == second and not np.isnan(r["value"])]
                 mean = None
                 if main:
-                    mean, std, n = _stats([r["value"] for r in main])
+                    mean, std, n = mean_std([r["value"] for r in main])
                     ids = sorted(r["run_id"] for r in main)
                     where = f"{ds if ds == used else f'{ds} ({used})'}, {title}, {line[1]}, {line[2]}"
-                    line.append(_fmt(mean, std, n) + (" †" if collapsed & set(ids) else "") + notes.mark(where, main))
+                    line.append(format_mean_std(mean, std, n) + (" †" if collapsed & set(ids) else "")
+                                + notes.mark(where, main))
                     cells.append([variant, ds, used, method, protocol, fraction, profile, main[0]["config_id"], tag,
                                   metric, mean, std, n, " ".join(ids), mixed_environments(main)])
                 else:
                     line.append("-")
-                line.append(_fmt(*_stats(auc)) if auc else "-")
+                line.append(format_mean_std(*mean_std(auc)) if auc else "-")
                 rep = reported.get((ds, method, protocol, metric, fraction))
                 rep_value = rep.value if rep is not None and rep.value is not None else None
                 hard = " (hard-coded)" if rep is not None and not rep.backed_by_runs else ""
@@ -256,11 +253,11 @@ def decision_table(study: Study, rows: list[dict], metric: str,
     table = []
     for (profile, used, method, protocol, fraction), pairings in sorted(by_cell.items()):
         for tag, base_runs, groups in _paired(pairings, "baseline", show_precision):
-            base, base_std, base_n = _stats([r["value"] for r in base_runs])
+            base, base_std, base_n = mean_std([r["value"] for r in base_runs])
             title = tagged(methods.get(method, method), tag)
             for key in [d.name for d in study.decisions] + ["all"]:
                 for runs in groups.get(key, {}).values():
-                    mean, std, n = _stats([r["value"] for r in runs])
+                    mean, std, n = mean_std([r["value"] for r in runs])
                     if key == "all":
                         what, change = "all decisions corrected", "-"
                     else:
@@ -269,7 +266,8 @@ def decision_table(study: Study, rows: list[dict], metric: str,
                     where = f"{used}, {title}, {protocols.get(protocol, protocol)}, {format_fraction(fraction)}"
                     mark = notes.mark(f"{where}: {what}", base_runs + runs)
                     table.append([profile, used, title, protocols.get(protocol, protocol), format_fraction(fraction),
-                                  what, change, _fmt(base, base_std, base_n), _fmt(mean, std, n) + mark,
+                                  what, change, format_mean_std(base, base_std, base_n),
+                                  format_mean_std(mean, std, n) + mark,
                                   f"{(mean - base) * 100:+.2f}"])
     headers = ["profile", "dataset", "method", "protocol", "labels", "decision", "as published → corrected",
                f"{metric} as published", f"{metric} corrected", "Δ (pp)"]
@@ -337,8 +335,8 @@ def variant_match(study: Study, rows: list[dict],
                                  protocols.get(protocol, protocol), format_fraction(fraction), metric,
                                  f"{value * 100:.2f}"], []
                 for variant, runs in ((AS_PUBLISHED, published), (CORRECTED, other)):
-                    mean, std, n = _stats([r["value"] for r in runs])
-                    line.append(f"{_fmt(mean, std, n)}{notes.mark(f'{where}, {titles[variant]}', runs)}, "
+                    mean, std, n = mean_std([r["value"] for r in runs])
+                    line.append(f"{format_mean_std(mean, std, n)}{notes.mark(f'{where}, {titles[variant]}', runs)}, "
                                 f"Δ {(mean - value) * 100:+.2f}")
                     within = within_spread(mean, std, value)
                     matched += [titles[variant]] if within else []
@@ -396,8 +394,8 @@ def claim_verdicts(study: Study, rows: list[dict], metric: str,
                                       f"{tagged(methods.get(comparison.baseline, comparison.baseline), base_tag)}",
                                       runs + base_runs)
                     table.append([comparison.claim, used, protocols.get(comparison.protocol, comparison.protocol),
-                                  format_fraction(fraction), variant, title, _fmt(*_stats(values)) + mark,
-                                  tagged(_fmt(*_stats(base)), base_tag), f"{delta * 100:+.2f}",
+                                  format_fraction(fraction), variant, title, format_mean_std(*mean_std(values)) + mark,
+                                  tagged(format_mean_std(*mean_std(base)), base_tag), f"{delta * 100:+.2f}",
                                   "-" if np.isnan(p) else f"{p:.3g}", verdict])
     headers = ["claim", "dataset", "protocol", "labels", "variant", "method", f"{metric} method",
                f"{metric} baseline", "Δ (pp)", "Welch p", "verdict"]
@@ -544,8 +542,7 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
 
 def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) -> list[Path]:
     methods, _, _ = _titles(study)
-    con = connect(db, read_only=True, wait_s=30)
-    try:
+    with connect(db, read_only=True, wait_s=30) as con:
         data = con.execute(
             """SELECT r.run_id, r.dataset_used, r.method, r.decisions, c.step,
                       CASE WHEN c.name = 'loss' THEN 'loss' ELSE 'knn' END, c.value, r.config_id FROM runs r
@@ -553,8 +550,6 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
                AND r.run_id IN (SELECT unnest(?)) AND c.name IN ('loss', 'knn_val_accuracy', 'knn_val_auc')
                ORDER BY c.step""",
             [study.name, pretrain_ids]).fetchall()
-    finally:
-        con.close()
     if not data:
         return []
     # (dataset, method, variant) -> config id -> its runs: a curve is drawn from one config id's runs
@@ -621,27 +616,18 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
 
 def tsne_figure(study: Study, db: Path, out: Path, eval_ids: list[str], *, max_points: int = 1500) -> list[Path]:
     """t-SNE (the study's plot.py) of the frozen test features that an evaluation of each method recorded
-    (artifact TEST_FEATURES, up to 2,000 points; kNN and frozen probes save them): the lowest seed's, as
+    (artifact TEST_FEATURES, up to 2,000 points; kNN and frozen probes save them): the run ``figure_runs`` picks, as
     published where such a run saved them, else corrected. Read from the store, no model is run here."""
     from sklearn.manifold import TSNE
 
     methods, _, _ = _titles(study)
-    con = connect(db, read_only=True, wait_s=30)
-    try:
-        runs = con.execute(
-            f"""SELECT r.run_id, {CELL_SOURCE_SQL}, r.dataset, r.method, r.decisions, a.path FROM runs r
-               JOIN artifacts a USING (run_id)
-               WHERE r.study = ? AND r.kind = 'evaluate' AND r.status = 'ok' AND a.name = ?
-               AND r.run_id IN (SELECT unnest(?)) ORDER BY r.seed, r.run_id""",
-            [study.name, TEST_FEATURES, eval_ids]).fetchall()
-    finally:
-        con.close()
-    chosen: dict[tuple[str, str], tuple[str, str, str, str]] = {}
+    picked = figure_runs(study, db, TEST_FEATURES, eval_ids)
+    chosen: dict[tuple[str, str], tuple[str, str, str, str]] = {}  # (cell, method) -> run, path, variant, dataset
     for variant in (AS_PUBLISHED, CORRECTED):
-        for rid, used, dataset, method, decisions, path in runs:
-            if (used, method) not in chosen and in_variant(parse_decisions(decisions), variant) \
-                    and Path(path).is_file():
-                chosen[(used, method)] = (rid, path, variant, dataset)
+        for (cell, v), entries in picked.items():
+            for method, _protocol, _fraction, dataset, rid, path in entries:
+                if v == variant:
+                    chosen.setdefault((cell, method), (rid, path, variant, dataset))
     if not chosen:
         return []
     order = [m.name for m in study.methods]
@@ -679,8 +665,7 @@ def generate(study: Study, db: Path, out: Path, *, data_dir=None, profile: str |
     """Tables and figures of the study's runs as declared now (and of `medssl tune`'s best values, as their own
     rows), one folder per profile under ``out``. ``include_stale``: stale runs are shown, marked with why (the
     definitions or data that changed), instead of left out."""
-    con = connect(db, read_only=True, wait_s=30)
-    try:
+    with connect(db, read_only=True, wait_s=30) as con:
         recorded = con.execute("SELECT run_id, status, spec_json FROM runs WHERE study = ? ORDER BY finished_at",
                                [study.name]).fetchall()
         reused = {r for (r,) in con.execute("SELECT run_id FROM reused WHERE study = ?", [study.name]).fetchall()}
@@ -689,8 +674,6 @@ def generate(study: Study, db: Path, out: Path, *, data_dir=None, profile: str |
                                  "split_part(optuna_study, '/', 1) = ? AND value IS NOT NULL", [study.name]).fetchall()
         except duckdb.CatalogException:  # a database from before `medssl tune`: no trials
             trials = []
-    finally:
-        con.close()
     if profile is not None:
         study.profile(profile)  # validates the name
     if not any(status == "ok" for _, status, _ in recorded):

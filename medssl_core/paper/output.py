@@ -11,7 +11,20 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 from tabulate import tabulate
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None, int]:
+    """Mean, sample standard deviation (None for one value) and count: what every table cell states."""
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else None), len(a)
+
+
+def format_mean_std(mean: float, std: float | None, n: int | None = None, scale: float = 100) -> str:
+    """'81.25 ± 1.20 (n=3)' in percent; no spread for one run; no count where a column gives it (``n`` None)."""
+    text = f"{mean * scale:.2f}" + (f" ± {std * scale:.2f}" if std is not None else "")
+    return text + (f" (n={n})" if n is not None else "")
 
 
 def write_table(out: Path, stem: str, title: str, headers: list, table: list, note: str) -> list[Path]:

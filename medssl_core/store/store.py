@@ -251,11 +251,8 @@ class ResultsStore:
 
     @contextmanager
     def reader(self):
-        con = connect(self.db_path, read_only=True, wait_s=self.write_wait_s)
-        try:
+        with connect(self.db_path, read_only=True, wait_s=self.write_wait_s) as con:
             yield con
-        finally:
-            con.close()
 
     # -- coordination -------------------------------------------------------------------------------------
     @contextmanager
