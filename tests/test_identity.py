@@ -265,3 +265,17 @@ def test_moving_a_definition_to_another_module_leaves_runs_current():
         kind = "evaluate" if "protocol" in hp else "pretrain"
         assert identity.code_fingerprint(kind, "breastmnist", hp, moved) == \
             identity.code_fingerprint(kind, "breastmnist", hp)
+
+
+def test_the_packages_own_imports_inside_a_body_name_code_and_are_followed():
+    """Where a lazily imported definition lives is no part of a unit's digest; what it computes is."""
+    lazy = "def f(x):\n    from {} import g\n\n    return g(x) + 1\n"
+    here, moved = (code_digest.parse_units(lazy.format(m), "medssl_core.a")
+                   for m in ("medssl_core.b", "medssl_core.c.d"))
+    assert here[0].digest == moved[0].digest
+    other = code_digest.parse_units(lazy.format("numpy"), "medssl_core.a")
+    assert other[0].digest != here[0].digest  # another package's import is code that runs: it counts
+    base = CodeBase({"medssl_core"}, {"medssl_core.a": (lazy.format("medssl_core.b"), False),
+                                      "medssl_core.b": ("def g(x):\n    return 2 * x\n", False)}.get)
+    assert base.closure(base.unit_of("medssl_core.a", "f")) == {"medssl_core.a": {0}, "medssl_core.b": {0}}
+

@@ -153,7 +153,7 @@ def test_reduced_quick_replication_end_to_end(tmp_path, medmnist_dir):
 
 
 def test_claim_verdicts_follow_the_seeds():
-    from medssl_core.paper.generate import claim_verdicts
+    from medssl_core.paper.tables import claim_verdicts
 
     def runs(method, fraction, values):
         return [{"split": "test", "metric": "auc", "fraction": fraction, "value": v, "kept_stale": "",

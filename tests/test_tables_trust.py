@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from medssl_core.cli import main
-from medssl_core.paper.generate import accuracy_bars, generate, load_rows
+from medssl_core.paper.figures import accuracy_bars
+from medssl_core.paper.generate import generate
+from medssl_core.paper.rows import load_rows
 from medssl_core.paper.selection import select
 from medssl_core.plan.catalog import get_study
 from medssl_core.plan.grid import expand

@@ -117,7 +117,7 @@ def test_label_fractions_per_dataset_and_no_labels_beyond_them(medmnist_dir):
 
 
 def test_label_efficiency_figure_needs_two_fractions(tmp_path):
-    from medssl_core.paper.generate import efficiency_points, label_efficiency_figure
+    from medssl_core.paper.figures import efficiency_points, label_efficiency_figure
 
     def row(fraction, seed, value, config="c"):
         return {"split": "test", "metric": "accuracy", "fraction": fraction, "value": value, "kept_stale": "",

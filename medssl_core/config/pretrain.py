@@ -1,14 +1,5 @@
-"""Typed, strict run configurations: every key a study, profile or decision sets must name a real field.
-
-pydantic (v2) rather than hand-validated dataclasses: it gives nested models that refuse unknown keys
-(`extra="forbid"`), type checks with the exact path of the bad key, discriminated unions for the protocol
-kinds, and a `model_dump` that writes every default explicitly, so a run's spec states each value it used
-and a changed default changes the spec (and the config id) instead of the numbers silently.
-
-One exception keeps recorded runs comparable as the engine grows: an option added after runs were recorded
-is declared with ``added(...)``, whose value must be the behaviour from before the option existed. A spec
-states it only when a run sets it to something else (``spec_form``), so adding an option for a new study
-leaves every recorded run's settings id as it was (tests/test_trust.py pins each such value)."""
+"""The settings a pretraining run states, and the parts evaluations share with it: backbone, augmentation,
+optimiser and schedule, split, training loop, SSL method, the data a run reads."""
 
 from __future__ import annotations
 

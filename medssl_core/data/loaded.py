@@ -1,7 +1,5 @@
-"""Readers for the studies' original sources, in the layouts their publishers ship.
-
-Images are decoded once with OpenCV, resized to the requested side, and cached as an npz under the medssl
-cache (keyed by the files' contents and the decoding code), so nothing is decoded twice."""
+"""What a reader of an original source returns: images, labels or label codes, patient ids and views per split, and
+the files it read (their checksums version the data)."""
 
 from __future__ import annotations
 

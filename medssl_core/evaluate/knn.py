@@ -1,5 +1,4 @@
-"""Downstream evaluation: feature extraction, kNN, linear probe, the studies' heads, full fine-tuning.
-Model selection uses validation only; test is scored once with the selected weights."""
+"""kNN evaluation of frozen features: the votes of the nearest training features, scored on each split."""
 
 from __future__ import annotations
 

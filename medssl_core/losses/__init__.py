@@ -1,6 +1,7 @@
 """SSL objectives as pure functions of tensors, one module per family (``contrastive``, ``decorrelation``,
 ``negative_cosine``, ``segmentation_guided``), the supervised fitting losses (``classification``) and the checks
-they share (``checks``). docs/studies/references.md, 'Losses', has the formulas."""
+they share (``checks``). Defaults carry a comment naming their source; docs/studies/references.md, 'Losses', has
+the formulas."""
 
 from medssl_core.losses.classification import (
           binary_cross_entropy_loss,

@@ -1,5 +1,5 @@
-"""Downstream evaluation: feature extraction, kNN, linear probe, the studies' heads, full fine-tuning.
-Model selection uses validation only; test is scored once with the selected weights."""
+"""The losses a probe or fine-tuning fits with: cross-entropy, binary cross-entropy, focal, and the double softmax of
+one study's code; each with label smoothing and with ``MISSING`` labels left out."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""SSL objectives as pure functions of tensors.
-
-Every function takes the two views' embeddings (N, D), checks them, and computes in float32 (float64 stays
-float64) with autocast disabled, so that bf16 autocast in the model never reaches the loss arithmetic.
-Defaults carry a comment naming their source; docs/studies/references.md, 'Losses', has the formulas.
-The segmentation-guided objectives of MedSGSSL (last section) take token, attention and domain tensors besides
-embeddings; each checks its shapes and runs in full precision the same way."""
+"""MedSGSSL's segmentation-guided objectives: masked-token reconstruction, the lung attention prior and its alignment
+with CLS attention, cross-domain alignment. Each checks its token, attention or domain tensors' shapes and runs in
+full precision like the embedding losses."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The SSL methods the studies use, each saying only what differs from :class:`Method`."""
+"""Barlow Twins: the cross-correlation of two views' projections driven to the identity."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The SSL methods the studies use, each saying only what differs from :class:`Method`."""
+"""BYOL: a predictor on the student and an EMA teacher's projection as the target."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The SSL methods the studies use, each saying only what differs from :class:`Method`."""
+"""DCL and DCLW: decoupled contrastive learning, unweighted and von Mises-Fisher weighted."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The SSL methods the studies use, each saying only what differs from :class:`Method`."""
+"""SimCLR: NT-Xent between two views' projections."""
 
 from __future__ import annotations
 

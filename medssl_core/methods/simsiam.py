@@ -1,4 +1,4 @@
-"""The SSL methods the studies use, each saying only what differs from :class:`Method`."""
+"""SimSiam: a predictor and a stopped-gradient target, no negatives, no teacher."""
 
 from __future__ import annotations
 

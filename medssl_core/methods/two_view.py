@@ -1,4 +1,4 @@
-"""The SSL methods the studies use, each saying only what differs from :class:`Method`."""
+"""The shape most methods share: embed two views and apply the method's loss to the two projections."""
 
 from __future__ import annotations
 

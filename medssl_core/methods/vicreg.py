@@ -1,4 +1,4 @@
-"""The SSL methods the studies use, each saying only what differs from :class:`Method`."""
+"""VICReg: variance, invariance and covariance terms, each logged."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Backbones (ResNet-18/50, MobileNetV2, ViT-Small) for any number of input channels, and the studies' heads."""
+"""Backbones (ResNet-18/50, MobileNetV2, ViT-Small, MedSGSSL's CNNs) for any number of input channels: the first
+convolution adapted, ImageNet weights loaded where asked."""
 
 from __future__ import annotations
 

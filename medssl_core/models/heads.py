@@ -1,4 +1,4 @@
-"""Backbones (ResNet-18/50, MobileNetV2, ViT-Small) for any number of input channels, and the studies' heads."""
+"""Heads: the MLPs of projectors and predictors, and the studies' classification heads."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Backbones (ResNet-18/50, MobileNetV2, ViT-Small) for any number of input channels, and the studies' heads."""
+"""ImageNet weights, looked for in the local torch hub and Hugging Face caches only (medssl never downloads them
+during a run), the message that says how to get them, and the normalisation they were trained with."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Backbones (ResNet-18/50, MobileNetV2, ViT-Small) for any number of input channels, and the studies' heads."""
+"""ViT-S/16 (timm) for any channel count, with CLS and patch tokens and every block's attention map, and an optional
+additive attention bias (MedSGSSL's lung prior)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Downstream evaluation: feature extraction, kNN, linear probe, the studies' heads, full fine-tuning.
-Model selection uses validation only; test is scored once with the selected weights."""
+"""Probes and fine-tuning: a classifier (optional backbone + head) fitted on the training images, selected on
+validation only (a metric or the loss, with early stopping), test scored once with the selected weights."""
 
 from __future__ import annotations
 
