@@ -1,0 +1,1 @@
+"""What every layer shares: errors, atomic writes, seeding, devices, provenance, code digests."""

@@ -1,0 +1,1 @@
+"""Scoring an encoder: features, kNN, metrics, Grad-CAM, 2-D embeddings."""

@@ -1,0 +1,1 @@
+"""Where and when pending runs run (locally, on Ray), and tuning."""

@@ -1,0 +1,1 @@
+"""Tables, figures and the cross-study report, from SQL over the recorded runs."""

@@ -1,0 +1,1 @@
+"""Fitting: the pretraining loop, probes and fine-tuning, optimisers and schedules, throughput."""
