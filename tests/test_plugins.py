@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medssl_core.methods import Method, StepOutput, register
-from medssl_core.study import Method as Declaration
+from medssl_core.plan.study import Method as Declaration
 
 
 def hinge_alignment(z0: Tensor, z1: Tensor, margin: float = 0.5) -> Tensor:
