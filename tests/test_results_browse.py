@@ -22,7 +22,7 @@ from medssl_core import __version__, api
 from medssl_core.cli import build_parser, main
 from medssl_core.common.atomic import atomic_path
 from medssl_core.common.errors import ConfigError
-from medssl_core.paper.browse import run_variants, shorten, sparkline
+from medssl_core.paper.browse import format_show, run_variants, shorten, sparkline
 from medssl_core.paper.labels import parse_decisions, variant_label
 from medssl_core.plan.catalog import get_study
 from medssl_core.plan.grid import expand
@@ -94,7 +94,8 @@ def run_ids(db: Path, where: str) -> list[str]:
     return [r for (r,) in run_sql(db, f"SELECT run_id FROM runs WHERE {where} ORDER BY run_id")[1]]
 
 
-def test_show_prints_a_run_whole_from_a_prefix(db, capsys):
+def test_show_prints_a_run_whole_from_a_prefix(db, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where --paper-dir's default, ./paper, holds nothing yet
     (pretrain,) = run_ids(db, "kind = 'pretrain' AND decisions = 'crop_scale=corrected,norm=as_published'")
     assert main(["results", "show", pretrain[:6], "--db", str(db)]) == 0
     out, err = capsys.readouterr()
@@ -113,11 +114,21 @@ def test_show_prints_a_run_whole_from_a_prefix(db, capsys):
                  "python: 3.11.7", "hostname: node7"):
         assert f"\n  {line}\n" in out + "\n"
 
+    assert "figure:" not in out
+    figure = tmp_path / "paper" / "demo" / "quick" / "pretraining_curves.png"
+    figure.parent.mkdir(parents=True)
+    figure.write_bytes(b"png")
+    assert main(["results", "show", pretrain, "--db", str(db), "--paper-dir", str(tmp_path / "paper")]) == 0
+    assert f"\n  figure: {figure}\n" in capsys.readouterr().out
+
+    assert main(["results", "show", pretrain, "--db", str(db), "--format", "json"]) == 0
     shown = api.show(pretrain, db)  # the same as plain data
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(shown, default=str))
     assert shown["metrics"] == {"test": {"accuracy": pytest.approx(0.75)}, "val": {"accuracy": pytest.approx(0.76)}}
     assert [c["min"] for c in shown["curves"]] == [1.05] and json.dumps(shown, default=str)
     evaluation = api.show(run_ids(db, f"parent_run_id = '{pretrain}'")[0], db)
-    assert evaluation["settings"]["pretrain"].startswith(f"run {pretrain} ")  # shown on its own
+    assert evaluation["settings"]["pretrain"]["kind"] == "pretrain"  # the spec whole; the text names the run:
+    assert f"\n  pretrain: run {pretrain} (`medssl results show` it" in format_show(evaluation)
 
 
 def test_show_of_stale_and_failed_runs_says_why(db, capsys):

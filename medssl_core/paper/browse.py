@@ -61,15 +61,16 @@ def resolve_run(con, prefix: str, db: Path) -> str:
     """The run id that ``prefix`` starts; none or several is an error naming the candidates."""
     if not prefix.strip():
         raise ConfigError("an empty run id: give a run id or its first characters (`medssl results runs` lists them)")
-    ids = [rid for (rid,) in con.execute("SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id "
-                                         "LIMIT 11", [prefix]).fetchall()]
-    if not ids:
+    found = con.execute("SELECT run_id, kind, concat_ws('/', dataset_used, method, protocol) || ' seed ' || seed "
+                        "FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id LIMIT 11", [prefix]).fetchall()
+    if not found:
         raise ConfigError(f"no run id in {db} starts with {prefix!r}: `medssl results runs --db {db}` lists them")
-    if len(ids) > 1:
-        listed = ", ".join(ids[:10]) + (", …" if len(ids) > 10 else "")
-        raise ConfigError(f"run id prefix {prefix!r} is ambiguous in {db}: {listed} start with it; give more "
+    if len(found) > 1:
+        listed = "; ".join(f"{rid} ({kind} {label})" for rid, kind, label in found[:10])
+        more = "; …" if len(found) > 10 else ""
+        raise ConfigError(f"run id prefix {prefix!r} is ambiguous in {db}: {listed}{more} start with it; give more "
                           "characters")
-    return ids[0]
+    return found[0][0]
 
 
 def _spec(spec_json: str | None) -> dict:
@@ -146,7 +147,7 @@ def show_data(db: Path, prefix: str, *, data_dir: str | None = None, paper_dir: 
         "started_at": str(run["started_at"]), "finished_at": str(run["finished_at"]), "wall_s": run["wall_s"],
         "peak_mem_mb": run["peak_mem_mb"],
         "variant": variant_label(parse_decisions(run["decisions"]), list(declared.values())),
-        "settings": _readable_spec(_spec(run["spec_json"])),
+        "settings": _spec(run["spec_json"]),
         "decisions": decisions,
         "metrics": {split: {name: value for s, name, value in metrics if s == split}
                     for split in dict.fromkeys(s for s, _, _ in metrics)},
@@ -165,10 +166,7 @@ def compare_data(db: Path, a: str, b: str, *, data_dir: str | None = None) -> di
     runs = [show_data(db, prefix, data_dir=data_dir) for prefix in (a, b)]
     if runs[0]["run_id"] == runs[1]["run_id"]:
         raise ConfigError(f"{a!r} and {b!r} name the same run {runs[0]['run_id']}: give two different runs")
-    with connect(db, read_only=True, wait_s=5.0) as con:
-        specs = [_spec(con.execute("SELECT spec_json FROM runs WHERE run_id = ?", [r["run_id"]]).fetchone()[0])
-                 for r in runs]
-    flat = [dotted_paths(spec, leaves=(CODE,)) for spec in specs]
+    flat = [dotted_paths(r["settings"], leaves=(CODE,)) for r in runs]
     settings = []
     for path in sorted(set(flat[0]) | set(flat[1])):
         va, vb = flat[0].get(path, ABSENT), flat[1].get(path, ABSENT)
@@ -240,7 +238,7 @@ def format_show(run: dict) -> str:
                                                                           " and data)"),
              f"config {run['config_id']}; finished {run['finished_at']}; wall {_text(run['wall_s'])} s; "
              f"peak memory {_text(run['peak_mem_mb'])} MB"]
-    lines += _section("settings", tree(run["settings"]) or ["- (no spec recorded)"])
+    lines += _section("settings", tree(_readable_spec(run["settings"])) or ["- (no spec recorded)"])
     lines += _section("decisions", [f"{d['name']}: {d['label']}" + (" (" + ", ".join(
         f"{path} = {_text(value)}" for path, value in d["settings"].items()) + ")" if d["settings"] else "")
         for d in run["decisions"]]
