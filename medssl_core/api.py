@@ -86,8 +86,8 @@ class Replication:
 
     def metrics(self, split: str = "test"):
         """This plan's runs' metrics on ``split`` as a DataFrame, one row per run and metric."""
-        return results(self.db, "SELECT * FROM run_metrics WHERE run_id IN (SELECT unnest(?)) AND split = ?",
-                       [self.run_ids, split])
+        return results(self.db, "SELECT * FROM run_metrics JOIN run_variants USING (run_id) "
+                       "WHERE run_id IN (SELECT unnest(?)) AND split = ?", [self.run_ids, split])
 
 
 def replicate(study: str, profile: str = "auto", *, db: str | Path | None = None, seeds: Sequence[int] | None = None,
@@ -192,24 +192,128 @@ def _names(values: Sequence[str] | None) -> list[str] | None:
     return None if values is None else list(values)
 
 
-def results(db: str | Path | None = None, sql: str = "SELECT * FROM runs", params: list | None = None, *,
+def database(db: str | Path | None) -> Path:
+    """The results database ``db`` names (default: store.DEFAULT_DB); one that does not exist is an error."""
+    from medssl_core.store import DEFAULT_DB
+
+    db = Path(db) if db is not None else DEFAULT_DB
+    if not db.is_file():
+        raise StoreError(f"No results database at {db}: run `medssl replicate STUDY` (or medssl.replicate) first, or "
+                         "pass --db.")
+    return db
+
+
+EVERY_RUN = "SELECT * FROM runs JOIN run_variants USING (run_id)"
+
+
+def query(db: str | Path | None = None, sql: str = EVERY_RUN, params: list | None = None, *,
+          data_dir: str | None = None) -> tuple[list[str], list[tuple]]:
+    """A read-only SQL query: (column names, rows). Beside the tables and views, the temporary tables
+    ``run_staleness`` (run_id, stale, why) and ``run_variants`` (run_id, variant: as the paper's tables name it)
+    are there to join; they need the code and the studies here, which the database does not hold."""
+    from medssl_core.paper.browse import run_variants
+    from medssl_core.plan.stale import staleness_rows
+    from medssl_core.store import run_sql
+
+    db = database(db)
+    recorded = run_sql(db, "SELECT run_id, study, decisions, spec_json FROM runs")[1]
+    return run_sql(db, sql, params, staleness=staleness_rows([(r[0], r[3]) for r in recorded], data_dir),
+                   variants=run_variants([r[:3] for r in recorded]))
+
+
+def results(db: str | Path | None = None, sql: str = EVERY_RUN, params: list | None = None, *,
             data_dir: str | None = None):
-    """A read-only SQL query over a results database as a pandas DataFrame; the temporary table
-    ``run_staleness`` (run_id, stale, why) is there to join. Views: runs, run_metrics, metric_summary, reported."""
+    """``query`` as a pandas DataFrame (views: runs, run_metrics, metric_summary, reported_vs_reproduced; join
+    run_staleness and run_variants USING (run_id)); by default every run with its variant."""
     try:
         import pandas as pd
     except ImportError:
         raise ConfigError("results() returns a pandas DataFrame: `pip install pandas` (or use `medssl results sql`, "
                           "which needs none)") from None
-    from medssl_core.plan.stale import staleness_rows
-    from medssl_core.store import DEFAULT_DB, ResultsStore, run_sql
-
-    db = Path(db) if db is not None else DEFAULT_DB
-    if not db.is_file():
-        raise StoreError(f"No results database at {db}: run `medssl replicate STUDY` (or medssl.replicate) first.")
-    staleness = staleness_rows([(rid, spec) for rid, _, spec in ResultsStore(db).recorded()], data_dir)
-    columns, rows = run_sql(db, sql, params, staleness=staleness)
+    columns, rows = query(db, sql, params, data_dir=data_dir)
     return pd.DataFrame(rows, columns=columns)
+
+
+RUN_LIST = """
+    SELECT r.run_id, r.config_id, r.kind, r.study, r.dataset_used, r.method, r.protocol, r.fraction, r.seed, r.profile,
+           v.variant, r.status, s.stale, s.why AS stale_why, round(r.wall_s, 1) AS wall_s, r.error, r.decisions
+    FROM runs r JOIN run_staleness s USING (run_id) JOIN run_variants v USING (run_id)
+    WHERE ($1 IS NULL OR r.study = $1) AND ($2 IS NULL OR r.method = $2) AND ($3 IS NULL OR r.status = $3)
+      AND ($4 IS NULL OR s.stale = $4)
+    ORDER BY r.study, r.finished_at"""
+STATUSES = ("ok", "failed")
+
+
+def runs(db: str | Path | None = None, *, study: str | None = None, method: str | None = None,
+         variant: str | None = None, status: str | None = None, stale: bool | None = None,
+         data_dir: str | None = None) -> list[dict]:
+    """The recorded runs, one dict each (with their variant and whether they are stale, and why), as `medssl
+    results runs` lists them. ``variant``: as_published, corrected or each (one decision corrected); ``stale``:
+    True for the stale runs only, False for the current ones."""
+    from medssl_core.paper.browse import in_variant_choice
+    from medssl_core.plan.catalog import studies
+    from medssl_core.plan.study import ALL_VARIANTS
+    from medssl_core.store import run_sql
+
+    db = database(db)
+    if variant is not None and variant not in ALL_VARIANTS:
+        raise ConfigError(f"variant {variant!r}: one of {', '.join(ALL_VARIANTS)}")
+    if status is not None and status not in STATUSES:
+        raise ConfigError(f"status {status!r}: one of {', '.join(STATUSES)}")
+    for option, value, column, registered in (
+            ("study", study, "study", lambda: set(studies())),
+            ("method", method, "method", lambda: {m.name for s in studies().values() for m in s.methods})):
+        if value is not None:  # a misspelt name would list nothing, as if it had no runs
+            known = registered() | {v for (v,) in run_sql(db, f"SELECT DISTINCT {column} FROM runs")[1] if v}
+            if value not in known:
+                raise ConfigError(f"--{option} {value!r} is neither registered nor recorded in {db}; {option}s: "
+                                  f"{sorted(known)}.{did_you_mean(value, known)}")
+    columns, rows = query(db, RUN_LIST, [study, method, status, stale], data_dir=data_dir)
+    listed = [dict(zip(columns, row)) for row in rows]
+    return [r for r in listed if variant is None or in_variant_choice(r["decisions"], variant)]
+
+
+def show(run_id: str, db: str | Path | None = None, *, data_dir: str | None = None,
+         paper_dir: str | Path | None = "paper") -> dict:
+    """Everything recorded about one run (``run_id``: the id or its first characters, as long as one run has them):
+    settings (its spec), decisions with their sides' names, metrics by split, curves, artifacts (and whether their
+    files exist), environment, staleness; ``paper_dir``: where `medssl paper` wrote (its pretraining-curves
+    figure)."""
+    from medssl_core.paper.browse import show_data
+
+    return show_data(database(db), run_id, data_dir=data_dir, paper_dir=paper_dir)
+
+
+def compare(a: str, b: str, db: str | Path | None = None, *, data_dir: str | None = None) -> dict:
+    """Two runs (ids or unique prefixes): the settings that differ, by dotted path, and each metric of either side
+    by side with b − a."""
+    from medssl_core.paper.browse import compare_data
+
+    return compare_data(database(db), a, b, data_dir=data_dir)
+
+
+EXPORT_FORMATS = ("csv", "parquet")
+
+
+def export(out: str | Path, db: str | Path | None = None, *, table: str = "runs", fmt: str = "csv",
+           data_dir: str | None = None) -> Path:
+    """Write one table or view (or run_staleness, run_variants) to a CSV or Parquet file, whole or not at all."""
+    from medssl_core.common.atomic import atomic_path
+    from medssl_core.store.store import EXPORTABLE
+
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"format {fmt!r}: one of {', '.join(EXPORT_FORMATS)}")
+    if table not in EXPORTABLE:
+        raise ConfigError(f"--table {table!r} is not a table or view of the results database; one of "
+                          f"{', '.join(EXPORTABLE)}.{did_you_mean(table, EXPORTABLE)}")
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: give the file to write, e.g. {out / f'{table}.{fmt}'}")
+    options = "FORMAT csv, HEADER" if fmt == "csv" else "FORMAT parquet"
+    with atomic_path(out) as tmp:
+        query(db, f"COPY (SELECT * FROM {table}) TO '{str(tmp).replace(chr(39), chr(39) * 2)}' ({options})",
+              data_dir=data_dir)
+    return out
 
 
 @dataclass
@@ -265,5 +369,5 @@ def paper(study: str | None = None, *, db: str | Path | None = None, out: str | 
     return result
 
 
-__all__ = ["MedsslError", "PaperOutput", "Replication", "choose_profile", "paper", "read_overrides", "replicate",
-           "results"]
+__all__ = ["MedsslError", "PaperOutput", "Replication", "choose_profile", "compare", "database", "export", "paper",
+           "query", "read_overrides", "replicate", "results", "runs", "show"]

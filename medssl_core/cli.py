@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from medssl_core.common.errors import ConfigError, MedsslError, did_you_mean
+from medssl_core.common.errors import ConfigError, MedsslError
 from medssl_core.paper.labels import CELL_SOURCE_SQL, format_fraction, parse_decisions, secondary_metric, variant_label
 
 
@@ -164,40 +164,53 @@ def _format(columns, rows, fmt: str) -> str:
 
 
 def cmd_results_sql(args) -> int:
-    from medssl_core.store import run_sql
+    from medssl_core.api import query
 
-    columns, rows = run_sql(Path(args.db), args.query, staleness=_staleness(args.db, args.data_dir))
+    columns, rows = query(args.db, args.query, data_dir=args.data_dir)
     print(_format(columns, rows, args.format))
     return 0
 
 
-def _staleness(db: str, data_dir: str | None):
-    """(run_id, stale, why) of every recorded run, offered to SQL as the temporary table run_staleness."""
-    from medssl_core.plan.stale import staleness_rows
-    from medssl_core.store import ResultsStore
-
-    return staleness_rows([(rid, spec) for rid, _, spec in ResultsStore(db).recorded()], data_dir)
+RUN_LIST_SHOWN = ("run_id", "config_id", "kind", "study", "dataset_used", "method", "protocol", "fraction", "seed",
+                  "profile", "variant", "status", "stale", "stale_why", "wall_s", "error")
+CELL_WIDTH = 60  # a table's long texts (stale_why, error) are cut between words to this width; csv and json: whole
 
 
 def cmd_results_runs(args) -> int:
-    from medssl_core.store import run_sql
+    from medssl_core.api import runs
+    from medssl_core.paper.browse import shorten
 
-    sql = ("SELECT r.run_id, r.config_id, r.kind, r.study, r.dataset_used, r.method, r.protocol, r.fraction, "
-           "r.seed, r.profile, r.status, s.stale, left(s.why, 60) AS stale_why, round(r.wall_s, 1) AS wall_s, "
-           "left(coalesce(r.error, ''), 60) AS error FROM runs r JOIN run_staleness s USING (run_id) "
-           "WHERE ($1 IS NULL OR r.study = $1) AND ($2 IS NULL OR r.status = $2) "
-           "AND ($3 IS NULL OR s.stale = $3) ORDER BY r.study, r.finished_at")
-    if args.study is not None:  # a misspelt name would list nothing, as if the study had no runs
-        from medssl_core.plan.catalog import studies
+    listed = runs(args.db, study=args.study, method=args.method, variant=args.variant, status=args.status,
+                  stale=args.stale, data_dir=args.data_dir)
+    long_texts = ("stale_why", "error") if args.format == "table" else ()
+    rows = [[shorten(r[c], CELL_WIDTH) if c in long_texts else r[c] for c in RUN_LIST_SHOWN] for r in listed]
+    print(_format(RUN_LIST_SHOWN, rows, args.format))
+    return 0
 
-        known = set(studies()) | {name for (name,) in run_sql(Path(args.db), "SELECT DISTINCT study FROM runs")[1]}
-        if args.study not in known:
-            raise ConfigError(f"--study {args.study!r} is neither registered nor recorded in {args.db}; studies: "
-                              f"{sorted(known)}.{did_you_mean(args.study, known)}")
-    stale = {"yes": True, "no": False}.get(args.stale)
-    columns, rows = run_sql(Path(args.db), sql, [args.study, args.status, stale],
-                            staleness=_staleness(args.db, args.data_dir))
-    print(_format(columns, rows, args.format))
+
+def cmd_results_show(args) -> int:
+    from medssl_core.api import show
+    from medssl_core.paper.browse import format_show
+
+    shown = show(args.run_id, args.db, data_dir=args.data_dir, paper_dir=args.paper_dir)
+    print(json.dumps(shown, default=str, indent=1) if args.format == "json" else format_show(shown))
+    return 0
+
+
+def cmd_results_compare(args) -> int:
+    from medssl_core.api import compare
+    from medssl_core.paper.browse import format_compare
+
+    compared = compare(args.run_a, args.run_b, args.db, data_dir=args.data_dir)
+    print(json.dumps(compared, default=str, indent=1) if args.format == "json" else format_compare(compared))
+    return 0
+
+
+def cmd_results_export(args) -> int:
+    from medssl_core.api import export
+
+    path = export(args.out, args.db, table=args.table, fmt=args.format, data_dir=args.data_dir)
+    print(f"wrote {path}")
     return 0
 
 
@@ -337,11 +350,39 @@ def cmd_masks_show(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+PROFILES = "{profiles}"  # in a help text: the registered studies' profile names, found when the help is printed
+
+
+def profile_names() -> str:
+    from medssl_core.plan.catalog import studies
+
+    return ", ".join(sorted({p.name for s in studies().values() for p in s.profiles}))
+
+
+class ProfileHelp(argparse.HelpFormatter):
+    """Fills in PROFILES only when a help page shows it: finding the studies imports them all (seconds), which
+    `medssl --help` and every command that does not print this page need not wait for."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action) or ""
+        return text.replace(PROFILES, profile_names()) if PROFILES in text else text
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
     from medssl_core.store import DEFAULT_DB
+
+    parser.add_argument("--db", default=str(DEFAULT_DB), help="the results database (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from medssl_core import __version__
+    from medssl_core.api import EXPORT_FORMATS, STATUSES
+    from medssl_core.plan.study import ALL_VARIANTS
+    from medssl_core.store.store import EXPORTABLE
 
     p = argparse.ArgumentParser(prog="medssl", description="Reproducible replications of SSL studies in "
                                 "medical imaging.")
+    p.add_argument("--version", action="version", version=f"medssl {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="list, verify and fetch datasets").add_subparsers(dest="data_cmd",
@@ -357,9 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data-dir", help="looked in first; then $MEDSSL_DATA, then ~/.medmnist")
         sp.set_defaults(fn=fn)
 
-    r = sub.add_parser("replicate", help="run a study's grid (only runs not yet done)")
+    r = sub.add_parser("replicate", help="run a study's grid (only runs not yet done)", formatter_class=ProfileHelp)
     r.add_argument("study")
-    r.add_argument("--profile", default="auto", help="quick | paper | auto (paper on a GPU, quick on a CPU)")
+    r.add_argument("--profile", default="auto", help=f"auto (the study's GPU profile on a GPU, else its CPU one) or "
+                   f"a profile of the study: {PROFILES} (`medssl study show STUDY` describes them)")
     r.add_argument("--seeds", help="comma-separated, e.g. 0,1,2 (default: the profile's)")
     r.add_argument("--datasets", help="comma-separated study dataset keys")
     r.add_argument("--methods", help="comma-separated method names")
@@ -369,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     r.add_argument("--threads", type=int, help="torch CPU threads")
     r.add_argument("--data-dir")
-    r.add_argument("--db", default=str(DEFAULT_DB))
+    _add_db(r)
     r.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     r.add_argument("--reuse-stale", action="store_true", help="keep runs recorded under older code or data "
                    "instead of running them again (recorded in table 'reused'; tables mark them)")
@@ -389,33 +431,66 @@ def build_parser() -> argparse.ArgumentParser:
                    "cluster, a folder every node mounts. Keep it the same when resuming")
     r.set_defaults(fn=cmd_replicate)
 
-    res = sub.add_parser("results", help="query the results database").add_subparsers(dest="results_cmd",
-                                                                                        required=True)
-    q = res.add_parser("sql", help="run a read-only SQL query")
+    res = sub.add_parser("results", help="query and browse the results database (each command names the database "
+                         "it opened on standard error)").add_subparsers(dest="results_cmd", required=True)
+    q = res.add_parser("sql", help="run a read-only SQL query (temporary tables run_staleness and run_variants "
+                       "are there to join USING (run_id))")
     q.add_argument("query")
     q.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    q.add_argument("--db", default=str(DEFAULT_DB))
+    _add_db(q)
     q.add_argument("--data-dir", help="where the data is, to tell runs whose data changed (run_staleness)")
     q.set_defaults(fn=cmd_results_sql)
-    runs = res.add_parser("runs", help="list runs")
+    runs = res.add_parser("runs", help="list runs, with their variant and whether they are stale (and why)")
     runs.add_argument("--study")
-    runs.add_argument("--status", choices=("ok", "failed"))
-    runs.add_argument("--stale", choices=("yes", "no"), help="only stale (or only current) runs")
+    runs.add_argument("--method")
+    runs.add_argument("--variant", choices=ALL_VARIANTS, help="as_published, corrected (every decision on that "
+                      "side; runs no decision concerns belong to both), each (one decision corrected)")
+    runs.add_argument("--status", choices=STATUSES)
+    fresh = runs.add_mutually_exclusive_group()
+    fresh.add_argument("--stale", action="store_const", const=True, dest="stale", help="only stale runs")
+    fresh.add_argument("--current", action="store_const", const=False, dest="stale", help="only current runs")
     runs.add_argument("--data-dir", help="where the data is, to tell runs whose data changed")
-    runs.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    runs.add_argument("--db", default=str(DEFAULT_DB))
+    runs.add_argument("--format", choices=("table", "csv", "json"), default="table", help="table: long texts cut "
+                      "between words; csv, json: whole")
+    _add_db(runs)
     runs.set_defaults(fn=cmd_results_runs)
+    sh_run = res.add_parser("show", help="one run: settings, decisions, metrics, curves, artifacts, environment, "
+                            "staleness")
+    sh_run.add_argument("run_id", help="a run id, or its first characters (as long as one run has them)")
+    sh_run.add_argument("--paper-dir", default="paper", help="where `medssl paper` wrote (its --out), to name the "
+                        "pretraining-curves figure (default: %(default)s)")
+    sh_run.add_argument("--format", choices=("text", "json"), default="text")
+    sh_run.add_argument("--data-dir", help="where the data is, to tell whether the run's data changed")
+    _add_db(sh_run)
+    sh_run.set_defaults(fn=cmd_results_show)
+    cmp = res.add_parser("compare", help="two runs: the settings that differ, and their metrics side by side")
+    cmp.add_argument("run_a", help="a run id or its first characters")
+    cmp.add_argument("run_b", help="a run id or its first characters")
+    cmp.add_argument("--format", choices=("text", "json"), default="text")
+    cmp.add_argument("--data-dir", help="where the data is, to tell whether the runs' data changed")
+    _add_db(cmp)
+    cmp.set_defaults(fn=cmd_results_compare)
+    ex = res.add_parser("export", help="write a table or view to a CSV or Parquet file (whole or not at all)")
+    ex.add_argument("--out", required=True, help="the file to write (replaced whole)")
+    ex.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
+    ex.add_argument("--table", default="runs", choices=EXPORTABLE, metavar="TABLE", help="a table or view: "
+                    f"{', '.join(EXPORTABLE)} (default: %(default)s)")
+    ex.add_argument("--data-dir", help="where the data is, for run_staleness")
+    _add_db(ex)
+    ex.set_defaults(fn=cmd_results_export)
     rb = res.add_parser("rebuild", help="recreate the database from the run record files")
-    rb.add_argument("--db", default=str(DEFAULT_DB))
+    _add_db(rb)
     rb.set_defaults(fn=cmd_results_rebuild)
 
-    pp = sub.add_parser("paper", help="generate a study's tables and figures from the database")
+    pp = sub.add_parser("paper", help="generate a study's tables and figures from the database",
+                        formatter_class=ProfileHelp)
     pp.add_argument("study", nargs="?", help="default: every study with runs")
     pp.add_argument("--all", action="store_true", help="every study, and the cross-study report (REPORT.md and a "
                     "self-contained REPORT.html)")
-    pp.add_argument("--db", default=str(DEFAULT_DB))
+    _add_db(pp)
     pp.add_argument("--out", default="paper")
-    pp.add_argument("--profile", help="the profile whose runs to use (default: every profile with runs)")
+    pp.add_argument("--profile", help=f"the profile whose runs to use: {PROFILES} (default: every profile with "
+                    "runs)")
     pp.add_argument("--data-dir", help="where the data is: for the t-SNE figure, and to leave out runs whose data "
                     "changed")
     pp.add_argument("--include-stale", action="store_true", help="show stale runs, marked ‡ with the definitions or "
@@ -423,12 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     pp.set_defaults(fn=cmd_paper)
 
     t = sub.add_parser("tune", help="Optuna over what a study leaves open (its search_space), on a validation "
-                       "metric; every trial is a run (table 'trials')")
+                       "metric; every trial is a run (table 'trials')", formatter_class=ProfileHelp)
     t.add_argument("study")
     t.add_argument("--method", required=True)
     t.add_argument("--protocol", required=True, help="the evaluation whose validation metric is the objective")
     t.add_argument("--trials", type=int, default=20)
-    t.add_argument("--profile", default="auto", help="quick | paper | auto (paper on a GPU, quick on a CPU)")
+    t.add_argument("--profile", default="auto", help=f"auto (the study's GPU profile on a GPU, else its CPU one) or "
+                   f"a profile of the study: {PROFILES}")
     t.add_argument("--dataset", help="the study dataset to tune on (default: the only one planned)")
     t.add_argument("--variant", default="corrected", choices=("as_published", "corrected"))
     t.add_argument("--fraction", type=float, default=1.0, help="the label fraction of the scored evaluation")
@@ -437,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--write", help="write the best values to this JSON file for `replicate --overrides`")
     t.add_argument("--device", default="auto")
     t.add_argument("--data-dir")
-    t.add_argument("--db", default=str(DEFAULT_DB))
+    _add_db(t)
     t.add_argument("--no-download", action="store_true")
     t.add_argument("--allow-slow", action="store_true", help="tune on a GPU-sized profile on a CPU anyway")
     t.set_defaults(fn=cmd_tune)
@@ -455,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--amp", choices=("auto", "off", "bf16"), default="auto", help="auto: bf16 where the device has "
                    "it natively")
     b.add_argument("--no-channels-last", action="store_true")
-    b.add_argument("--db", default=str(DEFAULT_DB))
+    _add_db(b)
     b.set_defaults(fn=cmd_bench)
 
     st = sub.add_parser("studies", help="list the registered studies")
@@ -489,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _check_data_dir(args)
+        if args.command == "results":  # on standard error: standard output stays the command's data
+            print(f"database: {Path(args.db).resolve()}", file=sys.stderr)
         return args.fn(args)
     except MedsslError as exc:
         print(f"error: {exc}", file=sys.stderr)

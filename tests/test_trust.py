@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from medssl_core import config
+from medssl_core.api import query
 from medssl_core.cli import main
 from medssl_core.common.errors import ConfigError
 from medssl_core.paper.generate import generate
@@ -92,8 +93,7 @@ def test_stale_code_is_rerun_and_left_out_of_tables(tmp_path, medmnist_dir, monk
 
     monkeypatch.setattr(identity, "code_fingerprint", changed)
     monkeypatch.setattr("medssl_core.plan.grid.code_fingerprint", changed)
-    rows = dict((r[0], r[1:]) for r in run_sql(db, "SELECT run_id, stale, why FROM run_staleness",
-                                                 staleness=__import__("medssl_core.cli").cli._staleness(db, None))[1])
+    rows = dict((r[0], r[1:]) for r in query(db, "SELECT run_id, stale, why FROM run_staleness")[1])
     assert rows[first] == (True, "code changed: classification_metrics")
     capsys.readouterr()
     assert replicate(tmp_path, medmnist_dir, "--dry-run") == 0

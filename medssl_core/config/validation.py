@@ -4,7 +4,8 @@ the spec form of a validated model; paths into settings (decisions and overrides
 from __future__ import annotations
 
 import copy
-from typing import get_args
+from collections.abc import Collection
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -82,6 +83,19 @@ def _models_in(annotation) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     return [m for a in get_args(annotation) for m in _models_in(a)]
+
+
+def dotted_paths(value: dict, prefix: str = "", leaves: Collection[str] = ()) -> dict[str, Any]:
+    """Every leaf of nested dicts by its dotted path (``{'a': {'b': 1}}`` -> ``{'a.b': 1}``); a key in ``leaves``
+    is kept whole (e.g. a code fingerprint, compared as one thing)."""
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        path = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and k not in leaves:
+            out.update(dotted_paths(v, path, leaves))
+        else:
+            out[path] = v
+    return out
 
 
 def set_path(d: dict, dotted: str, value, where: str) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from medssl_core.plan.grid import ALL_VARIANTS, expand
+from medssl_core.plan.grid import expand
 from medssl_core.plan.stale import OLD_FORMAT, current_data, parse_spec, stale_reasons
-from medssl_core.plan.study import Study, deep_merge
+from medssl_core.plan.study import ALL_VARIANTS, Study, deep_merge
 
 STALE = "stale: "  # how a left-out stale run's reason starts
 # a row of the store's `trials` table: (Optuna study, trial number, the evaluation run it scored, params JSON, value)

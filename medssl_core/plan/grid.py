@@ -15,9 +15,16 @@ from medssl_core.data.dataset import data_version, missing_message
 from medssl_core.models.imagenet import imagenet_missing_message, imagenet_weights_path
 from medssl_core.plan.identity import code_fingerprint
 from medssl_core.plan.runspec import RunSpec
-from medssl_core.plan.study import AS_PUBLISHED, CORRECTED, Decision, Profile, Study, StudyDataset, deep_merge
-
-ALL_VARIANTS = (AS_PUBLISHED, CORRECTED, "each")
+from medssl_core.plan.study import (
+    AS_PUBLISHED,
+    CORRECTED,
+    EACH,
+    Decision,
+    Profile,
+    Study,
+    StudyDataset,
+    deep_merge,
+)
 
 
 @dataclass
@@ -44,7 +51,7 @@ def variants(study: Study, wanted: tuple[str, ...]) -> list[tuple[str, dict[str,
     for v in wanted:
         if v in (AS_PUBLISHED, CORRECTED):
             out.append((v, dict.fromkeys(names, v)))
-        elif v == "each":
+        elif v == EACH:
             out += [(v, {n: (CORRECTED if n == flip else AS_PUBLISHED) for n in names}) for flip in names]
         else:
             raise ConfigError(f"unknown variant {v!r}; use as_published, corrected or each")

@@ -10,6 +10,8 @@ from typing import Any
 from medssl_core.common.errors import ConfigError, did_you_mean
 
 AS_PUBLISHED, CORRECTED = "as_published", "corrected"
+EACH = "each"  # the variants with one decision corrected, the others as published
+ALL_VARIANTS = (AS_PUBLISHED, CORRECTED, EACH)
 # a decision's value that leaves the setting as the study declares it (the code's own value, e.g. one that differs
 # by protocol), where only the other side changes it
 AS_DECLARED = "<as declared>"

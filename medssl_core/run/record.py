@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from medssl_core.config.validation import dotted_paths
 from medssl_core.plan.runspec import RunSpec
 from medssl_core.store.records import RunRecord
 
@@ -27,16 +28,7 @@ def spec_params(spec: RunSpec) -> list[dict]:
     params = [{"kind": "decision", "name": k, "value": v} for k, v in sorted(spec.decisions.items())]
     if spec.start is not None:  # the evaluation whose fine-tuned model it starts from
         params.append({"kind": "start", "name": "run_id", "value": spec.start.run_id})
-    _flatten("", spec.hparams, params)
-    return params
-
-
-def _flatten(prefix: str, value, out: list) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else k, v, out)
-    else:
-        out.append({"kind": "hparam", "name": prefix, "value": str(value)})
+    return params + [{"kind": "hparam", "name": k, "value": str(v)} for k, v in dotted_paths(spec.hparams).items()]
 
 
 def failed_record(spec: RunSpec, error: str) -> RunRecord:

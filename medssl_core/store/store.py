@@ -20,7 +20,7 @@ import duckdb
 
 from medssl_core.common.errors import StoreError
 from medssl_core.store.records import RunRecord, load_records, save_record
-from medssl_core.store.schema import ADDED_COLUMNS, APPENDED, RUN_TABLES, TABLES, create_statements
+from medssl_core.store.schema import ADDED_COLUMNS, APPENDED, RUN_TABLES, TABLES, VIEWS, create_statements
 
 DEFAULT_DB = Path("results/medssl.duckdb")
 
@@ -280,16 +280,26 @@ class ResultsStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
+# What the database cannot compute itself (it needs the code and the studies here), offered to a query as
+# temporary tables: name -> columns
+ABOUT_RUNS = {"run_staleness": "run_id VARCHAR PRIMARY KEY, stale BOOLEAN, why VARCHAR",
+              "run_variants": "run_id VARCHAR PRIMARY KEY, variant VARCHAR"}
+EXPORTABLE = (*TABLES, *VIEWS, *ABOUT_RUNS)  # what `medssl results export` writes
+
+
 def run_sql(db_path: Path, sql: str, params: list | None = None,
-            staleness: list[tuple[str, bool, str]] | None = None) -> tuple[list[str], list[tuple]]:
+            staleness: list[tuple[str, bool, str]] | None = None,
+            variants: list[tuple[str, str]] | None = None) -> tuple[list[str], list[tuple]]:
     """Run one query on a read-only connection; write statements are refused with a clear message.
-    ``staleness``: (run_id, stale, why) rows, offered to the query as the temporary table run_staleness."""
+    ``staleness``: (run_id, stale, why) rows, offered to the query as the temporary table run_staleness;
+    ``variants``: (run_id, variant) rows, as run_variants."""
     con = connect(Path(db_path), read_only=True, wait_s=5.0)
     try:
-        if staleness is not None:
-            con.execute("CREATE TEMP TABLE run_staleness (run_id VARCHAR PRIMARY KEY, stale BOOLEAN, why VARCHAR)")
-            if staleness:
-                con.executemany("INSERT INTO run_staleness VALUES (?, ?, ?)", staleness)
+        for table, rows in (("run_staleness", staleness), ("run_variants", variants)):
+            if rows is not None:
+                con.execute(f"CREATE TEMP TABLE {table} ({ABOUT_RUNS[table]})")
+                if rows:
+                    con.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
         cur = con.execute(sql, params or [])
         columns = [d[0] for d in cur.description] if cur.description else []
         return columns, cur.fetchall() if columns else []
