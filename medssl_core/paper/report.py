@@ -82,16 +82,20 @@ def _expected(name: str, size: int | None) -> str:
     return MEDMNIST[name].filename(size or 28) if info.kind == "medmnist" else f"{_root_name(info)}/"
 
 
-def _obtain(name: str, size: int | None) -> str:
+def _obtain(name: str, size: int | None, listed: set[str]) -> str:
+    """How to get a dataset; for datasets merged from others that lines of their own list (``listed``), a pointer."""
     info = get_dataset(name)
+    if info.kind == "merged" and set(info.layout["parts"]) <= listed:
+        return "each part as on its own line"
     how = info.obtain.strip() or f"from {info.source}"
     return how.replace(" --size N", "" if size in (None, 28) else f" --size {size}")
 
 
-def _missing_dataset(study: Study, key: str, read_size: dict[str, int], profiles: list[str]) -> str:
+def _missing_dataset(study: Study, key: str, read_size: dict[str, int], profiles: list[str],
+                     listed: set[str]) -> str:
     """One line for a dataset none of whose sources is here: where each would be read from and how to get it."""
     ds = next(d for d in study.datasets if d.key == key)
-    ways = [f"`{_expected(s, read_size.get(s))}` ({_obtain(s, read_size.get(s))})" for s in ds.sources]
+    ways = [f"`{_expected(s, read_size.get(s))}` ({_obtain(s, read_size.get(s), listed)})" for s in ds.sources]
     return (f"{ds.title} ({key}; profile{'s' if len(profiles) > 1 else ''} {', '.join(profiles)}): needs "
             + " or, as a stand-in, ".join(ways))
 
@@ -119,7 +123,8 @@ def not_run_here(study: Study, data_dir, ran_profiles: set[str]) -> list[str]:
                 missing.setdefault(key, (read_size, []))[1].append(profile.name)
             elif "(see above)" not in why:  # a pairing whose dataset is missing: that dataset's line says it
                 other.setdefault(f"{what}: {why}", None)
-    return (profiles + [_missing_dataset(study, key, size, names) for key, (size, names) in missing.items()]
+    listed = {s for d in study.datasets if d.key in missing for s in d.sources}
+    return (profiles + [_missing_dataset(study, key, size, names, listed) for key, (size, names) in missing.items()]
             + list(other))
 
 
