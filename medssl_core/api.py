@@ -329,14 +329,19 @@ def paper(study: str | None = None, *, db: str | Path | None = None, out: str | 
           profile: str | None = None, data_dir: str | None = None, report: bool = False,
           include_stale: bool = False) -> PaperOutput:
     """Tables and figures of one study (or of every study with runs) into ``out``/<study>/, as `medssl paper`;
-    ``report``: also the cross-study REPORT.md and REPORT.html (every study, no study named)."""
+    ``report``: also the cross-study REPORT.md and REPORT.html (every study, no study named). ``data_dir``: where
+    the data is (to tell runs whose data changed, for figures that show images); default: the folder the runs
+    read their files from, then the usual lookup."""
     from medssl_core.paper.generate import generate
+    from medssl_core.paper.provenance import recorded_data_dir
     from medssl_core.plan.catalog import get_study, studies
     from medssl_core.store import DEFAULT_DB
 
     if report and study:
         raise ConfigError("--all writes every study and the cross-study report; name no study with it")
     db, out = (Path(db) if db is not None else DEFAULT_DB), Path(out)
+    if data_dir is None and db.is_file():
+        data_dir = recorded_data_dir(db)
     names = [study] if study else sorted(studies())
     if profile and not study:  # the studies that declare the profile (a named study checks its own)
         declared = {n: [p.name for p in get_study(n).profiles] for n in names}
@@ -353,20 +358,29 @@ def paper(study: str | None = None, *, db: str | Path | None = None, out: str | 
         except StoreError as exc:
             if study:
                 raise
-            if name == "demo" and "holds no finished runs" in str(exc):
-                continue  # the harness's smoke test: reported when it ran, never listed as missing
             result.not_written[name] = str(exc)  # no study named: each study that can be is written all the same
     if not result.written:
-        raise StoreError(f"{db} holds no finished runs of any study: run `medssl replicate STUDY` first."
-                         if all("holds no finished runs" in why for why in result.not_written.values())
-                         else f"no study could be written from {db}: " + "; ".join(
-                             f"{n}: {why}" for n, why in result.not_written.items()))
+        raise StoreError(_nothing_written(db, profile, result.not_written))
     if report:
         from medssl_core.paper.report import write_report
 
         shown = [n for n in names if n in result.written or n in result.not_written]
         result.report = write_report(out, {n: get_study(n) for n in shown}, db, data_dir, result.not_written)
     return result
+
+
+def _nothing_written(db: Path, profile: str | None, not_written: dict[str, str]) -> str:
+    """Why `paper` wrote no study: the database holds no finished run (of a study declaring ``profile``), with
+    the studies and profiles it does hold runs of; or each study's reason."""
+    from medssl_core.store import run_sql
+
+    if not all("holds no finished runs" in why for why in not_written.values()):
+        return f"no study could be written from {db}: " + "; ".join(f"{n}: {why}" for n, why in not_written.items())
+    held = run_sql(db, "SELECT study, profile, count(*) FROM runs WHERE status = 'ok' GROUP BY ALL ORDER BY ALL")[1]
+    where = f" of a study declaring profile {profile!r}" if profile else " of any study"
+    return (f"{db} holds no finished runs{where}" + (": it holds " + ", ".join(
+        f"{n} runs of {s} (profile {p})" for s, p, n in held) + (" (drop --profile)" if profile else "")
+        if held else ": run `medssl replicate STUDY` first") + ".")
 
 
 __all__ = ["MedsslError", "PaperOutput", "Replication", "choose_profile", "compare", "database", "export", "paper",

@@ -78,7 +78,8 @@ def test_paper_profiles_are_those_the_studies_declare(empty_db, tmp_path, capsys
     assert "no study declares it" in (err := capsys.readouterr().err) and "Did you mean quick?" in err
     # a profile some studies declare is theirs, not refused by the first study without it
     assert main([*paper, "--profile", "tiny"]) == 2
-    assert "holds no finished runs of any study" in (err := capsys.readouterr().err) and "has no profile" not in err
+    err = capsys.readouterr().err
+    assert "holds no finished runs of a study declaring profile 'tiny'" in err and "has no profile" not in err
 
 
 def test_tune_refuses_misspelt_names_and_negative_seeds_before_searching(empty_db, medmnist_dir, tmp_path, capsys):

@@ -27,9 +27,10 @@ def test_report_covers_every_study_with_run_ids_and_what_did_not_run(tmp_path, m
     (run_id, accuracy), = linear
     row = next(line for line in md.splitlines() if run_id in line)  # the number sits beside its run id
     assert f"{accuracy * 100:.2f} (n=1)" in row and "| linear |" in row
-    assert "No runs of this study in the database" in md  # medsgssl: nothing ran here ...
-    assert re.search(r"profile 'paper' has no runs in this database \(sized for a GPU\); its plan skips: .*"
-                     r"nih_chestxray14", md)  # ... and why, with what is missing
-    assert f'title="runs: {run_id}"' in page and "<table class=sortable>" in page
+    assert "no runs in this database; 3 profiles" in md  # medsgssl: nothing ran here ...
+    assert "- profile paper: no runs in this database (sized for a GPU); `medssl replicate medsgssl --profile " \
+           "paper` runs it" in md
+    assert "(nih; profiles paper, tiny): needs `NIH_ChestXray14/` (Download the NIH" in md  # ... what is missing
+    assert f"<td class=ids>{run_id}</td>" in page and "<table class=sortable>" in page
     # self-contained: figures inline, nothing fetched (links in the text are fine)
     assert page.count("data:image/png;base64,") >= 1 and not re.search(r"(src|href)=\"https?:|<link", page)

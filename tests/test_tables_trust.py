@@ -90,12 +90,14 @@ def test_every_output_averages_one_config_id(tmp_path, medmnist_dir):
         assert all("(n=3)" in r[4] for r in main_rows)
     with open(quick / "cells.csv") as f:
         cells = list(csv.DictReader(f))
-    assert len(cells) == 16 and {c["n"] for c in cells} == {"3"} and {c["setting"] for c in cells} == {"fp32", "bf16"}
+    assert len(cells) == 32 and {c["n"] for c in cells} == {"3"} and {c["setting"] for c in cells} == {"fp32", "bf16"}
+    assert {c["metric"] for c in cells} == {"accuracy", "auc"}  # the secondary metric too, for the report
     assert all(len(set(run_sql(db, "SELECT config_id FROM runs WHERE run_id IN (SELECT unnest(?))",
                                [c["run_ids"].split()])[1])) == 1 for c in cells)
 
-    decisions = table_rows(quick / "decisions.md")  # SimCLR: all corrected; random init: norm (= all): 2 rows
-    assert len(decisions) == 2 * 2 * 3  # protocols x precisions x rows
+    decisions = table_rows(quick / "decisions.md")  # SimCLR: all corrected; random init: norm (= all, shown once)
+    assert len(decisions) == 2 * 2 * 2  # protocols x precisions x rows
+    assert sum(r[5] == "all decisions corrected" for r in decisions) == 4
     for row in decisions:
         assert "(n=3)" in row[7] and "(n=3)" in row[8] and float(row[9]) == pytest.approx(5), row
         assert row[2].endswith(("[fp32]", "[bf16]"))
@@ -135,7 +137,7 @@ def test_numbers_whose_runs_ran_in_different_environments_say_so(tmp_path, medmn
         assert listed.replace("2 runs", "5 runs") in (quick / f"{stem}.md").read_text()  # with the other side's
     assert len(table_rows(quick / "claims.md")) - len([r for r in table_rows(quick / "claims.md") if "§" in r[6]]) == 3
     summary = json.loads((quick / "summary.json").read_text())
-    assert [c["environments"] for c in summary["cells"] if c["environments"]] == [listed]
+    assert [c["environments"] for c in summary["cells"] if c["environments"]] == [listed, listed]  # accuracy, AUC
 
 
 CHAINED = replace(DEMO, protocols=(
@@ -192,8 +194,8 @@ def test_paper_all_writes_every_study_it_can_and_says_what_it_left_out(tmp_path,
                      r"`medssl paper --include-stale`", err)
     assert "gamma: not written:" in err and "holds no finished runs of gamma" in err
     report = (out / "REPORT.md").read_text()
-    assert "Not written: None of the 2 runs of beta" in report
-    assert f"Not written: {db} holds no finished runs of gamma" in report
+    assert "not written: None of the 2 runs of beta" in report
+    assert re.search(r"<a id=\"gamma\"></a>\n### .*\n\nno runs in this database", report)
     assert "- stale: code changed: metrics.py: 1 runs" in (out / "alpha" / "README.md").read_text()
     assert not (out / "beta").exists()
 

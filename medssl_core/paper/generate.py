@@ -32,6 +32,7 @@ from medssl_core.paper.labels import (
 from medssl_core.paper.output import (
     EnvironmentNotes,
 )
+from medssl_core.paper.provenance import environments as run_environments
 from medssl_core.paper.rows import load_rows, reported_by_cell
 from medssl_core.paper.selection import STALE, select
 from medssl_core.paper.tables import (
@@ -205,6 +206,7 @@ def _generate_profile(study: Study, db: Path, out: Path, profile: str, accepted:
     reported = reported_by_cell(study)
     summary = {"study": study.name, "profile": profile, "database": str(db), "claims": list(study.claims),
                "runs": len(accepted), "kept_stale": sorted(r for r, note in accepted.items() if note),
+               "environments": run_environments(db, sorted(accepted)),
                "tuned": sorted(tuned),
                "metric": metric, "tables": structured, "cells": [_cell_with_reported(reported, c) for c in cells],
                "figures": sorted(p.name for p in written if p.suffix == ".png")}

@@ -73,19 +73,22 @@ def main_tables(study: Study, rows: list[dict], metric: str) -> tuple[dict[str, 
             for ds, used in datasets:
                 runs = groups.get((method, protocol, fraction, profile, tag, ds, used), [])
                 main = [r for r in runs if r["metric"] == metric]
-                auc = [r["value"] for r in runs if r["metric"] == second and not np.isnan(r["value"])]
+                auc = [r for r in runs if r["metric"] == second and not np.isnan(r["value"])]
                 mean = None
                 if main:
                     mean, std, n = mean_std([r["value"] for r in main])
-                    ids = sorted(r["run_id"] for r in main)
                     where = f"{ds if ds == used else f'{ds} ({used})'}, {title}, {line[1]}, {line[2]}"
-                    line.append(format_mean_std(mean, std, n) + (" †" if collapsed & set(ids) else "")
-                                + notes.mark(where, main))
-                    cells.append([variant, ds, used, method, protocol, fraction, profile, main[0]["config_id"], tag,
-                                  metric, mean, std, n, " ".join(ids), mixed_environments(main)])
+                    line.append(format_mean_std(mean, std, n) + (" †" if collapsed & {r["run_id"] for r in main}
+                                                                 else "") + notes.mark(where, main))
                 else:
                     line.append("-")
-                line.append(format_mean_std(*mean_std(auc)) if auc else "-")
+                line.append(format_mean_std(*mean_std([r["value"] for r in auc])) if auc else "-")
+                for name, of in ((metric, main), (second, auc)):  # both metrics' cells, for the report's headline
+                    if of:
+                        ids = sorted(r["run_id"] for r in of)
+                        cells.append([variant, ds, used, method, protocol, fraction, profile, of[0]["config_id"],
+                                      tag, name, *mean_std([r["value"] for r in of]), " ".join(ids),
+                                      mixed_environments(of), bool(collapsed & set(ids))])
                 rep = reported.get((ds, method, protocol, metric, fraction))
                 rep_value = rep.value if rep is not None and rep.value is not None else None
                 hard = " (hard-coded)" if rep is not None and not rep.backed_by_runs else ""
@@ -103,8 +106,9 @@ ROW_TAGS = ("A tag in brackets tells runs apart from those of another config id 
             "--reuse-stale`) or shown with `paper --include-stale`.")
 
 
+# a cell of the main metric or of its secondary one; 'collapsed': a run of it predicts one class on test (†)
 CELL_COLUMNS = ("variant", "dataset", "dataset_used", "method", "protocol", "fraction", "profile", "config_id",
-                "setting", "metric", "mean", "std", "n", "run_ids", "environments")
+                "setting", "metric", "mean", "std", "n", "run_ids", "environments", "collapsed")
 
 
 # cell -> decision-free settings (``decision_free``) -> side -> config id -> runs: what decision_table and
@@ -128,10 +132,11 @@ def _paired(pairings: dict[str, dict[str, dict[str, list[dict]]]], side: str,
 
 def decision_table(study: Study, rows: list[dict], metric: str,
                    notes: EnvironmentNotes | None = None) -> tuple[list, list[list]]:
-    """Effect of correcting each decision alone (and all together) vs the as-published runs of the same
-    profile, dataset, method, protocol and label fraction, where both sides exist: each side the runs of one config
-    id, paired with the one whose settings differ only in the decisions (``decision_free``; so bf16 runs meet
-    bf16 runs, tuned values tuned ones). ``notes``: where the numbers that meet mix environments."""
+    """Effect of correcting each decision alone (and all together, where more than one applies: each set of runs
+    once) vs the as-published runs of the same profile, dataset, method, protocol and label fraction, where both
+    sides exist: each side the runs of one config id, paired with the one whose settings differ only in the
+    decisions (``decision_free``; so bf16 runs meet bf16 runs, tuned values tuned ones). ``notes``: where the numbers
+    that meet mix environments."""
     methods, protocols, _ = _titles(study)
     notes = notes if notes is not None else EnvironmentNotes()
     test = [r for r in rows if r["split"] == "test" and r["metric"] == metric and not r["kept_stale"]]
@@ -144,10 +149,10 @@ def decision_table(study: Study, rows: list[dict], metric: str,
         flipped = sorted(k for k, v in d.items() if v == CORRECTED)
         if not flipped:
             keys = ["baseline"]
-        elif len(flipped) == len(d):
-            keys = ["all", *flipped] if len(d) == 1 else ["all"]  # one applicable decision: both rows
-        elif len(flipped) == 1:
+        elif len(flipped) == 1:  # one corrected (the only one that applies: also 'all', shown once, named)
             keys = flipped
+        elif len(flipped) == len(d):
+            keys = ["all"]
         else:
             continue
         cell = (r["profile"], r["dataset_used"], r["method"], r["protocol"], r["fraction"] or 1.0)
