@@ -233,7 +233,8 @@ def test_optional_analyses_count_only_for_the_runs_that_use_them():
     plain = {"protocol": {"kind": "fit"}}
     cams = {"protocol": {"kind": "fit", "gradcam": 8}}
     assert "gradcam.py" not in identity.numeric_modules("evaluate", "breastmnist", plain)
-    assert {"evaluate/gradcam.py", "data/lung_mask.py"} <= set(identity.numeric_modules("evaluate", "breastmnist", cams))
+    assert {"evaluate/gradcam.py", "data/lung_mask.py"} <= set(
+        identity.numeric_modules("evaluate", "breastmnist", cams))
     assert "data/lung_mask.py" in identity.numeric_modules("pretrain", "breastmnist", {"masks": "lung_rule"})
     assert "data/lung_mask.py" not in identity.numeric_modules("pretrain", "breastmnist", {})
     pathology = identity.numeric_modules("evaluate", "breastmnist", {**plain, "masks": "pathology_rule"})
