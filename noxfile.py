@@ -35,7 +35,10 @@ def install(session: nox.Session, extras: str = "dev") -> None:
 def tests(session: nox.Session) -> None:
     """The test suite (CPU; the real MedMNIST files tests/conftest.py names; Ray and Optuna from their extras)."""
     install(session, "dev,cluster,tune")
-    session.run("pytest", *(session.posargs or ["-q"]), env={"OMP_NUM_THREADS": "2"})
+    # two workers with one torch thread each on CI's 2 cores; `nox -s tests -- -m "not slow"` skips the end-to-end
+    # study runs for a quick loop while developing
+    args = session.posargs or ["-q", "-n", "2", "--durations=15"]
+    session.run("pytest", *args, env={"OMP_NUM_THREADS": "1" if "-n" in args else "2"})
 
 
 @nox.session

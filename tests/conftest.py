@@ -8,7 +8,9 @@ import torch
 
 import medssl_core  # noqa: F401  (first: makes torchvision importable over a CPU torch)
 
-torch.set_num_threads(2)
+# CI has 2 cores: one pytest process with 2 torch threads, or (``-n 2``, the default of ``nox -s tests``) two
+# xdist workers with one each, whose Python-bound parts (stores, tables, figures) then run side by side
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MEDMNIST = ROOT.parent / "shared" / "data" / "medmnist"
 
