@@ -179,3 +179,19 @@ def test_a_download_that_does_not_match_torchvisions_hash_is_a_clear_error_and_n
         fetch_imagenet("resnet18", "imagenet")
     assert imagenet_weights_path("resnet18") is None
     assert not list((Path(torch.hub.get_dir()) / "checkpoints").glob("*"))
+
+
+def test_the_commands_list_the_needed_weights_and_refuse_stand_ins_for_the_paper_profile(tmp_path, capsys):
+    from medssl_core.cli import main
+
+    assert main(["weights", "list", "medsgssl", "--profile", "quick"]) == 1  # some are missing
+    out = capsys.readouterr()
+    assert [line.split()[:3] for line in out.out.splitlines()[3:]] == [
+        ["mobilenet_v2", "imagenet", "missing"], ["resnet50", "imagenet", "missing"],
+        ["vit_small", "imagenet", "missing"]]
+    assert "medssl weights fetch medsgssl --profile quick" in out.err
+    assert main(["weights", "list", "demo", "--profile", "quick"]) == 0
+    assert "every run starts from a random init" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"Drop --stand-in-weights"):
+        api.replicate("medsgssl", "paper", allow_slow=True, stand_in_weights=True, dry_run=True,
+                      db=tmp_path / "r.duckdb", say=lambda m: None)
