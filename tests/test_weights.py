@@ -195,3 +195,15 @@ def test_the_commands_list_the_needed_weights_and_refuse_stand_ins_for_the_paper
     with pytest.raises(ConfigError, match=r"Drop --stand-in-weights"):
         api.replicate("medsgssl", "paper", allow_slow=True, stand_in_weights=True, dry_run=True,
                       db=tmp_path / "r.duckdb", say=lambda m: None)
+
+
+def test_a_stand_in_vit_small_is_timms_safetensors_file_and_loads_as_the_real_one_would():
+    from safetensors.torch import load_file
+
+    with stand_in_caches("vit_small", "imagenet") as path:
+        assert imagenet_weights_path("vit_small") == path and path.suffix == ".safetensors"
+        model = build_backbone("vit_small", 1, init="imagenet", image_size=32)  # 1 channel: timm adapts the stem
+    saved = load_file(path)
+    assert torch.equal(model.vit.blocks[3].attn.qkv.weight, saved["blocks.3.attn.qkv.weight"])
+    assert torch.allclose(model.vit.patch_embed.proj.weight, saved["patch_embed.proj.weight"].sum(1, keepdim=True))
+    assert imagenet_weights_path("vit_small") is None
