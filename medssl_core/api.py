@@ -97,11 +97,14 @@ def replicate(study: str, profile: str = "auto", *, db: str | Path | None = None
               overrides: dict | str | Path | None = None, download: bool = True, allow_slow: bool = False,
               retry_failed: bool = False, reuse_stale: bool = False, dry_run: bool = False, progress: bool = True,
               executor: str = "local", address: str | None = None, cpus_per_task: int = 1,
-              artifacts_dir: str | Path | None = None, say: Say = _stderr) -> Replication:
+              artifacts_dir: str | Path | None = None, stand_in_weights: bool = False,
+              say: Say = _stderr) -> Replication:
     """Plan a study's runs under a profile and run what is not recorded yet, as `medssl replicate` does: under the
     database's lock, resuming interrupted runs, re-running stale ones (unless ``reuse_stale``). ``overrides``: a
     dict of settings, or the path of `medssl tune --write`'s file. A Ctrl-C leaves every finished run recorded
-    (the Replication says ``interrupted``)."""
+    (the Replication says ``interrupted``). ``stand_in_weights``: runs whose ImageNet weights are missing start from
+    a labelled random stand-in (their settings say so: their own ids; cheap profiles only) instead of being
+    skipped."""
     import torch
 
     from medssl_core.common.device import resolve_device
@@ -132,7 +135,11 @@ def replicate(study: str, profile: str = "auto", *, db: str | Path | None = None
     plan = expand(the_study, profile, seeds=list(seeds) if seeds is not None else None,
                   datasets=_names(datasets), methods=_names(methods), protocols=_names(protocols),
                   variant_names=_names(variants), data_dir=data_dir, allow_download=download, device=dev,
-                  overrides=settings)
+                  overrides=settings, stand_in_weights=stand_in_weights)
+    for arch, init in sorted(plan.stand_in_weights):
+        say(f"STAND-IN WEIGHTS {arch} ({init}): not present; its runs start from medssl's labelled random stand-in "
+            f"and say 'stand_in_weights' in their settings (`medssl weights fetch {the_study.name}` gets the real "
+            "ones, whose runs are others).")
     for what, why in plan.skipped:
         say(f"SKIPPED {what}: {why}")
     titles = {d.key: d.title for d in the_study.datasets}
@@ -186,6 +193,41 @@ def replicate(study: str, profile: str = "auto", *, db: str | Path | None = None
             return out
     out.ran, out.already_done, out.failed = summary.ran, summary.already_done, list(summary.failed)
     return out
+
+
+@dataclass
+class Weights:
+    """The ImageNet weights a study's profile starts runs from: (arch, init) -> the local file, or None."""
+
+    study: str
+    profile: str
+    files: dict[tuple[str, str], Path | None]
+
+    @property
+    def missing(self) -> list[tuple[str, str]]:
+        return [k for k, path in self.files.items() if path is None]
+
+
+def weights(study: str, profile: str = "auto", *, fetch: bool = False, say: Say = _stderr) -> Weights:
+    """The ImageNet weights the runs of a study's profile need (every dataset and source it may read, as planned
+    without data), and where each is; ``fetch``: download the missing ones first (`medssl weights fetch`)."""
+    from medssl_core.common.device import resolve_device
+    from medssl_core.models.imagenet import imagenet_weights_path
+    from medssl_core.models.weights_fetch import fetch_imagenet
+    from medssl_core.plan.catalog import get_study
+    from medssl_core.plan.grid import expand
+
+    the_study = get_study(study)
+    profile, _ = choose_profile(the_study, profile, resolve_device("auto"), allow_slow=True)
+    plan = expand(the_study, profile, every_source=True, fingerprint_data=False, allow_download=False)
+    files = {}
+    for arch, init in sorted(plan.weights):
+        path = imagenet_weights_path(arch, init)
+        if path is None and fetch:
+            say(f"fetching the {init} weights of {arch} ...")
+            path = fetch_imagenet(arch, init)
+        files[arch, init] = path
+    return Weights(the_study.name, profile, files)
 
 
 def _names(values: Sequence[str] | None) -> list[str] | None:

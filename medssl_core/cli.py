@@ -1,4 +1,4 @@
-"""The `medssl` command: data, replicate, results, paper, studies, study, augment."""
+"""The `medssl` command: data, replicate, weights, results, paper, studies, study, augment."""
 
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ def cmd_replicate(args) -> int:
                     threads=args.threads, amp=args.amp, overrides=args.overrides, download=not args.no_download,
                     allow_slow=args.allow_slow, retry_failed=args.retry_failed, reuse_stale=args.reuse_stale,
                     dry_run=args.dry_run, progress=not args.no_progress, executor=args.executor,
-                    address=args.address, cpus_per_task=args.cpus_per_task, artifacts_dir=args.artifacts_dir)
+                    address=args.address, cpus_per_task=args.cpus_per_task, artifacts_dir=args.artifacts_dir,
+                    stand_in_weights=args.stand_in_weights)
     from medssl_core.plan.catalog import get_study
 
     if args.dry_run:
@@ -114,7 +115,8 @@ def cmd_replicate(args) -> int:
         return 130
     from medssl_core.store import ResultsStore
 
-    print_summary(ResultsStore(run.db), get_study(run.study), run.profile, run.run_ids)
+    stand_ins = {s.config_id for s in run.plan.specs if s.hparams.get("backbone", {}).get("stand_in_weights")}
+    print_summary(ResultsStore(run.db), get_study(run.study), run.profile, run.run_ids, stand_ins)
     print(f"{run.ran} runs executed, {run.already_done} already done, {len(run.failed)} failed.", file=sys.stderr)
     if run.failed:
         print("Failed runs are recorded with their error (`medssl results runs --status failed`); "
@@ -122,21 +124,23 @@ def cmd_replicate(args) -> int:
     return 1 if run.failed else 0
 
 
-def print_summary(store, study, profile: str, run_ids: list[str]) -> None:
-    """Test metrics of this plan's runs, one line per config id (never pooling settings)."""
+def print_summary(store, study, profile: str, run_ids: list[str], stand_ins: set[str] = frozenset()) -> None:
+    """Test metrics of this plan's runs, one line per config id (never pooling settings); the configs in
+    ``stand_ins`` ran with stand-in weights, and their method says so."""
 
     metrics = [study.main_metric, secondary_metric(study.main_metric)]
     with store.reader() as con:
         rows = con.execute(
-            f"""SELECT {CELL_SOURCE_SQL} AS used, method, protocol, fraction, decisions, metric, count(*),
+            f"""SELECT config_id, {CELL_SOURCE_SQL} AS used, method, protocol, fraction, decisions, metric, count(*),
                        avg(value), stddev_samp(value)
                FROM run_metrics WHERE run_id IN (SELECT unnest(?)) AND split = 'test' AND metric IN (SELECT unnest(?))
                GROUP BY config_id, used, method, protocol, fraction, decisions, metric
                ORDER BY used, method, protocol, fraction, decisions, metric""",
             [run_ids, metrics]).fetchall()
     cells: dict[tuple, dict] = {}
-    for used, method, protocol, fraction, decisions, metric, n, mean, std in rows:
-        key = (used, method, protocol, format_fraction(fraction),
+    for config_id, used, method, protocol, fraction, decisions, metric, n, mean, std in rows:
+        shown = method + (" [stand-in weights]" if config_id in stand_ins else "")
+        key = (used, shown, protocol, format_fraction(fraction),
                variant_label(parse_decisions(decisions), study.decisions))
         cells.setdefault(key, {})[metric] = (n, mean, std)
     table = []
@@ -148,6 +152,23 @@ def print_summary(store, study, profile: str, run_ids: list[str]) -> None:
         table.append(line)
     print(f"\n{study.name} [{profile}]: test {' and '.join(metrics)} (mean ± std over seeds, one line per config)")
     print(tabulate(table, ["dataset", "method", "protocol", "labels", "decisions", *metrics]))
+
+
+# -- weights ----------------------------------------------------------------------------------------------------
+def cmd_weights(args) -> int:
+    from medssl_core.api import weights
+
+    found = weights(args.study, args.profile, fetch=args.weights_cmd == "fetch")
+    print(f"{found.study} [{found.profile}]: the ImageNet weights its runs start from")
+    print(tabulate([[arch, init, "present" if path else "missing", path or "-"]
+                    for (arch, init), path in found.files.items()], ["arch", "init", "status", "file"]))
+    if not found.files:
+        print("(none: every run starts from a random init)")
+    if found.missing:
+        print(f"`medssl weights fetch {found.study} --profile {found.profile}` downloads the missing ones "
+              "(on a machine with internet); `replicate --stand-in-weights` runs a cheap profile without them.",
+              file=sys.stderr)
+    return 1 if found.missing else 0
 
 
 # -- results ----------------------------------------------------------------------------------------------------
@@ -429,7 +450,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cpus-per-task", type=int, default=1, help="Ray, CPU runs: CPU slots (and torch threads) a run")
     r.add_argument("--artifacts-dir", help="where runs write artifacts and checkpoints (default: beside --db); on a "
                    "cluster, a folder every node mounts. Keep it the same when resuming")
+    r.add_argument("--stand-in-weights", action="store_true", help="quick/tiny profiles: runs whose ImageNet "
+                   "weights are missing start from a labelled random stand-in (their settings say so) instead of "
+                   "being skipped")
     r.set_defaults(fn=cmd_replicate)
+
+    w = sub.add_parser("weights", help="the ImageNet weights a study's runs need").add_subparsers(
+        dest="weights_cmd", required=True)
+    for name, helptext in (("list", "needed weights and whether each is present"),
+                           ("fetch", "download the missing ones (torchvision's and timm's loaders, hashes checked)")):
+        wp = w.add_parser(name, help=helptext)
+        wp.add_argument("study")
+        wp.add_argument("--profile", default="auto", help="quick | tiny | paper | auto (as replicate)")
+        wp.set_defaults(fn=cmd_weights)
 
     res = sub.add_parser("results", help="query and browse the results database (each command names the database "
                          "it opened on standard error)").add_subparsers(dest="results_cmd", required=True)

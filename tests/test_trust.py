@@ -189,7 +189,8 @@ ADDED_LATER = {("Data", "label_order"): None, ("Split", "per_part"): False,
                ("Split", "train_patients"): None, ("PretrainHP", "extra_images"): None,
                ("Data", "crop_to_lungs"): False, ("Backbone", "out_dim"): None, ("Backbone", "grey_weights"): "sum",
                ("Split", "val_labels"): "all", ("Split", "distinct_roles"): False,
-               ("AnatomyOptions", "mask_both_views"): False, ("Split", "stratify"): True}
+               ("AnatomyOptions", "mask_both_views"): False, ("Split", "stratify"): True,
+               ("Backbone", "stand_in_weights"): False}
 
 
 def _strict_models(cls=config.Strict):
@@ -232,9 +233,12 @@ def test_a_sources_reader_counts_only_for_the_runs_that_read_that_source():
 def test_optional_analyses_count_only_for_the_runs_that_use_them():
     plain = {"protocol": {"kind": "fit"}}
     cams = {"protocol": {"kind": "fit", "gradcam": 8}}
-    assert "gradcam.py" not in identity.numeric_modules("evaluate", "breastmnist", plain)
-    assert {"evaluate/gradcam.py", "data/lung_mask.py"} <= set(
-        identity.numeric_modules("evaluate", "breastmnist", cams))
+    assert "evaluate/gradcam.py" not in identity.numeric_modules("evaluate", "breastmnist", plain)
+    assert {"evaluate/gradcam.py", "data/lung_mask.py"} <= set(identity.numeric_modules("evaluate", "breastmnist",
+                                                                                         cams))
+    stand_in = {**plain, "backbone": {"arch": "resnet18", "init": "imagenet", "stand_in_weights": True}}
+    assert "models/stand_in.py" in identity.numeric_modules("evaluate", "breastmnist", stand_in)
+    assert "models/stand_in.py" not in identity.numeric_modules("pretrain", "breastmnist", {})
     assert "data/lung_mask.py" in identity.numeric_modules("pretrain", "breastmnist", {"masks": "lung_rule"})
     assert "data/lung_mask.py" not in identity.numeric_modules("pretrain", "breastmnist", {})
     pathology = identity.numeric_modules("evaluate", "breastmnist", {**plain, "masks": "pathology_rule"})

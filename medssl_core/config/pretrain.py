@@ -31,6 +31,9 @@ class Backbone(Strict):
     # a 1-channel first conv from ImageNet's RGB weights: summed (the grey image as RGB) or averaged (MedSGSSL's direct
     # baselines)
     grey_weights: Literal["sum", "mean"] = added("sum")
+    # ImageNet init from medssl's labelled stand-in (a fixed random init, `models/stand_in.py`) where the real weights
+    # are missing: the cheap profiles' `replicate --stand-in-weights`; its numbers say nothing about ImageNet
+    stand_in_weights: bool = added(False)
 
 
 AugmentOps = strict_model("AugmentOps", augment.AugmentOps,

@@ -11,12 +11,17 @@ each pending spec runs.
 
 from __future__ import annotations
 
+import functools
+import statistics
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TextIO
 
 from tqdm import tqdm
 
+from medssl_core.models.stand_in import stand_in_caches
 from medssl_core.plan.grid import Plan
 from medssl_core.plan.runspec import RunSpec
 from medssl_core.plan.stale import differences, parse_spec
@@ -103,37 +108,131 @@ def blocked(spec: RunSpec, failed: set[str]) -> RunRecord | None:
     return failed_record(spec, f"its {what} run {broken[0]} failed; see that run's error")
 
 
+def with_weights(runner: Runner, spec: RunSpec, ctx: Context) -> RunRecord:
+    """Run ``spec``; one whose settings say stand-in weights inside `stand_in_caches`, where its backbone finds
+    them as it would find the real ones (a module function: Ray's workers receive it pickled)."""
+    backbone = spec.hparams.get("backbone", {})
+    if not backbone.get("stand_in_weights"):
+        return runner(spec, ctx)
+    with stand_in_caches(backbone["arch"], backbone["init"]):
+        return runner(spec, ctx)
+
+
 class LocalExecutor:
     """One run after another in this process, in plan order (a pretraining before its evaluations)."""
 
+    def __init__(self, started: Callable[[RunSpec], None] | None = None):
+        self.started = started  # told of each run as it starts (the progress bar shows it)
+
     def run(self, todo, ctx, runner, failed, finish) -> None:
         for spec in todo:
-            finish(spec, blocked(spec, failed) or runner(spec, ctx))
+            record = blocked(spec, failed)
+            if record is None:
+                if self.started is not None:
+                    self.started(spec)
+                record = runner(spec, ctx)
+            finish(spec, record)
+
+
+def _error(record: RunRecord) -> str:
+    return (record.run.get("error") or "no error recorded").splitlines()[0]
+
+
+def interactive(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal (progress bars); else a log file or a batch job's output (plain lines)."""
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+class Progress:
+    """The grid's progress: on a terminal one bar naming the run that is running, with an ETA from the mean
+    duration of the finished runs of each kind (pretraining and evaluation differ by orders of magnitude); else
+    one line per finished run."""
+
+    def __init__(self, plan: Plan, todo: list[RunSpec], enabled: bool, stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+        self.metric, self.left = plan.metric, {s.run_id: s.kind for s in todo}
+        self.durations: dict[str, list[float]] = {"pretrain": [], "evaluate": []}
+        self.lines = enabled and not interactive(self.stream)
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if enabled and not self.lines and todo:
+            self.bar = tqdm(total=len(todo), desc=f"{plan.study} [{plan.profile}]", unit="run", file=self.stream,
+                            bar_format="{desc}: {n_fmt}/{total_fmt} runs [{elapsed}{postfix}]")
+
+    def started(self, spec: RunSpec) -> None:
+        self.t0 = time.perf_counter()
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"running {spec.label()}{self._eta()}")
+
+    def finished(self, spec: RunSpec, record: RunRecord) -> None:
+        seconds = float(record.run.get("wall_s") or time.perf_counter() - self.t0)
+        self.left.pop(spec.run_id, None)
+        if record.ok:
+            self.durations[spec.kind].append(seconds)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(self._eta().lstrip(", "))
+        if self.lines:
+            print(self.line(spec, record, seconds), file=self.stream, flush=True)
+        elif not record.ok:  # said even without progress
+            message = f"FAILED {spec.label()} ({spec.run_id}): {_error(record)}"
+            if self.bar is not None:
+                self.bar.write(message, file=self.stream)
+            else:
+                print(message, file=self.stream, flush=True)
+
+    def line(self, spec: RunSpec, record: RunRecord, seconds: float) -> str:
+        """'<id prefix> <cell>: <headline metric | ok | FAILED: error> (<seconds> s)'."""
+        value = record.metric(self.metric)
+        if not record.ok:
+            outcome = f"FAILED: {_error(record)}"
+        elif value is not None:
+            outcome = f"{self.metric} {value:.4f}"
+        else:
+            outcome = "ok"
+        return f"{spec.run_id[:10]} {spec.label()}: {outcome} ({seconds:.1f} s)"
+
+    def _eta(self) -> str:
+        """', eta ~[h:]mm:ss' from the finished runs' mean duration per kind ('' before any has finished)."""
+        done = [d for ds in self.durations.values() for d in ds]
+        if not done or not self.left:
+            return ""
+        mean = {k: statistics.fmean(ds) if ds else statistics.fmean(done) for k, ds in self.durations.items()}
+        seconds = sum(mean[kind] for kind in self.left.values())
+        return f", eta ~{tqdm.format_interval(seconds)}"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def execute(plan: Plan, store: ResultsStore, ctx: Context, *, retry_failed: bool = False,
-            runner: Runner = execute_spec, progress: bool = True, executor: Executor | None = None) -> Summary:
+            runner: Runner = execute_spec, progress: bool = True, executor: Executor | None = None,
+            stream: TextIO | None = None) -> Summary:
+    """Run the plan's pending specs and record each; ``progress``: a bar on a terminal, one line per finished run
+    otherwise (to ``stream``, default standard error)."""
     store.init()
     store.ingest_pending()
     statuses = store.run_statuses()
     todo = pending(plan, statuses, retry_failed)
     summary = Summary(planned=len(plan.specs), already_done=len(plan.specs) - len(todo))
     failed = {rid for rid, st in statuses.items() if st == "failed"} - ({s.run_id for s in todo})
-    bar = tqdm(total=len(todo), desc=f"{plan.study} [{plan.profile}]", unit="run", disable=not progress)
+    shown = Progress(plan, todo, progress, stream)
+    if not interactive(sys.stderr):  # the loops' own bars (pretraining, fine-tuning) would fill a log with residue
+        ctx = replace(ctx, progress=False)
 
     def finish(spec: RunSpec, record: RunRecord) -> None:
         store.record(record)
         summary.ran += 1
         summary.records.append(record)
-        bar.update(1)
-        bar.set_postfix_str(spec.label())
+        shown.finished(spec, record)
         if not record.ok:
             failed.add(spec.run_id)
             summary.failed.append(record)
-            tqdm.write(f"FAILED {spec.label()} ({spec.run_id}): {record.run['error'].splitlines()[0]}")
 
     try:
-        (executor or LocalExecutor()).run(todo, ctx, runner, failed, finish)
+        (executor or LocalExecutor(shown.started)).run(todo, ctx, functools.partial(with_weights, runner), failed,
+                                                      finish)
     finally:
-        bar.close()
+        shown.close()
     return summary

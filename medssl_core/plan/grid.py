@@ -34,6 +34,9 @@ class Plan:
     specs: list[RunSpec] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why and how to fix)
     stand_ins: dict[str, str] = field(default_factory=dict)  # study dataset -> the registry dataset used instead
+    weights: set[tuple[str, str]] = field(default_factory=set)  # (arch, init) of the ImageNet weights runs start from
+    stand_in_weights: set[tuple[str, str]] = field(default_factory=set)  # of those, the ones a stand-in replaces
+    metric: str = "accuracy"  # the study's headline metric (progress lines name it)
 
     @property
     def pretrain(self) -> list[RunSpec]:
@@ -107,7 +110,8 @@ def check_overrides(study: Study, overrides: dict, where: str, sections=OVERRIDE
 
 def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, methods=None, protocols=None,
            variant_names=None, data_dir=None, allow_download: bool = True, overrides: dict | None = None,
-           device: torch.device | None = None, every_source: bool = False, fingerprint_data: bool = True) -> Plan:
+           device: torch.device | None = None, every_source: bool = False, fingerprint_data: bool = True,
+           stand_in_weights: bool = False) -> Plan:
     """The runs a study asks for under a profile.
 
     ``datasets``: the evaluated datasets to plan (their pretraining datasets are planned with them).
@@ -117,13 +121,21 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
     ``overrides``: {'pretrain': ..., 'evaluate': ...} merged into every run, and {'methods': {name: {'pretrain':
     ..., 'evaluate': ..., 'protocols': {protocol: ...}}}} into one method's runs only (`medssl tune`'s values),
     after the profile's own overrides, which have the same form.
+    ``stand_in_weights``: runs whose ImageNet weights are missing start from medssl's labelled stand-in
+    (`models/stand_in.py`; their settings say ``backbone.stand_in_weights``) instead of being skipped; not for the
+    'paper' profile.
     """
     check_decisions(study)
     extra = overrides or {}
     check_overrides(study, extra, "overrides", ("pretrain", "evaluate", "methods"))
     profile = study.profile(profile_name)
     check_overrides(study, profile.overrides, f"{study.name} profile {profile.name!r} overrides")
-    plan = Plan(study.name, profile.name)
+    if stand_in_weights and profile.name == "paper":
+        raise ConfigError(f"{study.name}: stand-in weights are random, not ImageNet's: the 'paper' profile runs the "
+                          f"study's own settings only with the real weights (`medssl weights fetch {study.name} "
+                          "--profile paper` on a machine with internet). Drop --stand-in-weights, or use a cheap "
+                          "profile (quick, tiny).")
+    plan = Plan(study.name, profile.name, metric=study.main_metric)
     seeds = tuple(seeds) if seeds is not None else None  # None: the profile's, per variant
     method_names = methods or profile.methods or study.default_methods
     protocol_names = protocols or profile.protocols or tuple(p.name for p in study.protocols)
@@ -182,7 +194,7 @@ def expand(study: Study, profile_name: str, *, seeds=None, datasets=None, method
                             "provide both datasets, or neither")))
                         pair_names = [m for m in names if study.method(m).pretrain is None]
                     _expand_pair(plan, seen, study, profile, target, pre_target, pair_names, protocol_names,
-                                 runs, overrides or {}, data_dir, fingerprint_data)
+                                 runs, overrides or {}, data_dir, fingerprint_data, stand_in_weights)
     return plan
 
 
@@ -225,7 +237,8 @@ def _target(study: Study, profile: Profile, ds: StudyDataset, source: str, bf16:
 
 
 def _expand_pair(plan, seen, study: Study, profile: Profile, target: _Target, pre_target: _Target, method_names,
-                 protocol_names, runs, extra: dict, data_dir=None, fingerprint_data: bool = True) -> None:
+                 protocol_names, runs, extra: dict, data_dir=None, fingerprint_data: bool = True,
+                 stand_in_weights: bool = False) -> None:
     """Runs evaluated on ``target`` whose encoders were pretrained on ``pre_target`` (the same one in-domain)."""
     for method_name in method_names:
         method = study.method(method_name)
@@ -238,10 +251,17 @@ def _expand_pair(plan, seen, study: Study, profile: Profile, target: _Target, pr
         again = profile.overrides.get("pretrain", {})
         base, pre_base = (deep_merge(deep_merge(t.base, init), again) for t in (target, pre_target))
         arch = base["backbone"]["arch"]
-        # weights, like data, are needed to run, not to recognise runs (fingerprint_data False: `medssl paper`)
-        if fingerprint_data and method.init != "random" and imagenet_weights_path(arch, method.init) is None:
-            plan.skipped.append((f"{target.ds.key}/{method.name}", imagenet_missing_message(arch, method.init)))
-            continue
+        if method.init != "random":
+            plan.weights.add((arch, method.init))
+            missing = imagenet_weights_path(arch, method.init) is None
+            if missing and stand_in_weights:  # a setting: never the id of a run with the real weights
+                plan.stand_in_weights.add((arch, method.init))
+                base, pre_base = (deep_merge(b, {"backbone": {"stand_in_weights": True}}) for b in (base, pre_base))
+            # weights, like data, are needed to run, not to recognise runs (fingerprint_data False: `medssl paper`)
+            elif missing and fingerprint_data:
+                plan.skipped.append((f"{target.ds.key}/{method.name}", imagenet_missing_message(arch, method.init)
+                                     + " (or, in a cheap profile, --stand-in-weights: a labelled random stand-in)"))
+                continue
         for t, merged in ((target, base), (pre_target, pre_base)):
             read = t.base.get("source_size") or t.base["image_size"]
             if (merged.get("source_size") or merged["image_size"]) != read:

@@ -58,6 +58,8 @@ BY_SETTING: tuple[tuple[str, Callable[[dict], bool], tuple[str, ...]], ...] = (
     ("evaluate", lambda hp: _arch(hp).startswith("sg_"), ("models/sg_encoders.py",)),
     ("evaluate", lambda hp: hp["protocol"].get("gradcam", 0) > 0, ("evaluate/gradcam.py", "data/lung_mask.py")),
     ("evaluate", lambda hp: hp["protocol"].get("embedding", "none") != "none", ("evaluate/embedding.py",)),
+    *((kind, lambda hp: hp.get("backbone", {}).get("stand_in_weights", False), ("models/stand_in.py",))
+      for kind in ("pretrain", "evaluate")),
 )
 # Losses and methods: counted by the definitions a run reaches (from its method's class, or from the modules above):
 # every module of these packages.
@@ -68,7 +70,7 @@ NOT_NUMERIC = ("__init__.py", "api.py", "cli.py", "config/", "plan/", "execute/"
                "common/__init__.py", "common/atomic.py", "common/errors.py", "common/provenance.py",
                "common/torchvision_compat.py", "common/code_digest.py",
                "augment/__init__.py", "evaluate/__init__.py", "models/__init__.py", "train/__init__.py",
-               "train/bench.py", "run/__init__.py", "run/context.py", "run/record.py",
+               "train/bench.py", "models/weights_fetch.py", "run/__init__.py", "run/context.py", "run/record.py",
                "data/__init__.py", "data/download.py", "data/locate.py", "data/medmnist_info.py", "data/registry.py")
 
 

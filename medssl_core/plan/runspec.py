@@ -119,4 +119,5 @@ class RunSpec:
         parts = [self.dataset_used, self.method, self.protocol or "pretrain"]
         if self.fraction is not None and self.fraction != 1.0:
             parts.append(f"{self.fraction:g}")
-        return "/".join(parts) + f" seed {self.seed}"
+        stand_in = " [stand-in weights]" if self.hparams.get("backbone", {}).get("stand_in_weights") else ""
+        return "/".join(parts) + f" seed {self.seed}{stand_in}"
