@@ -19,6 +19,7 @@ from medssl_core.config import EvaluateHP, FitLoss, Split, spec_form
 from medssl_core.data import load_dataset
 from medssl_core.data.split_schemes import assign, label_subset
 from medssl_core.losses.classification import double_softmax_cross_entropy_loss
+from medssl_core.models.imagenet import IMAGENET_MEAN
 from medssl_core.paper.generate import generate
 from medssl_core.plan.catalog import get_study
 from medssl_core.plan.grid import expand
@@ -26,7 +27,7 @@ from medssl_core.plan.study import deep_merge
 from medssl_core.run.inputs import to_grey
 from medssl_core.store import run_sql
 from medssl_core.train.finetune import fit_loss
-from replications.mimeta_barlow import IMAGENET_MEAN, MEDMNIST_ORGANS, MUSCLE, ORGANS, STROMA, confusion_metric
+from replications.mimeta_barlow import MEDMNIST_ORGANS, MUSCLE, ORGANS, STROMA, confusion_metric
 from tests.conftest import cpu_store, execute_cleanly
 from tests.medimeta_layout import image_value, write_medimeta
 
@@ -235,7 +236,7 @@ def test_ct_pretraining_flips_as_published(tmp_path, medmnist_dir):
     # lightly's from_torch_dataset replaces the wrapper's Normalize(0.5, 0.5): the image is normalised once, by
     # SimCLRTransform with ImageNet's statistics (docs/studies/mimeta_barlow.md, 'Pretraining')
     augment = published["ct"].hparams["augment"]
-    assert augment["mean"] == IMAGENET_MEAN and published["ct"].hparams["channel_mode"] == "rgb"
+    assert tuple(augment["mean"]) == IMAGENET_MEAN and published["ct"].hparams["channel_mode"] == "rgb"
     quick = expand(STUDY, "quick", data_dir=medmnist_dir)  # the smoke data has no left/right classes
     assert not any("ct_hflip" in s.decisions for s in quick.specs) and len(quick.pretrain) == 3
 
