@@ -30,7 +30,7 @@ from medssl_core.paper.labels import (
     variant_title,
 )
 from medssl_core.paper.output import save_figure, seeds_said, wrap
-from medssl_core.paper.rows import _order, _titles, reported_by_cell
+from medssl_core.paper.rows import _order, _titles
 from medssl_core.plan.runspec import RunSpec
 from medssl_core.plan.study import AS_PUBLISHED, CORRECTED, Reported, Study
 from medssl_core.store.records import TEST_FEATURES
@@ -64,17 +64,17 @@ def accuracy_bars(rows: list[dict], metric: str) -> tuple[dict[tuple[str, str], 
     return bars, any(len(configs) > 1 for configs in by_config.values())
 
 
-def _reported_points(study: Study, rows: list[dict], metric: str) -> dict[tuple, Reported]:
-    """(dataset read, protocol, method) -> the source's number at full labels for the study dataset it stands for
-    (``reported_by_cell``)."""
-    by_cell = reported_by_cell(study)
-    out = {}
-    for used, ds in {(r["dataset_used"], r["dataset"]) for r in rows}:
-        for m in study.methods:
-            for p in study.protocols:
-                rep = by_cell.get((ds, m.name, p.name, metric, 1.0))
-                if rep is not None and rep.value is not None:
-                    out[(used, p.name, m.name)] = rep
+def _reported_points(study: Study, rows: list[dict], metric: str) -> dict[tuple, list[Reported]]:
+    """(dataset read, protocol, method) -> every number the source reports at full labels for the study dataset it
+    stands for, in declaration order (the tables compare with the first; the figure shows each, a hard-coded one
+    with its own marker)."""
+    stands_for = {(r["dataset_used"], r["dataset"]) for r in rows}
+    out: dict[tuple, list[Reported]] = defaultdict(list)
+    for rep in study.reported:
+        if rep.metric == metric and rep.value is not None and (rep.fraction or 1.0) == 1.0:
+            for used, ds in stands_for:
+                if ds == rep.dataset:
+                    out[(used, rep.protocol, rep.method)].append(rep)
     return out
 
 
@@ -106,7 +106,7 @@ def accuracy_figure(study: Study, rows: list[dict], metric: str, out: Path) -> l
     for ax, (variant, ds) in zip(axes.flat, panels, strict=True):
         here = bars.get((variant, ds), {})
         for (m, p), y in ys.items():
-            _draw_bar(ax, y, here.get((p, m), []), colors[p], protocols.get(p, p), reported.get((ds, p, m)))
+            _draw_bar(ax, y, here.get((p, m), []), colors[p], protocols.get(p, p), reported.get((ds, p, m), []))
         if ds in majority:
             ax.axvline(majority[ds], color="0.3", ls="--", lw=1, label="majority class of the test split")
             ax.annotate(f"majority\nclass {majority[ds]:.1f} %", (majority[ds], 1), xycoords=("data", "axes fraction"),
@@ -114,7 +114,7 @@ def accuracy_figure(study: Study, rows: list[dict], metric: str, out: Path) -> l
                         color="0.3")
         ax.set_xlim(0, 100)
         ax.set_xlabel(f"test {metric} (%), axis from 0")
-        ax.set_title(f"{ds}: {variant_title(variant, study.decisions)}", fontsize=9, pad=22 if majority else 6)
+        ax.set_title(f"{ds}: {variant_title(variant, study.decisions)}", fontsize=9, pad=22 if ds in majority else 6)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="y", labelsize=8)
     centres = {m: np.mean([y for (mm, _), y in ys.items() if mm == m]) for m in method_names}
@@ -129,7 +129,8 @@ def accuracy_figure(study: Study, rows: list[dict], metric: str, out: Path) -> l
     return save_figure(fig, out, "accuracy")
 
 
-def _draw_bar(ax, y: float, values: list[float], color, label: str, reported: Reported | None) -> None:
+def _draw_bar(ax, y: float, values: list[float], color, label: str, reported: list[Reported]) -> None:
+    """One bar of ``values`` (%) at ``y``, or 'not run', and the source's numbers on its row."""
     if values:
         mean = float(np.mean(values))
         ax.barh(y, mean, 0.8, color=color, label=label)
@@ -139,10 +140,10 @@ def _draw_bar(ax, y: float, values: list[float], color, label: str, reported: Re
         ax.text(1.5 if inside else mean + 1.5, y, f"{mean:.1f}  n={len(values)}", va="center", fontsize=7,
                 color="white" if inside else "black")
     else:
-        ax.text(1.5, y, "not run", va="center", fontsize=7, color="0.4", style="italic")
-    if reported is not None:
-        backed = reported.backed_by_runs
-        ax.plot(reported.value * 100, y, "D" if backed else "X", color="black" if backed else "crimson", ms=5,
+        ax.text(1.5, y, f"not run: {label}", va="center", fontsize=7, color="0.4", style="italic")
+    for rep in reported:
+        backed = rep.backed_by_runs
+        ax.plot(rep.value * 100, y, "D" if backed else "X", color="black" if backed else "crimson", ms=5,
                 label="reported (the source's runs)" if backed else "reported, hard-coded (no run behind it)")
 
 
