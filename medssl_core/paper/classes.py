@@ -13,10 +13,11 @@ import numpy as np
 
 from medssl_core.common.errors import ConfigError
 from medssl_core.data.registry import get_dataset
-from medssl_core.paper.labels import TRANSFER, format_fraction, parse_decisions, variant_label
-from medssl_core.paper.output import EnvironmentNotes, save_figure, tagged, tags_by_key
-from medssl_core.plan.study import Study
+from medssl_core.paper.labels import TRANSFER, drawn_variants, format_fraction, parse_decisions, variant_label
+from medssl_core.paper.output import EnvironmentNotes, save_figure, tagged, tags_by_key, wrap
+from medssl_core.plan.study import AS_PUBLISHED, CORRECTED, Study
 
+NBSP = "\u00a0"  # keeps '100 %' on one line when a title wraps
 _CONFUSION = re.compile(r"confusion_(\d+)_(\d+)$")
 
 
@@ -53,6 +54,23 @@ def run_matrices(rows: list[dict]) -> dict[tuple, list[np.ndarray]]:
                 matrix[t, p] = v
             out[key].append(matrix)
     return out
+
+
+def majority_rates(rows: list[dict]) -> dict[str, float]:
+    """dataset read -> the majority class's share (%) of the test images its runs were scored on: a run's confusion
+    counts summed over the predictions are its test labels' class counts (no model, no images needed); the mean
+    over runs where their test splits differ (a split drawn per script or per seed)."""
+    counts: dict[tuple[str, str], dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for r in rows:
+        m = _CONFUSION.match(r["metric"])
+        if r["split"] == "test" and m:
+            counts[(r["dataset_used"], r["run_id"])][int(m[1])] += r["value"]
+    rates: dict[str, list[float]] = defaultdict(list)
+    for (used, _), by_class in counts.items():
+        total = sum(by_class.values())
+        if total:
+            rates[used].append(100 * max(by_class.values()) / total)
+    return {used: float(np.mean(v)) for used, v in rates.items()}
 
 
 def _row_normalised(matrix: np.ndarray) -> np.ndarray:
@@ -101,38 +119,77 @@ def recall_table(study: Study, rows: list[dict], notes: EnvironmentNotes | None 
     return headers, table
 
 
+def main_protocol(study: Study, protocols: set[str], methods_of: dict[str, set[str]]) -> str:
+    """The protocol a confusion figure shows among ``protocols`` (those with recorded matrices): the one the
+    study's claims compare methods under, else the one that evaluated most methods (then the first declared)."""
+    claimed = [c.protocol for c in study.comparisons if c.protocol in protocols]
+    if claimed:
+        return claimed[0]
+    order = [p.name for p in study.protocols]
+    return min(protocols, key=lambda p: (-len(methods_of[p]), order.index(p) if p in order else len(order), p))
+
+
 def confusion_figures(study: Study, rows: list[dict], out: Path) -> list[Path]:
-    """One figure per dataset: the row-normalised test confusion matrix of each method, protocol and variant at
-    the largest label fraction (mean over seeds)."""
-    matrices = {k: (np.mean([_row_normalised(m) for m in v], axis=0), len(v)) for k, v in run_matrices(rows).items()}
+    """One grid per dataset: the test confusion matrix of each method under the main protocol (``main_protocol``),
+    at the largest label fraction, in the corrected variant where it ran (else as published), the config with most
+    seeds; rows normalised to % of the true class, with the counts (mean over seeds) in each cell. Every matrix and
+    every other cell is in per_class_recall and cells.csv."""
+    matrices = run_matrices(rows)
     written: list[Path] = []
     for ds, used in sorted({k[:2] for k in matrices}):
-        here = {k: v for k, v in matrices.items() if k[:2] == (ds, used)}
+        mine = [r for r in rows if (r["dataset"], r["dataset_used"]) == (ds, used)]
+        variant = {AS_PUBLISHED: "as published", CORRECTED: "corrected"}[drawn_variants(mine)[-1]]
+        here = {k: v for k, v in matrices.items() if k[:2] == (ds, used) and k[5] in ("-", variant)}
+        if not here:  # only partly corrected runs (one decision at a time): in per_class_recall
+            continue
         top = max(k[4] for k in here)
-        panels = sorted((k for k in here if k[4] == top), key=lambda k: (k[5], k[2], k[3], k[6]))
-        names = class_names(study, ds, used)
-        cols = min(3, len(panels))
-        rows_n = -(-len(panels) // cols)
-        side = 1.2 + 0.32 * len(names)
-        fig, axes = plt.subplots(rows_n, cols, figsize=(side * cols, side * rows_n), squeeze=False)
-        for ax, key in zip(axes.flat, panels, strict=False):
-            matrix, n = here[key]
-            ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
-            if len(matrix) <= 12:
-                for t in range(len(matrix)):
-                    for p in range(len(matrix)):
-                        ax.text(p, t, f"{matrix[t, p] * 100:.0f}", ha="center", va="center", fontsize=6,
-                                color="white" if matrix[t, p] > 0.5 else "black")
-            short = [name.split(" (")[0][:14] for name in names[:len(matrix)]]
-            ax.set_xticks(range(len(short)), short, rotation=90, fontsize=6)
-            ax.set_yticks(range(len(short)), short, fontsize=6)
-            ax.set_title(f"{key[2]} / {key[3]}\n{key[5]} (n={n})", fontsize=8)
-            ax.set_xlabel("predicted", fontsize=7)
-            ax.set_ylabel("true", fontsize=7)
-        for ax in list(axes.flat)[len(panels):]:
-            ax.axis("off")
+        methods_of: dict[str, set[str]] = defaultdict(set)
+        for k in here:
+            if k[4] == top:
+                methods_of[k[3]].add(k[2])
+        protocol = main_protocol(study, set(methods_of), methods_of)
+        cells: dict[str, list[np.ndarray]] = {}  # method -> its runs' matrices (the config with most runs)
+        for k in sorted(here, key=lambda k: (-len(here[k]), k[6])):
+            if k[3] == protocol and k[4] == top:
+                cells.setdefault(k[2], here[k])
+        order = [m.name for m in study.methods]
+        fig = _confusion_grid(study, sorted(cells.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order
+                                            else len(order)), class_names(study, ds, used))
+        protocol_title = {p.name: p.title for p in study.protocols}.get(protocol, protocol)
         title = ds if ds == used else f"{ds} ({used} standing in)"
-        fig.suptitle(f"{title}: test confusion, row-normalised (%), labels {format_fraction(top)}", fontsize=9)
-        fig.tight_layout()
+        labels = format_fraction(top).replace(" ", NBSP)
+        fig.suptitle(wrap(f"{title}: test confusion under {protocol_title}, {variant}, labels {labels}; each row in % "
+                          "of its true class, the image count below (mean over seeds)", 90), fontsize=10)
         written += save_figure(fig, out, f"confusion_{ds}")
     return written
+
+
+def _confusion_grid(study: Study, cells: list[tuple[str, list[np.ndarray]]], names: tuple[str, ...]):
+    methods = {m.name: m.title for m in study.methods}
+    n_classes = max(len(ms[0]) for _, ms in cells)
+    cols = min(4, len(cells))
+    side = 1.4 + 0.5 * n_classes
+    fig, axes = plt.subplots(-(-len(cells) // cols), cols, squeeze=False, layout="constrained",
+                             figsize=(side * cols + 1.2, side * -(-len(cells) // cols) + 1.0))
+    labels = [wrap(name, 12) for name in names[:n_classes]]
+    image = None
+    for ax, (method, runs) in zip(axes.flat, cells, strict=False):
+        counts = np.mean(runs, axis=0)
+        rates = 100 * np.mean([_row_normalised(m) for m in runs], axis=0)
+        image = ax.imshow(rates, vmin=0, vmax=100, cmap="Blues")
+        if n_classes <= 12:
+            for (t, p), rate in np.ndenumerate(rates):
+                count = f"{counts[t, p]:.0f}" if float(counts[t, p]).is_integer() else f"{counts[t, p]:.1f}"
+                ax.text(p, t, f"{rate:.0f} %\n({count})", ha="center", va="center", fontsize=7,
+                        color="white" if rate > 55 else "black")
+        ax.set_xticks(range(n_classes), labels, fontsize=7, rotation=0 if n_classes <= 3 else 45,
+                      ha="center" if n_classes <= 3 else "right")
+        ax.set_yticks(range(n_classes), labels, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_title(f"{wrap(methods.get(method, method), 26)}\nn = {len(runs)} seed{'s' * (len(runs) > 1)}",
+                     fontsize=8)
+    for ax in list(axes.flat)[len(cells):]:
+        ax.axis("off")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="% of the true class")
+    return fig

@@ -20,20 +20,19 @@ from medssl_core.common.errors import MedsslError
 from medssl_core.paper.analysis import (
     figure_runs,
 )
-from medssl_core.paper.classes import class_names
+from medssl_core.paper.classes import class_names, majority_rates
 from medssl_core.paper.labels import (
+    drawn_variants,
     format_fraction,
     in_variant,
     parse_decisions,
     variant_label,
     variant_title,
 )
-from medssl_core.paper.output import (
-    save_figure,
-)
+from medssl_core.paper.output import save_figure, seeds_said, wrap
 from medssl_core.paper.rows import _order, _titles
 from medssl_core.plan.runspec import RunSpec
-from medssl_core.plan.study import AS_PUBLISHED, CORRECTED, Study
+from medssl_core.plan.study import AS_PUBLISHED, CORRECTED, Reported, Study
 from medssl_core.store.records import TEST_FEATURES
 from medssl_core.store.store import connect
 
@@ -65,43 +64,87 @@ def accuracy_bars(rows: list[dict], metric: str) -> tuple[dict[tuple[str, str], 
     return bars, any(len(configs) > 1 for configs in by_config.values())
 
 
+def _reported_points(study: Study, rows: list[dict], metric: str) -> dict[tuple, list[Reported]]:
+    """(dataset read, protocol, method) -> every number the source reports at full labels for the study dataset it
+    stands for, in declaration order (the tables compare with the first; the figure shows each, a hard-coded one
+    with its own marker)."""
+    stands_for = {(r["dataset_used"], r["dataset"]) for r in rows}
+    out: dict[tuple, list[Reported]] = defaultdict(list)
+    for rep in study.reported:
+        if rep.metric == metric and rep.value is not None and (rep.fraction or 1.0) == 1.0:
+            for used, ds in stands_for:
+                if ds == rep.dataset:
+                    out[(used, rep.protocol, rep.method)].append(rep)
+    return out
+
+
 def accuracy_figure(study: Study, rows: list[dict], metric: str, out: Path) -> list[Path]:
+    """Horizontal bars from 0 %, one per method and protocol evaluating it: the mean over seeds, the sample std as
+    an error bar only where n > 1, n and the mean written on the bar, 'not run' where a planned bar has no runs,
+    the source's numbers as markers on the bar's row (hard-coded ones with their own marker) and, for accuracy, the
+    test split's majority-class rate as a dashed line."""
     methods, protocols, _ = _titles(study)
     bars, several = accuracy_bars(rows, metric)
     if not bars:
         return []
-    variants = [v for v in (AS_PUBLISHED, CORRECTED) if any(k[0] == v for k in bars)]
+    variants = [v for v in drawn_variants(rows) if any(k[0] == v for k in bars)]
     datasets = sorted({k[1] for k in bars})
-    fig, axes = plt.subplots(len(variants), len(datasets), squeeze=False,
-                             figsize=(max(6, 5.5 * len(datasets)), 3.6 * len(variants)))
-    drawn = {bar for by_bar in bars.values() for bar in by_bar}
+    reported = _reported_points(study, rows, metric)
+    majority = majority_rates(rows) if metric == "accuracy" else {}
+    drawn = {bar for by_bar in bars.values() for bar in by_bar} | {k[1:] for k in reported}
     proto_names = [p.name for p in study.protocols if any(bar[0] == p.name for bar in drawn)]
     method_names = [m.name for m in study.methods if any(bar[1] == m.name for bar in drawn)]
-    width = 0.8 / max(1, len(proto_names))
-    colors = plt.get_cmap("tab10").colors
-    for i, variant in enumerate(variants):
-        for j, ds in enumerate(datasets):
-            ax = axes[i][j]
-            here = bars.get((variant, ds), {})
-            for k, proto in enumerate(proto_names):
-                means, stds = [], []
-                for m in method_names:
-                    vals = here.get((proto, m), [])
-                    means.append(np.mean(vals) if vals else np.nan)
-                    stds.append(np.std(vals, ddof=1) if len(vals) > 1 else 0.0)
-                x = np.arange(len(method_names)) + (k - (len(proto_names) - 1) / 2) * width
-                ax.bar(x, means, width, yerr=stds, capsize=2, label=protocols.get(proto, proto), color=colors[k % 10])
-            ax.set_xticks(np.arange(len(method_names)), [methods.get(m, m) for m in method_names], rotation=20)
-            ax.set_ylabel(f"test {metric} (%)")
-            ax.set_title(f"{ds}: {variant_title(variant, study.decisions)}", fontsize=10)
-            ax.grid(axis="y", alpha=0.3)
-            finite = [v for (_, used), by_bar in bars.items() if used == ds for vals in by_bar.values() for v in vals]
-            ax.set_ylim(max(0, min(finite) - 10), min(100, max(finite) + 5))
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    evaluates = {p.name: p.methods for p in study.protocols}
+    # one row per (method, protocol evaluating it), methods top to bottom in the study's order
+    slots = [(m, p) for m in method_names for p in proto_names if evaluates[p] is None or m in evaluates[p]]
+    ys = {slot: -i - 0.6 * method_names.index(slot[0]) for i, slot in enumerate(slots)}  # a gap between methods
+    colors = dict(zip(proto_names, plt.get_cmap("tab10").colors, strict=False))
+    panels = [(v, ds) for v in variants for ds in datasets]
+    shape = (len(variants), len(datasets)) if len(datasets) > 1 else (1, len(variants))  # one dataset: side by side
+    fig, axes = plt.subplots(*shape, squeeze=False, sharey=True, layout="constrained",
+                             figsize=(2.2 + 4.6 * shape[1], 1.2 + (0.3 * len(slots) + 0.6) * shape[0]))
+    for ax, (variant, ds) in zip(axes.flat, panels, strict=True):
+        here = bars.get((variant, ds), {})
+        for (m, p), y in ys.items():
+            _draw_bar(ax, y, here.get((p, m), []), colors[p], protocols.get(p, p), reported.get((ds, p, m), []))
+        if ds in majority:
+            ax.axvline(majority[ds], color="0.3", ls="--", lw=1, label="majority class of the test split")
+            ax.annotate(f"majority\nclass {majority[ds]:.1f} %", (majority[ds], 1), xycoords=("data", "axes fraction"),
+                        xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7,
+                        color="0.3")
+        ax.set_xlim(0, 100)
+        ax.set_xlabel(f"test {metric} (%), axis from 0")
+        ax.set_title(f"{ds}: {variant_title(variant, study.decisions)}", fontsize=9, pad=22 if ds in majority else 6)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="y", labelsize=8)
+    centres = {m: np.mean([y for (mm, _), y in ys.items() if mm == m]) for m in method_names}
+    axes[0][0].set_yticks(list(centres.values()), [wrap(methods.get(m, m)) for m in centres], fontsize=8)
+    handles = {}
+    for ax in axes.flat:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     more = "; where a bar has runs of several configs, the one with most seeds (all in cells.csv)" if several else ""
-    fig.suptitle(f"{study.title}: test {metric}, mean ± std over seeds{more}", fontsize=11)
-    fig.tight_layout()
+    fig.suptitle(wrap(f"{study.title}: test {metric}, mean ± sample std over n seeds (no error bar at n = 1)"
+                       f"{more}", 110), fontsize=10)
     return save_figure(fig, out, "accuracy")
+
+
+def _draw_bar(ax, y: float, values: list[float], color, label: str, reported: list[Reported]) -> None:
+    """One bar of ``values`` (%) at ``y``, or 'not run', and the source's numbers on its row."""
+    if values:
+        mean = float(np.mean(values))
+        ax.barh(y, mean, 0.8, color=color, label=label)
+        if len(values) > 1:
+            ax.errorbar(mean, y, xerr=np.std(values, ddof=1), fmt="none", ecolor="black", capsize=2, lw=1)
+        inside = mean > 30
+        ax.text(1.5 if inside else mean + 1.5, y, f"{mean:.1f}  n={len(values)}", va="center", fontsize=7,
+                color="white" if inside else "black")
+    else:
+        ax.text(1.5, y, f"not run: {label}", va="center", fontsize=7, color="0.4", style="italic")
+    for rep in reported:
+        backed = rep.backed_by_runs
+        ax.plot(rep.value * 100, y, "D" if backed else "X", color="black" if backed else "crimson", ms=5,
+                label="reported (the source's runs)" if backed else "reported, hard-coded (no run behind it)")
 
 
 def efficiency_points(rows: list[dict]) -> tuple[dict[float, list[float]], bool]:
@@ -179,7 +222,7 @@ def label_efficiency_figure(study: Study, rows: list[dict], metric: str, out: Pa
 
 
 def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) -> list[Path]:
-    methods, _, _ = _titles(study)
+    """The pretraining curves (loss, kNN monitor) of the runs ``pretrain_ids``, read from the store."""
     with connect(db, read_only=True, wait_s=30) as con:
         data = con.execute(
             """SELECT r.run_id, r.dataset_used, r.method, r.decisions, c.step,
@@ -188,6 +231,13 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
                AND r.run_id IN (SELECT unnest(?)) AND c.name IN ('loss', 'knn_val_accuracy', 'knn_val_auc')
                ORDER BY c.step""",
             [study.name, pretrain_ids]).fetchall()
+    return draw_curves(study, data, out)
+
+
+def draw_curves(study: Study, data: list[tuple], out: Path) -> list[Path]:
+    """The curves figure from rows (run id, dataset read, method, decisions, epoch, 'loss' or 'knn', value, config
+    id): one loss panel per method and dataset, then the kNN monitor, its legend outside the axes."""
+    methods, _, _ = _titles(study)
     if not data:
         return []
     # (dataset, method, variant) -> config id -> its runs: a curve is drawn from one config id's runs
@@ -213,7 +263,8 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
             if used == ds and meth == method and n == name and rid in drawn.get((ds, method, variant), ()):
                 series[step].append(v)
         steps = sorted(series)
-        return steps, np.array([np.mean(series[t]) for t in steps]), np.array([np.std(series[t]) for t in steps])
+        return steps, np.array([np.mean(series[t]) for t in steps]), np.array(
+            [np.std(series[t], ddof=1) if len(series[t]) > 1 else 0.0 for t in steps])
 
     first_row = 0
     for ds in datasets:
@@ -243,11 +294,12 @@ def curves_figure(study: Study, db: Path, out: Path, pretrain_ids: list[str]) ->
             knn_ax.set_xlabel("epoch")
             knn_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             knn_ax.grid(alpha=0.3)
-            knn_ax.legend(fontsize=6)
+            knn_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)  # off the lines
     more = ("; where a curve has runs of several configs, the one with most seeds"
             if any(len(by_config) > 1 for by_config in configs.values()) else "")
-    fig.suptitle(f"{study.name}: pretraining curves, mean ± std over seeds (solid: as published, dashed: "
-                 f"corrected){more}", fontsize=11)
+    seeds = seeds_said({len(runs) for runs in drawn.values()})
+    fig.suptitle(wrap(f"{study.name}: pretraining curves, {seeds} (solid: as published, dashed: corrected){more}",
+                      110), fontsize=11)
     fig.tight_layout()
     return save_figure(fig, out, "pretraining_curves")
 

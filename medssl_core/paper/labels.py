@@ -21,6 +21,13 @@ def in_variant(decisions: dict[str, str], variant: str) -> bool:
     return all(v == variant for v in decisions.values())
 
 
+def drawn_variants(rows: list[dict]) -> list[str]:
+    """The variants some run recorded a decision of; as published alone where no run records any (runs without
+    decisions, e.g. random init, belong to every variant and make none of their own)."""
+    recorded = [parse_decisions(r["decisions"]) for r in rows]
+    return [v for v in (AS_PUBLISHED, CORRECTED) if any(d and in_variant(d, v) for d in recorded)] or [AS_PUBLISHED]
+
+
 # a whole variant, where its decisions declare no labels of their own
 VARIANT_TITLES = {AS_PUBLISHED: "as published (the study's code)", CORRECTED: "with every decision corrected"}
 

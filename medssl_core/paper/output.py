@@ -3,6 +3,7 @@ every table shares: how the configs met in one place are named, and which number
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +26,19 @@ def format_mean_std(mean: float, std: float | None, n: int | None = None, scale:
     """'81.25 ± 1.20 (n=3)' in percent; no spread for one run; no count where a column gives it (``n`` None)."""
     text = f"{mean * scale:.2f}" + (f" ± {std * scale:.2f}" if std is not None else "")
     return text + (f" (n={n})" if n is not None else "")
+
+
+def wrap(text: str, width: int = 22) -> str:
+    """A long method or class name on several lines rather than over its neighbour's."""
+    return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
+
+
+def seeds_said(counts: set[int]) -> str:
+    """What a figure's spread is over, given the number of seeds of each thing drawn: never 'mean ± std' of one."""
+    if max(counts) == 1:
+        return "one seed each (n = 1, no spread)"
+    n = f"{min(counts)}-{max(counts)}" if len(counts) > 1 else f"{max(counts)}"
+    return f"mean ± sample std over n = {n} seeds" + ("; none at n = 1" if min(counts) == 1 else "")
 
 
 def write_table(out: Path, stem: str, title: str, headers: list, table: list, note: str) -> list[Path]:
