@@ -15,7 +15,7 @@ import numpy as np
 from medssl_core.paper.classes import class_names
 from medssl_core.paper.labels import CELL_SOURCE_SQL, format_fraction, in_variant, parse_decisions, variant_label
 from medssl_core.paper.output import EnvironmentNotes, format_mean_std, mean_std, save_figure, tagged, tags_by_key
-from medssl_core.plan.study import AS_PUBLISHED, CORRECTED, Study
+from medssl_core.plan.study import Study
 from medssl_core.store.records import EMBEDDING, GRADCAM, TEST_SCORES
 from medssl_core.store.store import connect
 
@@ -104,8 +104,9 @@ def figure_runs(study: Study, db: Path, artifact: str, eval_ids: list[str]) -> d
                AND r.run_id IN (SELECT unnest(?)) ORDER BY 6 DESC, r.seed, r.run_id""",
             [study.name, artifact, eval_ids]).fetchall()
     out: dict[tuple[str, str], dict[tuple[str, str], tuple]] = defaultdict(dict)
+    variants = drawn_variants([{"decisions": r[7]} for r in runs])  # no panel of decision-free runs alone
     for rid, cell, dataset, method, protocol, fraction, _seed, decisions, path in runs:
-        for variant in (AS_PUBLISHED, CORRECTED):
+        for variant in variants:
             if in_variant(parse_decisions(decisions), variant) and Path(path).is_file():
                 out[(cell, variant)].setdefault((method, protocol), (method, protocol, fraction, dataset, rid, path))
     order = {m.name: i for i, m in enumerate(study.methods)}
