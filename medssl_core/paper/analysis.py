@@ -13,7 +13,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from medssl_core.paper.classes import class_names
-from medssl_core.paper.labels import CELL_SOURCE_SQL, format_fraction, in_variant, parse_decisions, variant_label
+from medssl_core.paper.labels import (
+    CELL_SOURCE_SQL,
+    drawn_variants,
+    format_fraction,
+    in_variant,
+    parse_decisions,
+    variant_label,
+)
 from medssl_core.paper.output import EnvironmentNotes, format_mean_std, mean_std, save_figure, tagged, tags_by_key
 from medssl_core.plan.study import Study
 from medssl_core.store.records import EMBEDDING, GRADCAM, TEST_SCORES
