@@ -3,15 +3,21 @@ monitor and the kNN protocol alike)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from medssl_core.augment.views import BatchAugment
 from medssl_core.common.device import autocast
 from medssl_core.data.labels import is_multilabel, observed_mask
+
+
+def slow_progress(steps: Iterable, desc: str) -> tqdm:
+    """A bar that appears only on a terminal and only once the loop has taken a few seconds (a large set on a CPU)."""
+    return tqdm(steps, desc=desc, leave=False, delay=5, disable=None)
 
 
 @torch.no_grad()
@@ -22,7 +28,7 @@ def extract_features(backbone: nn.Module, images: Tensor, eval_augment: BatchAug
     backbone.eval()
     g = torch.Generator()
     out = []
-    for i in range(0, images.shape[0], batch_size):
+    for i in slow_progress(range(0, images.shape[0], batch_size), "features"):
         x = eval_augment(images[i:i + batch_size].to(device), g)
         with autocast(device, bf16):
             out.append(backbone(x).float())
@@ -62,7 +68,7 @@ def _neighbours(train_f: Tensor, query_f: Tensor, k: int, metric: str, chunk: in
     """Indices (chunk, k) of each query's k nearest training features, chunk by chunk."""
     if metric == "cosine":
         train_f, query_f = F.normalize(train_f, dim=1), F.normalize(query_f, dim=1)
-    for i in range(0, query_f.shape[0], chunk):
+    for i in slow_progress(range(0, query_f.shape[0], chunk), "kNN"):
         q = query_f[i:i + chunk]
         d = torch.cdist(q, train_f) if metric == "euclidean" else -(q @ train_f.T)
         yield d.topk(k, dim=1, largest=False).indices

@@ -12,6 +12,7 @@ from torch import nn
 
 from medssl_core.common.errors import ConfigError
 from medssl_core.data.lung_mask import lung_mask
+from medssl_core.evaluate.features import slow_progress
 
 FOCUS_LEVEL = 0.7  # 3Models.ipynb: np.sum(cam > 0.7) / cam.size
 
@@ -41,7 +42,7 @@ def grad_cams(backbone: nn.Module, head: nn.Module, arch: str, inputs: torch.Ten
 def lung_scores(cams: np.ndarray, images: np.ndarray) -> dict[str, object]:
     """Per image: the study's focus (share of pixels above 0.7) and the share of CAM energy in the lung mask of
     the uint8 grey ``images`` (N, H, W), with the masks."""
-    masks = np.stack([lung_mask(img) for img in images])
+    masks = np.stack([lung_mask(img) for img in slow_progress(images, "lung masks")])
     energy = cams.reshape(len(cams), -1).sum(axis=1)
     inside = (cams * masks).reshape(len(cams), -1).sum(axis=1)
     return {"focus": (cams > FOCUS_LEVEL).mean(axis=(1, 2)),
