@@ -5,6 +5,7 @@ neighbours, min_dist 0.1, random_state 42; categories 'No Finding', one finding 
 from __future__ import annotations
 
 import numpy as np
+from tqdm import tqdm
 
 from medssl_core.common.errors import ConfigError
 from medssl_core.data.labels import MULTI_LABEL
@@ -25,6 +26,14 @@ def embed_2d(features: np.ndarray, method: str, seed: int = 42) -> np.ndarray:
     from sklearn.preprocessing import StandardScaler
 
     x = StandardScaler().fit_transform(features.astype(np.float64))
+    # neither fit reports progress: a terminal shows what runs once it has taken a few seconds
+    with tqdm(total=1, desc=f"{method} of {len(x)} points", leave=False, delay=5, disable=None) as bar:
+        xy = _fit(x, method, seed)
+        bar.update()
+    return xy
+
+
+def _fit(x: np.ndarray, method: str, seed: int) -> np.ndarray:
     if method == "tsne":
         from sklearn.manifold import TSNE
 
