@@ -12,15 +12,15 @@ shipped with the project data (BreastMNIST, PneumoniaMNIST), which stand in for 
 
 from medssl_core.data.medmnist_info import MEDMNIST
 from medssl_core.plan.study import (
-            Comparison,
-            Decision,
-            Method,
-            Profile,
-            Protocol,
-            Reported,
-            Study,
-            StudyDataset,
-            Tunable,
+    Comparison,
+    Decision,
+    Method,
+    Profile,
+    Protocol,
+    Reported,
+    Study,
+    StudyDataset,
+    Tunable,
 )
 
 CITATION = ("Barlow Twins and SimCLR on MedMNIST (README of the project by Daniel34990 and crocojude; code not "

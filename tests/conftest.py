@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,18 @@ def execute_cleanly(plan, store, ctx):
     summary = execute(plan, store, ctx, progress=False)
     assert not summary.failed, [r.run["error"] for r in summary.failed]
     return summary
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A folder served on 127.0.0.1 (downloads are tested against it, never the network): (folder, base url)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-import functools
-import http.server
 import itertools
 import shutil
-import threading
 from pathlib import Path
 
 import cv2
@@ -102,20 +99,6 @@ def test_lookup_order(tmp_path, monkeypatch):
 def test_missing_dataset_without_download_says_how_to_get_it(tmp_path):
     with pytest.raises(DataError, match="medssl data fetch pathmnist"):
         load_dataset("pathmnist", 28, tmp_path, allow_download=False)
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_download_from_local_server_verifies_and_writes_atomically(http_server, tmp_path, monkeypatch, medmnist_dir):

@@ -3,9 +3,6 @@ a cheap profile run every option on a machine without them, as runs of their own
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -143,19 +140,6 @@ def test_weights_fetch_asks_for_exactly_the_weights_the_plan_needs(monkeypatch):
     api.weights("medsgssl", "quick", fetch=True)
     assert asked == []  # present: nothing downloaded twice
     assert api.weights("demo", "quick").files == {}  # random inits only
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_a_download_that_does_not_match_torchvisions_hash_is_a_clear_error_and_not_kept(http_server, monkeypatch):
