@@ -7,15 +7,15 @@ below is the code's unless a Decision says otherwise. To add the paper's numbers
 """
 
 from medssl_core.plan.study import (
-            AS_DECLARED,
-            Decision,
-            Method,
-            Profile,
-            Protocol,
-            Reported,
-            Study,
-            StudyDataset,
-            Tunable,
+    AS_DECLARED,
+    Decision,
+    Method,
+    Profile,
+    Protocol,
+    Reported,
+    Study,
+    StudyDataset,
+    Tunable,
 )
 
 CITATION = ("Chattopadhyay et al., Exploring Self-Supervised Representation Learning for Low-Resource Medical "
