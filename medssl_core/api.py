@@ -253,14 +253,18 @@ def query(db: str | Path | None = None, sql: str = EVERY_RUN, params: list | Non
     """A read-only SQL query: (column names, rows). Beside the tables and views, the temporary tables
     ``run_staleness`` (run_id, stale, why) and ``run_variants`` (run_id, variant: as the paper's tables name it)
     are there to join; they need the code and the studies here, which the database does not hold."""
-    from medssl_core.paper.browse import run_variants
+    from medssl_core.paper.browse import run_variants, tuned_runs
     from medssl_core.plan.stale import staleness_rows
     from medssl_core.store import run_sql
 
     db = database(db)
-    recorded = run_sql(db, "SELECT run_id, study, decisions, spec_json FROM runs")[1]
+    recorded = run_sql(db, "SELECT run_id, study, decisions, spec_json, status FROM runs")[1]
+    has_trials = run_sql(db, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'trials'")[1][0][0]
+    trials = run_sql(db, "SELECT optuna_study, trial, run_id, params, value FROM trials WHERE value IS NOT NULL"
+                     )[1] if has_trials else []  # a database from before `medssl tune` has no trials table
+    tuned = tuned_runs([(r[0], r[1], r[4], r[3]) for r in recorded], trials) if trials else set()
     return run_sql(db, sql, params, staleness=staleness_rows([(r[0], r[3]) for r in recorded], data_dir),
-                   variants=run_variants([r[:3] for r in recorded]))
+                   variants=run_variants([r[:3] for r in recorded], tuned))
 
 
 def results(db: str | Path | None = None, sql: str = EVERY_RUN, params: list | None = None, *,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from medssl_core import api
 from medssl_core.cli import main
 from medssl_core.paper.figures import accuracy_bars
 from medssl_core.paper.generate import generate
@@ -233,5 +234,8 @@ def test_tuned_runs_reach_the_paper_as_their_own_variant(tmp_path, medmnist_dir,
         "SimCLR": "(n=1)", "SimCLR [tuned]": "(n=2)", "Random init": "(n=2)"}
     tuned_ids = json.loads((out / "demo" / "quick" / "summary.json").read_text())["tuned"]
     assert len(tuned_ids) == 6  # the best trial's pretraining and probe (corrected), 2 seeds' as published
+    # the results commands name them as the paper does
+    labelled = api.query(db, "SELECT run_id FROM run_variants WHERE variant = 'tuned'")[1]
+    assert sorted(r for (r,) in labelled) == sorted(tuned_ids)
     readme = (out / "demo" / "README.md").read_text()
     assert "not its best values: 2 runs" in readme and "settings no longer declared" not in readme

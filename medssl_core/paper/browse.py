@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from tabulate import tabulate
 from medssl_core.common.errors import ConfigError
 from medssl_core.config.validation import dotted_paths
 from medssl_core.paper.labels import in_variant, parse_decisions, variant_label
+from medssl_core.paper.selection import Trial, select
 from medssl_core.plan.identity import differing
 from medssl_core.plan.runspec import RunSpec
 from medssl_core.plan.stale import staleness_rows
@@ -24,6 +25,7 @@ from medssl_core.store.store import connect
 
 CODE = "code"  # a spec's code fingerprint: definition -> digest, shown and compared as one thing
 SPARKS = "▁▂▃▄▅▆▇█"
+TUNED = "tuned"  # a run of `medssl tune`'s best values (`replicate --overrides`): its own variant in the paper
 ABSENT = "(not in its spec)"  # a setting one run of a comparison has and the other has not
 ENVIRONMENT = ("torch", "device", "git_commit", "git_dirty", "python", "hostname", "platform", "cuda",
                "threads")
@@ -37,10 +39,26 @@ def declared_decisions(study_names: Iterable[str]) -> dict[str, Sequence[Decisio
     return {name: known[name].decisions if name in known else () for name in set(study_names)}
 
 
-def run_variants(rows: Sequence[tuple[str, str, str | None]]) -> list[tuple[str, str]]:
-    """(run_id, variant) of (run_id, study, decisions) rows, worded as the paper's tables word them."""
+def run_variants(rows: Sequence[tuple[str, str, str | None]], tuned: Collection[str] = ()) -> list[tuple[str, str]]:
+    """(run_id, variant) of (run_id, study, decisions) rows, worded as the paper's tables word them; the runs in
+    ``tuned`` (`tuned_runs`) are 'tuned'."""
     declared = declared_decisions(study for _, study, _ in rows)
-    return [(rid, variant_label(parse_decisions(text), declared[study])) for rid, study, text in rows]
+    return [(rid, TUNED if rid in tuned else variant_label(parse_decisions(text), declared[study]))
+            for rid, study, text in rows]
+
+
+def tuned_runs(recorded: Sequence[tuple[str, str, str, str | None]], trials: Sequence[Trial]) -> set[str]:
+    """The runs of (run_id, study, status, spec_json) rows that ran `medssl tune`'s best values, by the paper's
+    rule (``selection.select``); only the studies with trials are planned for it."""
+    from medssl_core.plan.catalog import studies
+
+    searched = {search.split("/")[0] for search, *_ in trials}
+    known, out = studies(), set()
+    for name in searched & set(known):
+        mine = [(rid, status, spec) for rid, study, status, spec in recorded if study == name]
+        of_study = [t for t in trials if t[0].split("/")[0] == name]
+        out |= set(select(known[name], mine, set(), trials=of_study, include_stale=True).tuned)
+    return out
 
 
 def in_variant_choice(decisions: str | None, choice: str) -> bool:
