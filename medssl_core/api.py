@@ -294,16 +294,17 @@ def runs(db: str | Path | None = None, *, study: str | None = None, method: str 
          variant: str | None = None, status: str | None = None, stale: bool | None = None,
          data_dir: str | None = None) -> list[dict]:
     """The recorded runs, one dict each (with their variant and whether they are stale, and why), as `medssl
-    results runs` lists them. ``variant``: as_published, corrected or each (one decision corrected); ``stale``:
+    results runs` lists them. ``variant``: as_published, corrected, each (one decision corrected) or tuned
+    (`medssl tune`'s best values); ``stale``:
     True for the stale runs only, False for the current ones."""
-    from medssl_core.paper.browse import in_variant_choice
+    from medssl_core.paper.browse import TUNED, in_variant_choice
     from medssl_core.plan.catalog import studies
     from medssl_core.plan.study import ALL_VARIANTS
     from medssl_core.store import run_sql
 
     db = database(db)
-    if variant is not None and variant not in ALL_VARIANTS:
-        raise ConfigError(f"variant {variant!r}: one of {', '.join(ALL_VARIANTS)}")
+    if variant is not None and variant not in (*ALL_VARIANTS, TUNED):
+        raise ConfigError(f"variant {variant!r}: one of {', '.join((*ALL_VARIANTS, TUNED))}")
     if status is not None and status not in STATUSES:
         raise ConfigError(f"status {status!r}: one of {', '.join(STATUSES)}")
     for option, value, column, registered in (
@@ -316,7 +317,10 @@ def runs(db: str | Path | None = None, *, study: str | None = None, method: str 
                                   f"{sorted(known)}.{did_you_mean(value, known)}")
     columns, rows = query(db, RUN_LIST, [study, method, status, stale], data_dir=data_dir)
     listed = [dict(zip(columns, row)) for row in rows]
-    return [r for r in listed if variant is None or in_variant_choice(r["decisions"], variant)]
+    if variant == TUNED:
+        return [r for r in listed if r["variant"] == TUNED]
+    return [r for r in listed if variant is None or (r["variant"] != TUNED and in_variant_choice(r["decisions"],
+                                                                                              variant))]
 
 
 def show(run_id: str, db: str | Path | None = None, *, data_dir: str | None = None,

@@ -476,8 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs = res.add_parser("runs", help="list runs, with their variant and whether they are stale (and why)")
     runs.add_argument("--study")
     runs.add_argument("--method")
-    runs.add_argument("--variant", choices=ALL_VARIANTS, help="as_published, corrected (every decision on that "
-                      "side; runs no decision concerns belong to both), each (one decision corrected)")
+    runs.add_argument("--variant", choices=(*ALL_VARIANTS, "tuned"), help="as_published, corrected (every "
+                      "decision on that side; runs no decision concerns belong to both), each (one decision "
+                      "corrected), tuned (`medssl tune`'s best values)")
     runs.add_argument("--status", choices=STATUSES)
     fresh = runs.add_mutually_exclusive_group()
     fresh.add_argument("--stale", action="store_const", const=True, dest="stale", help="only stale runs")

@@ -237,5 +237,7 @@ def test_tuned_runs_reach_the_paper_as_their_own_variant(tmp_path, medmnist_dir,
     # the results commands name them as the paper does
     labelled = api.query(db, "SELECT run_id FROM run_variants WHERE variant = 'tuned'")[1]
     assert sorted(r for (r,) in labelled) == sorted(tuned_ids)
+    assert sorted(r["run_id"] for r in api.runs(db, variant="tuned")) == sorted(tuned_ids)
+    assert not {r["run_id"] for r in api.runs(db, variant="corrected")} & set(tuned_ids)
     readme = (out / "demo" / "README.md").read_text()
     assert "not its best values: 2 runs" in readme and "settings no longer declared" not in readme
