@@ -334,12 +334,14 @@ def show(run_id: str, db: str | Path | None = None, *, data_dir: str | None = No
     return show_data(database(db), run_id, data_dir=data_dir, paper_dir=paper_dir)
 
 
-def compare(a: str, b: str, db: str | Path | None = None, *, data_dir: str | None = None) -> dict:
+def compare(a: str, b: str | None = None, db: str | Path | None = None, *, data_dir: str | None = None) -> dict:
     """Two runs (ids or unique prefixes): the settings that differ, by dotted path, and each metric of either side
-    by side with b − a."""
-    from medssl_core.paper.browse import compare_data
+    by side with b − a. Without ``b``: ``a``'s counterpart in the other variant (same cell and seed, every
+    decision on the other side)."""
+    from medssl_core.paper.browse import compare_data, other_variant
 
-    return compare_data(database(db), a, b, data_dir=data_dir)
+    db = database(db)
+    return compare_data(db, a, b if b is not None else other_variant(db, a), data_dir=data_dir)
 
 
 EXPORT_FORMATS = ("csv", "parquet")

@@ -222,7 +222,7 @@ def cmd_results_compare(args) -> int:
     from medssl_core.api import compare
     from medssl_core.paper.browse import format_compare
 
-    compared = compare(args.run_a, args.run_b, args.db, data_dir=args.data_dir)
+    compared = compare(args.run_a, args.run_b, args.db, data_dir=args.data_dir)  # no run_b: the other variant
     print(json.dumps(compared, default=str, indent=1) if args.format == "json" else format_compare(compared))
     return 0
 
@@ -497,9 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
     sh_run.add_argument("--data-dir", help="where the data is, to tell whether the run's data changed")
     _add_db(sh_run)
     sh_run.set_defaults(fn=cmd_results_show)
-    cmp = res.add_parser("compare", help="two runs: the settings that differ, and their metrics side by side")
+    cmp = res.add_parser("compare", help="two runs, or a run and its other variant: the settings that differ, and "
+                         "their metrics side by side")
     cmp.add_argument("run_a", help="a run id or its first characters")
-    cmp.add_argument("run_b", help="a run id or its first characters")
+    cmp.add_argument("run_b", nargs="?", help="a run id or its first characters; left out: RUN_A's run in "
+                     "the other variant (same cell and seed, every decision on the other side)")
     cmp.add_argument("--format", choices=("text", "json"), default="text")
     cmp.add_argument("--data-dir", help="where the data is, to tell whether the runs' data changed")
     _add_db(cmp)

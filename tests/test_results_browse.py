@@ -178,6 +178,18 @@ def test_compare_lists_differing_settings_and_metrics_side_by_side(db, capsys):
     assert main(["results", "compare", a, b, "--db", str(db), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["settings"] == json.loads(json.dumps(compared["settings"]))
 
+    # a run and its other variant: the same cell and seed with every decision on the other side
+    counterpart = api.compare(a[:8], db=db)
+    assert counterpart["b"]["variant"] == "corrected" and counterpart["b"]["run_id"] != a
+    assert "seed" not in {d["path"] for d in counterpart["settings"]}  # the same seed, and cell
+    assert not {d["path"] for d in counterpart["settings"]} & {"method", "dataset", "protocol.name"}
+    assert next(m["diff"] for m in counterpart["metrics"] if (m["split"], m["metric"]) == ("test", "accuracy")) \
+        == pytest.approx(0.10)
+    assert main(["results", "compare", a[:8], "--db", str(db)]) == 0 and "corrected" in capsys.readouterr().out
+    (free,) = run_ids(db, "decisions IS NULL OR decisions = ''")[:1]
+    with pytest.raises(ConfigError, match="belongs to both variants"):
+        api.compare(free, db=db)
+
 
 def test_run_list_filters_and_variant_in_the_papers_words(db, capsys):
     listed = api.runs(db)

@@ -91,6 +91,30 @@ def resolve_run(con, prefix: str, db: Path) -> str:
     return found[0][0]
 
 
+CELL = ("kind", "study", "profile", "dataset", "dataset_used", "pretrain_dataset", "method", "protocol", "fraction",
+        "seed")  # what a run of one variant shares with its counterpart of the other
+
+
+def other_variant(db: Path, prefix: str) -> str:
+    """The run of the same cell and seed as ``prefix``'s run with every decision on the other side (a cell's two
+    variants, for ``compare``); none, or a run without decisions, is an error that says so."""
+    with connect(db, read_only=True, wait_s=5.0) as con:
+        run_id = resolve_run(con, prefix, db)
+        cols = ", ".join(CELL)
+        row = con.execute(f"SELECT {cols}, decisions FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        decisions = parse_decisions(row[-1])
+        if not decisions:
+            raise ConfigError(f"run {run_id} records no decision: it belongs to both variants, there is no other")
+        flipped = {k: CORRECTED if v == AS_PUBLISHED else AS_PUBLISHED for k, v in decisions.items()}
+        same = " AND ".join(f"{c} IS NOT DISTINCT FROM ?" for c in CELL)
+        found = [rid for rid, text in con.execute(f"SELECT run_id, decisions FROM runs WHERE {same} ORDER BY run_id",
+                                                  list(row[:-1])).fetchall() if parse_decisions(text) == flipped]
+    if not found:
+        raise ConfigError(f"no run of {run_id}'s cell and seed in {db} has every decision on the other side: run "
+                          "the other variant (`medssl replicate ... --variants as_published,corrected`)")
+    return found[0]
+
+
 def _spec(spec_json: str | None) -> dict:
     try:
         spec = json.loads(spec_json or "{}")
