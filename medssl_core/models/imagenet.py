@@ -24,6 +24,8 @@ IMAGENET_V2_FILES = {"resnet50": "resnet50-11ad3fa6.pth", "mobilenet_v2": "mobil
 
 
 INITS = ("random", "imagenet", "imagenet_v2")
+# the Hugging Face hub cache's folder of timm's ViT-S weights (snapshots/<rev>/model.safetensors inside)
+VIT_SMALL_REPO = f"models--{VIT_SMALL_IMAGENET.replace('/', '--')}"
 
 
 def _imagenet_file(arch: str, init: str) -> str | None:
@@ -40,7 +42,7 @@ def imagenet_weights_path(arch: str, init: str = "imagenet") -> Path | None:
     """The local ImageNet weights of ``arch``: torchvision's file in the torch hub cache, or for ViT-S timm's
     in the Hugging Face hub cache (where `timm.create_model(..., pretrained=True)` leaves them)."""
     if arch == "vit_small" and init == "imagenet":
-        snapshots = _hf_hub_cache() / f"models--{VIT_SMALL_IMAGENET.replace('/', '--')}" / "snapshots"
+        snapshots = _hf_hub_cache() / VIT_SMALL_REPO / "snapshots"
         found = sorted(snapshots.glob("*/model.safetensors")) if snapshots.is_dir() else []
         return found[-1] if found else None
     name = _imagenet_file(arch, init)
@@ -53,7 +55,7 @@ def imagenet_weights_path(arch: str, init: str = "imagenet") -> Path | None:
 def imagenet_missing_message(arch: str, init: str = "imagenet") -> str:
     if arch == "vit_small" and init == "imagenet":
         return (f"ImageNet weights for vit_small are not present locally: expected "
-                f"{_hf_hub_cache()}/models--{VIT_SMALL_IMAGENET.replace('/', '--')}/snapshots/<rev>/model.safetensors."
+                f"{_hf_hub_cache()}/{VIT_SMALL_REPO}/snapshots/<rev>/model.safetensors."
                 " medssl never downloads them itself; on a machine with internet run `python -c \"import timm; "
                 f"timm.create_model('{VIT_SMALL_IMAGENET.split('/')[1]}', pretrained=True)\"` once (or copy the "
                 "hub cache folder there).")

@@ -14,8 +14,8 @@ import torch
 
 from medssl_core.common.atomic import atomic_file
 from medssl_core.data.locate import cache_dir
-from medssl_core.models.imagenet import _imagenet_file
-from medssl_core.models.vit import VIT_SMALL, VIT_SMALL_IMAGENET
+from medssl_core.models.imagenet import VIT_SMALL_REPO, _imagenet_file
+from medssl_core.models.vit import VIT_SMALL
 
 SEED = 0  # every machine makes the same stand-in, so stand-in runs reproduce too
 SNAPSHOT = "stand-in"  # the Hugging Face snapshot folder of a stand-in ViT-S
@@ -30,8 +30,7 @@ def stand_in_path(arch: str, init: str) -> Path:
     """Where the stand-in for (arch, init) lies: the path `imagenet_weights_path` finds inside `stand_in_caches`."""
     root = stand_in_root()
     if arch == "vit_small" and init == "imagenet":
-        repo = f"models--{VIT_SMALL_IMAGENET.replace('/', '--')}"
-        return root / "huggingface" / "hub" / repo / "snapshots" / SNAPSHOT / "model.safetensors"
+        return root / "huggingface" / "hub" / VIT_SMALL_REPO / "snapshots" / SNAPSHOT / "model.safetensors"
     name = _imagenet_file(arch, init)
     if name is None:
         raise ValueError(f"no ImageNet weights ({init}) are registered for {arch}: nothing to stand in for")

@@ -14,7 +14,7 @@ import numpy as np
 from medssl_core.common.errors import ConfigError
 from medssl_core.data.registry import get_dataset
 from medssl_core.paper.labels import TRANSFER, drawn_variants, format_fraction, parse_decisions, variant_label
-from medssl_core.paper.output import EnvironmentNotes, save_figure, tagged, tags_by_key, wrap
+from medssl_core.paper.output import EnvironmentNotes, format_mean_std, mean_std, save_figure, tagged, tags_by_key, wrap
 from medssl_core.plan.study import AS_PUBLISHED, CORRECTED, Study
 
 NBSP = "\u00a0"  # keeps '100 %' on one line when a title wraps
@@ -108,10 +108,9 @@ def recall_table(study: Study, rows: list[dict], notes: EnvironmentNotes | None 
         for true, predicted in [(n, n) for n in names] + off_diagonal:  # every class's recall, then quoted confusions
             values = rates[:, names.index(true), names.index(predicted)]
             rep = quoted.get((true, predicted))
-            spread = f" ± {values.std(ddof=1) * 100:.2f}" if len(values) > 1 else ""
             table.append([ds if ds == used else f"{ds} ({used})", method, protocol, format_fraction(fraction),
                           variant, config[:8], true if true == predicted else f"{true} -> {predicted}",
-                          f"{values.mean() * 100:.2f}{spread} (n={len(values)}){mark}",
+                          format_mean_std(*mean_std(values)) + mark,
                           f"{rep * 100:.2f}" if rep is not None else "-",
                           f"{(values.mean() - rep) * 100:+.2f}" if rep is not None else "-"])
     headers = ["dataset", "method", "protocol", "labels", "variant", "config", "class (true -> predicted: the share "

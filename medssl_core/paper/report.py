@@ -22,7 +22,7 @@ from medssl_core.data.medmnist_info import MEDMNIST
 from medssl_core.data.registry import get_dataset
 from medssl_core.data.sources import _root_name
 from medssl_core.paper.labels import format_fraction, secondary_metric, variant_title
-from medssl_core.paper.output import tagged
+from medssl_core.paper.output import format_mean_std, tagged
 from medssl_core.paper.provenance import describe_environments, run_states
 from medssl_core.paper.rows import reported_by_cell
 from medssl_core.paper.tables import MATCH_TOLERANCE, ROW_TAGS, within_spread
@@ -135,9 +135,7 @@ def _std(cell: dict) -> float | None:
 
 def _number(cell: dict) -> str:
     """'81.25 ± 1.20 (n=3) †': mean ± std over seeds in %, † where a run collapsed to one class."""
-    std = _std(cell)
-    return (f"{cell['mean'] * 100:.2f}" + ("" if std is None else f" ± {std * 100:.2f}") + f" (n={cell['n']})"
-            + (" †" if cell.get("collapsed") else ""))
+    return format_mean_std(cell["mean"], _std(cell), cell["n"]) + (" †" if cell.get("collapsed") else "")
 
 
 def _reported(cell: dict) -> str:
