@@ -97,14 +97,15 @@ def replicate(study: str, profile: str = "auto", *, db: str | Path | None = None
               overrides: dict | str | Path | None = None, download: bool = True, allow_slow: bool = False,
               retry_failed: bool = False, reuse_stale: bool = False, dry_run: bool = False, progress: bool = True,
               executor: str = "local", address: str | None = None, cpus_per_task: int = 1,
-              artifacts_dir: str | Path | None = None, stand_in_weights: bool = False,
+              artifacts_dir: str | Path | None = None, stand_in_weights: bool = False, capture: str | None = None,
               say: Say = _stderr) -> Replication:
     """Plan a study's runs under a profile and run what is not recorded yet, as `medssl replicate` does: under the
     database's lock, resuming interrupted runs, re-running stale ones (unless ``reuse_stale``). ``overrides``: a
     dict of settings, or the path of `medssl tune --write`'s file. A Ctrl-C leaves every finished run recorded
     (the Replication says ``interrupted``). ``stand_in_weights``: runs whose ImageNet weights are missing start from
     a labelled random stand-in (their settings say so: their own ids; cheap profiles only) instead of being
-    skipped."""
+    skipped. ``capture``: every pretraining's ``train.capture`` (off, compile, cudagraphs: CUDA only), a setting of
+    the runs like ``amp``."""
     import torch
 
     from medssl_core.common.device import resolve_device
@@ -130,6 +131,11 @@ def replicate(study: str, profile: str = "auto", *, db: str | Path | None = None
     if notice:
         say(notice)
     settings = {"pretrain": {"amp": amp}, "evaluate": {"amp": amp}} if amp else {}
+    if capture is not None:
+        if capture == "cudagraphs" and dev.type != "cuda":
+            raise ConfigError(f"capture 'cudagraphs' replays CUDA graphs, and the device is {dev}; use 'compile' on a "
+                              "CPU.")
+        settings = deep_merge(settings, {"pretrain": {"train": {"capture": capture}}})
     if overrides is not None:
         settings = deep_merge(settings, overrides if isinstance(overrides, dict) else read_overrides(overrides))
     plan = expand(the_study, profile, seeds=list(seeds) if seeds is not None else None,

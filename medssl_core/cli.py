@@ -101,7 +101,7 @@ def cmd_replicate(args) -> int:
                     allow_slow=args.allow_slow, retry_failed=args.retry_failed, reuse_stale=args.reuse_stale,
                     dry_run=args.dry_run, progress=not args.no_progress, executor=args.executor,
                     address=args.address, cpus_per_task=args.cpus_per_task, artifacts_dir=args.artifacts_dir,
-                    stand_in_weights=args.stand_in_weights)
+                    stand_in_weights=args.stand_in_weights, capture=args.capture)
     from medssl_core.plan.catalog import get_study
 
     if args.dry_run:
@@ -332,7 +332,7 @@ def cmd_bench(args) -> int:
 
     from medssl_core.common.device import resolve_device, use_bf16
     from medssl_core.store import ResultsStore
-    from medssl_core.train.bench import GRIDS, RATIO_HEADERS, bench, ratios
+    from medssl_core.train.bench import GRIDS, PIPELINES, RATIO_HEADERS, bench, default_workers, device_capture, ratios
 
     device = resolve_device(args.device)
     if args.threads:
@@ -340,12 +340,18 @@ def cmd_bench(args) -> int:
     grid = "quick" if args.quick else args.grid
     bf16 = use_bf16(device, args.amp)
     channels_last = not args.no_channels_last
-    print(f"medssl bench [{grid}] on {device}: {len(GRIDS[grid])} cases x 3 pipelines, {args.steps} steps x "
-          f"{args.repeats} repeats after a warm-up, bf16 {bf16}, channels_last {channels_last}, {args.workers} "
-          f"loader workers, {torch.get_num_threads()} threads", file=sys.stderr)
+    workers = default_workers() if args.workers is None else args.workers
+    pipelines = PIPELINES if args.pipelines is None else tuple(filter(None, map(str.strip, args.pipelines.split(","))))
+    unknown = sorted(set(pipelines) - set(PIPELINES))
+    if unknown or not pipelines:
+        raise ConfigError(f"--pipelines {args.pipelines!r}: unknown {unknown}; choose among {', '.join(PIPELINES)}.")
+    print(f"medssl bench [{grid}] on {device}: {len(GRIDS[grid])} cases x {len(pipelines)} pipelines, {args.steps} "
+          f"steps x {args.repeats} repeats after a warm-up, bf16 {bf16}, channels_last {channels_last}, {workers} "
+          f"loader workers{' (min(8, cores))' if args.workers is None else ''}, {torch.get_num_threads()} threads, "
+          f"captured step: train.capture {device_capture(device)!r}", file=sys.stderr)
     store, rows = ResultsStore(args.db), []
-    for case, measured in bench(grid, device, steps=args.steps, repeats=args.repeats, workers=args.workers,
-                                bf16=bf16, channels_last=channels_last):
+    for case, measured in bench(grid, device, steps=args.steps, repeats=args.repeats, workers=workers,
+                                bf16=bf16, channels_last=channels_last, pipelines=pipelines):
         store.append("bench", measured)  # case by case: an interruption keeps what was measured
         rows += measured
         print(f"  {case.arch} {case.size} px {case.method} batch {case.batch}: "
@@ -442,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-slow", action="store_true", help="start a GPU-sized profile on a CPU anyway")
     r.add_argument("--dry-run", action="store_true", help="list the runs that would execute; writes nothing")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--capture", choices=("off", "compile", "cudagraphs"), help="every pretraining's training step: "
+                   "eager (off, the default), compiled by torch.compile, or compiled and replayed as CUDA graphs "
+                   "(CUDA only; fastest for small images). A setting of the runs: their own ids, never pooled")
     r.add_argument("--overrides", help="a JSON file of settings merged into the runs (`medssl tune --write`'s); "
                    "they are part of each run's settings and identity")
     r.add_argument("--executor", choices=("local", "ray"), default="local", help="local: one run after another "
@@ -561,12 +570,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="the quick grid (8 minutes on 2 CPU cores)")
     b.add_argument("--steps", type=int, default=4, help="steps a timed pass (the images: steps x batch)")
     b.add_argument("--repeats", type=int, default=5, help="timed passes; the median is reported")
-    b.add_argument("--workers", type=int, default=2, help="DataLoader workers of the seed-style pipeline")
+    b.add_argument("--workers", type=int, help="DataLoader workers of the seed-style pipeline (default: min(8, cores))")
     b.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     b.add_argument("--threads", type=int, help="torch CPU threads")
     b.add_argument("--amp", choices=("auto", "off", "bf16"), default="auto", help="auto: bf16 where the device has "
                    "it natively")
     b.add_argument("--no-channels-last", action="store_true")
+    b.add_argument("--pipelines", help="comma-separated, of medssl, seed_style, ceiling, captured (default: all; "
+                   "captured compiles first: about a minute per case on a CPU)")
     _add_db(b)
     b.set_defaults(fn=cmd_bench)
 

@@ -190,7 +190,7 @@ ADDED_LATER = {("Data", "label_order"): None, ("Split", "per_part"): False,
                ("Data", "crop_to_lungs"): False, ("Backbone", "out_dim"): None, ("Backbone", "grey_weights"): "sum",
                ("Split", "val_labels"): "all", ("Split", "distinct_roles"): False,
                ("AnatomyOptions", "mask_both_views"): False, ("Split", "stratify"): True,
-               ("Backbone", "stand_in_weights"): False}
+               ("Backbone", "stand_in_weights"): False, ("Train", "capture"): "off"}
 
 
 def _strict_models(cls=config.Strict):

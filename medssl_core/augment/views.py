@@ -11,7 +11,7 @@ four operations are applied in one random order per batch rather than per image.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
 import torch
@@ -244,6 +244,44 @@ def normalize(x: Tensor, mean, std) -> Tensor:
 
 
 # -- pipeline -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Draw:
+    """One view's random parameters, drawn on the CPU from the run's generator in a fixed order (so the same seed
+    gives the same views on any device), then moved to the images' device in one go (``to``): applying them reads
+    nothing back from the device and draws nothing, so a captured training step can hold it."""
+
+    boxes: Tensor | None = None  # (n, 4) crop boxes: top, left, height, width (pixels)
+    hflip: Tensor | None = None  # (n,) bool
+    vflip: Tensor | None = None
+    angle: Tensor | None = None  # (n,) degrees, 0 where not rotated
+    jitter: Tensor | None = None  # (n, k) factors of the configured colour operations, neutral where not applied
+    jitter_order: tuple[int, ...] = ()  # the order the k operations run in (one per batch)
+    jitter_rank: Tensor | None = None  # the same order as a tensor, for the branch-free form
+    grey: Tensor | None = None  # (n,) bool
+    blur_sigma: Tensor | None = None  # (n,)
+    blur: Tensor | None = None  # (n,) bool
+    solarize: Tensor | None = None  # (n,) bool
+    noise: Tensor | None = None  # (n, C, size, size), 0 where no noise is added
+
+    def to(self, device: torch.device) -> Draw:
+        """Every tensor on ``device``; on CUDA from pinned memory without blocking (no host sync per step)."""
+        def move(t: Tensor | None) -> Tensor | None:
+            if t is None or device.type != "cuda":
+                return t
+            return t.pin_memory().to(device, non_blocking=True)
+        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self) if f.name != "jitter_order"})
+
+
+def _jitter_ops(cfg: AugmentConfig) -> list[tuple]:
+    """The configured colour operations in torchvision's order: (function, factor range, neutral factor)."""
+    b, c, s, h = cfg.jitter
+    ops = [(adjust_brightness, (max(0, 1 - b), 1 + b), 1.0) if b > 0 else None,
+           (adjust_contrast, (max(0, 1 - c), 1 + c), 1.0) if c > 0 else None,
+           (adjust_saturation, (max(0, 1 - s), 1 + s), 1.0) if s > 0 else None,
+           (adjust_hue, (-h, h), 0.0) if h > 0 else None]
+    return [op for op in ops if op is not None]
+
+
 @dataclass
 class BatchAugment:
     cfg: AugmentConfig
@@ -261,11 +299,57 @@ class BatchAugment:
         return [self.view(batch, g) for _ in range(n)]
 
     def augment(self, images: Tensor, masks: Tensor | None, g: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        """Geometric operations (crop, flips, rotation) act on images and masks alike; the photometric ones that
-        follow act on images only. Masks are resampled as the images are, then thresholded at 0.5."""
+        """Draw one view's parameters, then apply them (``draw``, ``apply``)."""
+        return self.apply(images, masks, self.draw(images.shape, g).to(images.device))
+
+    def draw(self, shape: tuple[int, ...] | torch.Size, g: torch.Generator) -> Draw:
+        """The random parameters of one view of images of ``shape`` (N, C, H, W), in the order the operations
+        run."""
+        cfg = self.cfg
+        n, c, height, width = shape
+        c -= cfg.mask_channel
+        size = cfg.size or height
+        d: dict = {}
+        if cfg.crop_scale is not None:
+            boxes = sample_crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, g)
+            if cfg.crop_p < 1:
+                keep = ~_bernoulli(n, cfg.crop_p, g)
+                boxes[keep] = torch.tensor([0.0, 0.0, height, width], dtype=boxes.dtype)
+            d["boxes"] = boxes
+        if cfg.hflip > 0:
+            d["hflip"] = _bernoulli(n, cfg.hflip, g)
+        if cfg.vflip > 0:
+            d["vflip"] = _bernoulli(n, cfg.vflip, g)
+        if cfg.rotate_p > 0 and cfg.rotate_degrees > 0:
+            on = _bernoulli(n, cfg.rotate_p, g)
+            d["angle"] = _uniform(n, -cfg.rotate_degrees, cfg.rotate_degrees, g) * on
+        if cfg.jitter_p > 0 and any(cfg.jitter):
+            on = _bernoulli(n, cfg.jitter_p, g)
+            factors = [torch.where(on, _uniform(n, *bounds, g), torch.full((n,), neutral, dtype=torch.float64))
+                       for _, bounds, neutral in _jitter_ops(cfg)]
+            order = torch.randperm(len(factors), generator=g)
+            d.update(jitter=torch.stack(factors, dim=1), jitter_order=tuple(order.tolist()), jitter_rank=order)
+        if cfg.grayscale > 0 and c == 3:
+            d["grey"] = _bernoulli(n, cfg.grayscale, g)
+        if cfg.blur_p > 0:
+            d["blur_sigma"] = _uniform(n, *cfg.blur_sigma, g)
+            d["blur"] = _bernoulli(n, cfg.blur_p, g)
+        if cfg.solarize_p > 0:
+            d["solarize"] = _bernoulli(n, cfg.solarize_p, g)
+        if cfg.noise_p > 0 and cfg.noise_std > 0:
+            on = _bernoulli(n, cfg.noise_p, g).view(-1, 1, 1, 1)
+            d["noise"] = torch.randn((n, c, size, size), generator=g) * cfg.noise_std * on
+        return Draw(**d)
+
+    def apply(self, images: Tensor, masks: Tensor | None, draw: Draw, *,
+              branch_free: bool = False) -> tuple[Tensor, Tensor | None]:
+        """One view from ``draw`` (on the images' device). Geometric operations (crop, flips, rotation) act on images
+        and masks alike; the photometric ones that follow act on images only. Masks are resampled as the images
+        are, then thresholded at 0.5. ``branch_free``: the colour operations' random order is followed by selecting
+        among every operation's result at each position, so that one compiled graph serves every order."""
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"augment expects uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
-        cfg, n = self.cfg, images.shape[0]
+        cfg = self.cfg
         if cfg.mask_channel and masks is None:  # the mask travels as the images' last channel
             images, masks = images[:, :-1], images[:, -1:]
         x = images.float().div_(255)
@@ -273,64 +357,48 @@ class BatchAugment:
         if masks is not None:  # one tensor through the geometry: the same sampling grid for both
             x = torch.cat([x, masks.to(x.device, x.dtype)], dim=1)
         size = cfg.size or height
-        if cfg.crop_scale is not None:
-            boxes = sample_crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, g)
-            if cfg.crop_p < 1:
-                keep = ~_bernoulli(n, cfg.crop_p, g)
-                boxes[keep] = torch.tensor([0.0, 0.0, height, width], dtype=boxes.dtype)
-            x = resized_crop(x, boxes, size)
+        if draw.boxes is not None:
+            x = resized_crop(x, draw.boxes, size)
         elif (size != height or size != width) and cfg.resize_mode == "nearest":
             x = F.interpolate(x, size=(size, size), mode="nearest")
         elif size != height or size != width:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        if cfg.hflip > 0:
-            x = flip(x, _bernoulli(n, cfg.hflip, g), -1)
-        if cfg.vflip > 0:
-            x = flip(x, _bernoulli(n, cfg.vflip, g), -2)
-        if cfg.rotate_p > 0 and cfg.rotate_degrees > 0:
-            on = _bernoulli(n, cfg.rotate_p, g)
-            angle = _uniform(n, -cfg.rotate_degrees, cfg.rotate_degrees, g) * on
-            x = rotate(x, angle)
+        if draw.hflip is not None:
+            x = flip(x, draw.hflip, -1)
+        if draw.vflip is not None:
+            x = flip(x, draw.vflip, -2)
+        if draw.angle is not None:
+            x = rotate(x, draw.angle)
         mask_out = None
         if masks is not None:
             x, mask_out = x[:, :c], (x[:, c:] > 0.5).to(torch.uint8)
-        if cfg.jitter_p > 0 and any(cfg.jitter):
-            x = self._jitter(x, g)
-        if cfg.grayscale > 0 and c == 3:
-            on = _bernoulli(n, cfg.grayscale, g).to(x.device).view(-1, 1, 1, 1)
-            x = torch.where(on, to_grey(x).expand_as(x), x)
-        if cfg.blur_p > 0:
+        if draw.jitter is not None:
+            x = self._jitter(x, draw, branch_free)
+        if draw.grey is not None:
+            x = torch.where(draw.grey.view(-1, 1, 1, 1), to_grey(x).expand_as(x), x)
+        if draw.blur is not None:
             k = max(3, int(cfg.blur_kernel_frac * size) // 2 * 2 + 1)
-            sigma = _uniform(n, *cfg.blur_sigma, g)
-            on = _bernoulli(n, cfg.blur_p, g).to(x.device).view(-1, 1, 1, 1)
-            x = torch.where(on, gaussian_blur(x, k, sigma), x)
-        if cfg.solarize_p > 0:
-            x = solarize(x, _bernoulli(n, cfg.solarize_p, g), cfg.solarize_threshold)
-        if cfg.noise_p > 0 and cfg.noise_std > 0:
-            on = _bernoulli(n, cfg.noise_p, g).to(x.device).view(-1, 1, 1, 1)
-            noise = torch.randn(x.shape, generator=g).to(x.device) * cfg.noise_std
-            x = torch.where(on, (x + noise).clamp(0, 1), x)
+            x = torch.where(draw.blur.view(-1, 1, 1, 1), gaussian_blur(x, k, draw.blur_sigma), x)
+        if draw.solarize is not None:
+            x = solarize(x, draw.solarize, cfg.solarize_threshold)
+        if draw.noise is not None:
+            x = (x + draw.noise.to(x.dtype)).clamp(0, 1)
         x = normalize(x, cfg.mean, cfg.std)
         if cfg.mask_channel:
             x = torch.cat([x, mask_out.to(x.dtype)], dim=1)
         return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), mask_out
 
-    def _jitter(self, x: Tensor, g: torch.Generator) -> Tensor:
-        n = x.shape[0]
-        b, c, s, h = self.cfg.jitter
-        on = _bernoulli(n, self.cfg.jitter_p, g)
-        ops = []
-        if b > 0:
-            ops.append((adjust_brightness, _uniform(n, max(0, 1 - b), 1 + b, g), 1.0))
-        if c > 0:
-            ops.append((adjust_contrast, _uniform(n, max(0, 1 - c), 1 + c, g), 1.0))
-        if s > 0:
-            ops.append((adjust_saturation, _uniform(n, max(0, 1 - s), 1 + s, g), 1.0))
-        if h > 0:
-            ops.append((adjust_hue, _uniform(n, -h, h, g), 0.0))
-        for i in torch.randperm(len(ops), generator=g).tolist():
-            fn, factor, neutral = ops[i]
-            x = fn(x, torch.where(on, factor, torch.full_like(factor, neutral)))
+    def _jitter(self, x: Tensor, draw: Draw, branch_free: bool) -> Tensor:
+        fns = [fn for fn, _, _ in _jitter_ops(self.cfg)]
+        if not branch_free:
+            for i in draw.jitter_order:
+                x = fns[i](x, draw.jitter[:, i])
+            return x
+        for position in range(len(fns)):  # exact: each position keeps the one result its operation gave
+            y = x
+            for i, fn in enumerate(fns):
+                y = torch.where(draw.jitter_rank[position] == i, fn(x, draw.jitter[:, i]), y)
+            x = y
         return x
 
     def two_views(self, images: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:

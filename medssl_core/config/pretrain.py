@@ -140,6 +140,9 @@ class Train(Strict):
     # training images in the monitor's kNN bank (a fixed random subset; None: all): where extracting the whole
     # training set at every monitored epoch would cost more than the epoch itself (NIH, CheXpert)
     monitor_bank: int | None = Field(default=None, ge=1)
+    # the training step: eager, or captured (train/capture.py): compiled by torch.compile, and on CUDA replayed as
+    # CUDA graphs ('cudagraphs'); numerically close to eager, not equal, so it is a setting and runs record it
+    capture: Literal["off", "compile", "cudagraphs"] = added("off")
 
     @field_validator("schedule")
     @classmethod

@@ -58,6 +58,7 @@ BY_SETTING: tuple[tuple[str, Callable[[dict], bool], tuple[str, ...]], ...] = (
     ("evaluate", lambda hp: _arch(hp).startswith("sg_"), ("models/sg_encoders.py",)),
     ("evaluate", lambda hp: hp["protocol"].get("gradcam", 0) > 0, ("evaluate/gradcam.py", "data/lung_mask.py")),
     ("evaluate", lambda hp: hp["protocol"].get("embedding", "none") != "none", ("evaluate/embedding.py",)),
+    ("pretrain", lambda hp: hp.get("train", {}).get("capture", "off") != "off", ("train/capture.py",)),
     *((kind, lambda hp: hp.get("backbone", {}).get("stand_in_weights", False), ("models/stand_in.py",))
       for kind in ("pretrain", "evaluate")),
 )

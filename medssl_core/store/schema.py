@@ -26,7 +26,7 @@ TABLES = {
         measured_at TIMESTAMP NOT NULL, grid VARCHAR, arch VARCHAR, size INTEGER, method VARCHAR, batch INTEGER,
         pipeline VARCHAR NOT NULL, pairs_per_s DOUBLE, peak_mem_mb DOUBLE, steps INTEGER, repeats INTEGER,
         workers INTEGER, device VARCHAR, bf16 BOOLEAN, channels_last BOOLEAN, threads INTEGER, git_commit VARCHAR,
-        environment VARCHAR""",
+        environment VARCHAR, tflops DOUBLE, peak_tflops DOUBLE, capture VARCHAR""",
     # `medssl tune`: each Optuna trial, the evaluation run it scored and its validation value
     "trials": """
         optuna_study VARCHAR NOT NULL, trial INTEGER NOT NULL, run_id VARCHAR, params VARCHAR, objective VARCHAR,
@@ -38,7 +38,9 @@ APPENDED = {name: tuple(col.split()[0] for col in TABLES[name].split(",")) for n
 # Columns added since the first release: added in place to an older database.
 ADDED_COLUMNS = {"runs": ("config_id VARCHAR", "code_version VARCHAR", "data_version VARCHAR",
                          "pretrain_dataset VARCHAR"),
-                 "reported": ("backed_by_runs BOOLEAN",)}  # false: a number the source typed in, not computed
+                 "reported": ("backed_by_runs BOOLEAN",),  # false: a number the source typed in, not computed
+                 # TFLOP/s achieved, the device's measured matrix-product peak, the pipeline's train.capture
+                 "bench": ("tflops DOUBLE", "peak_tflops DOUBLE", "capture VARCHAR")}
 
 RUN_TABLES = ("runs", "params", "metrics", "curves", "environment", "artifacts")
 

@@ -5,18 +5,23 @@ the same model, loss and optimiser step (Adam, batch 256 by default):
   on-device two-view augmentation, bf16 and channels_last where the device has them, no per-step host sync);
 - ``seed_style``: what the studies' code does: PIL images, per-sample torchvision transforms in a DataLoader with
   worker processes, float batches copied to the device;
-- ``ceiling``: the same step on views made once beforehand: the model's own speed, no augmentation at all.
+- ``ceiling``: the same step on views made once beforehand: the model's own speed, no augmentation at all;
+- ``captured``: medssl's loop with the captured step (``train.capture``: 'cudagraphs' on CUDA, 'compile' on a CPU),
+  the compilation done in the untimed warm-up pass.
 
 Each figure is the median of ``repeats`` timed passes of ``steps`` steps after one untimed warm-up pass, the
 device synchronised, the three pipelines' passes taking turns; the ratios medssl / seed-style and medssl / ceiling
 say what the pipeline is worth. Peak memory is the device's (CUDA), or on a CPU the process's peak resident set so
 far. The images are random bytes of the benchmark's size (speed does not depend on what they show). Rows go to
 the ``bench`` table of the results database with the environment, so figures from several machines compare in SQL.
+Each row also states the arithmetic it achieved (TFLOP/s: the step's FLOPs as torch's FLOP counter counts them, times
+steps per second) next to the device's peak as measured here (a large matrix product in the step's precision).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +42,7 @@ from medssl_core.models.backbones import FEATURE_DIMS, build_backbone
 from medssl_core.train.optim import build_optimizer
 from medssl_core.train.pretrain import PretrainConfig, pretrain
 
-PIPELINES = ("medssl", "seed_style", "ceiling")
+PIPELINES = ("medssl", "seed_style", "ceiling", "captured")
 METHODS = {  # SimCLR as lightly/solo-learn set it up; Barlow Twins with its 2048-d projector
     "simclr": lambda dim: SSLMethod(name="simclr", loss_kwargs={"temperature": 0.5}, projector=[dim, 128]),
     "barlow_twins": lambda dim: SSLMethod(name="barlow_twins", projector=[2048, 2048, 2048], projector_last_bn=True,
@@ -67,6 +72,44 @@ GRIDS = {
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def default_workers() -> int:
+    """The seed-style pipeline's DataLoader workers: one per core, at most 8 (what the studies' scripts ask for)."""
+    return min(8, os.cpu_count() or 1)
+
+
+def device_capture(device: torch.device) -> str:
+    """The captured pipeline's ``train.capture`` on this device."""
+    return "cudagraphs" if device.type == "cuda" else "compile"
+
+
+def step_tflop(step: Callable[[torch.Tensor, torch.Tensor], None], v1: torch.Tensor, v2: torch.Tensor) -> float:
+    """TFLOP of one optimiser step (forward and backward; torch's FLOP counter counts matrix products and
+    convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(v1, v2)
+    return counter.get_total_flops() / 1e12
+
+
+def peak_tflops(device: torch.device, bf16: bool, n: int | None = None, repeats: int = 5) -> float:
+    """The device's matrix-product TFLOP/s in the step's precision, measured: the best of ``repeats`` products of
+    two n x n matrices (2048 on a CPU, 8192 on a GPU)."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e12
 
 
 def case_method(case: Case, device: torch.device, channels_last: bool):
@@ -135,7 +178,7 @@ def timed_in_turns(passes: dict[str, Callable[[], None]], repeats: int,
 
 
 def run_case(case: Case, device: torch.device, *, steps: int, repeats: int, workers: int, bf16: bool,
-             channels_last: bool) -> list[dict]:
+             channels_last: bool, pipelines: tuple[str, ...] = PIPELINES) -> list[dict]:
     """The three pipelines' pairs/s (median over ``repeats`` timed passes after a warm-up pass each, taking turns:
     ``timed_in_turns``) and peak memory for one case."""
     n = case.batch * steps
@@ -169,38 +212,60 @@ def run_case(case: Case, device: torch.device, *, steps: int, repeats: int, work
         for v1, v2 in made:
             ceiling_step(v1.image, v2.image)
 
-    times, peaks = timed_in_turns({"medssl": medssl_pass, "seed_style": seed_style_pass, "ceiling": ceiling_pass},
-                                  repeats, device)
+    captured_method = case_method(case, device, channels_last)
+    captured_cfg = cfg.model_copy(update={"capture": device_capture(device)})
+
+    def captured_pass() -> None:
+        pretrain(captured_method, Batch(on_device), augment, captured_cfg, seed=0, device=device, bf16=bf16,
+                 progress=False)
+
+    tflop = step_tflop(optimiser_step(case_method(case, device, channels_last), device, bf16), made[0][0].image,
+                       made[0][1].image)
+    passes = {"medssl": medssl_pass, "seed_style": seed_style_pass, "ceiling": ceiling_pass, "captured": captured_pass}
+    times, peaks = timed_in_turns({p: passes[p] for p in pipelines}, repeats, device)
     return [{"pipeline": p, "pairs_per_s": n / statistics.median(times[p]), "peak_mem_mb": peaks[p],
-             "arch": case.arch, "size": case.size, "method": case.method, "batch": case.batch} for p in PIPELINES]
+             "tflops": tflop * steps / statistics.median(times[p]), "arch": case.arch, "size": case.size,
+             "method": case.method, "batch": case.batch,
+             "capture": captured_cfg.capture if p == "captured" else "off"} for p in pipelines]
 
 
 def bench(grid: str, device: torch.device, *, steps: int, repeats: int, workers: int, bf16: bool,
-          channels_last: bool) -> Iterator[tuple[Case, list[dict]]]:
+          channels_last: bool, pipelines: tuple[str, ...] = PIPELINES) -> Iterator[tuple[Case, list[dict]]]:
     """Each case of ``grid`` as it is measured, with its rows (the settings and environment included), ready to
     store: what finished is kept if the rest is interrupted."""
     at = datetime.now(timezone.utc)
     env = environment(device, device_name(device), False, {})
+    peak = peak_tflops(device, bf16)
     for case in GRIDS[grid]:
         rows = run_case(case, device, steps=steps, repeats=repeats, workers=workers, bf16=bf16,
-                        channels_last=channels_last)
+                        channels_last=channels_last, pipelines=pipelines)
         yield case, [{**row, "measured_at": at, "grid": grid, "steps": steps, "repeats": repeats, "workers": workers,
-                      "device": env["device_name"], "bf16": bf16, "channels_last": channels_last,
+                      "device": env["device_name"], "bf16": bf16, "channels_last": channels_last, "peak_tflops": peak,
                       "threads": torch.get_num_threads(), "git_commit": env["git_commit"],
                       "environment": json.dumps(env, default=str, sort_keys=True)} for row in rows]
 
 
 def ratios(rows: list[dict]) -> list[list]:
-    """A table row per case: pairs/s of each pipeline, medssl / seed-style, medssl / ceiling, peak memory."""
+    """A table row per case: pairs/s of each pipeline, medssl / seed-style, medssl / ceiling, captured / ceiling, the
+    TFLOP/s the best pipeline achieved against the device's peak, and peak memory."""
     out = []
     cases = sorted({(r["arch"], r["size"], r["method"], r["batch"]) for r in rows}, key=str)
     for case in cases:
         by = {r["pipeline"]: r for r in rows if (r["arch"], r["size"], r["method"], r["batch"]) == case}
-        a, b, c = (by[p]["pairs_per_s"] for p in PIPELINES)
-        out.append([*case, f"{a:,.0f}", f"{b:,.0f}", f"{c:,.0f}", f"{a / b:.2f}x", f"{a / c:.2f}",
+        speed = {p: by[p]["pairs_per_s"] if p in by else None for p in PIPELINES}  # None: not measured
+        best = max(by.values(), key=lambda r: r["pairs_per_s"])
+        out.append([*case, *("-" if v is None else f"{v:,.0f}" for v in speed.values()),
+                    _ratio(speed, "medssl", "seed_style", "x"), _ratio(speed, "medssl", "ceiling"),
+                    _ratio(speed, "captured", "ceiling"),
+                    f"{best['tflops']:.2f} / {best['peak_tflops']:.0f}",
                     f"{max(r['peak_mem_mb'] for r in by.values()):,.0f}"])
     return out
 
 
+def _ratio(speed: dict[str, float | None], a: str, b: str, unit: str = "") -> str:
+    return "-" if speed[a] is None or speed[b] is None else f"{speed[a] / speed[b]:.2f}{unit}"
+
+
 RATIO_HEADERS = ["arch", "px", "method", "batch", "medssl pairs/s", "seed-style pairs/s", "ceiling pairs/s",
-                 "medssl / seed-style", "medssl / ceiling", "peak MB"]
+                 "captured pairs/s", "medssl / seed-style", "medssl / ceiling", "captured / ceiling",
+                 "best TFLOP/s / peak", "peak MB"]

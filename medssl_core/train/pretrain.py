@@ -90,6 +90,10 @@ def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainCo
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
         restore_rng_states(saved["rng"])  # last: what setting up drew does not shift what the epochs draw
+    captured = None
+    if cfg.capture != "off":  # imported here: eager runs do not depend on its code (plan/identity.py)
+        from medssl_core.train.capture import captured_step
+        captured = captured_step(method, augment, cfg.capture, device, bf16)
     last_write = time.monotonic()
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         g = epoch_generator(seed, epoch)
@@ -107,9 +111,12 @@ def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainCo
         for step in bar:
             set_lr(optimizer, base_lrs, lr_factor(cfg.schedule, epoch - start, step, steps, cfg.epochs - start))
             batch = data.take(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-            views = augment.views(batch, g, method.n_views)
-            with autocast(device, bf16):
-                out = method.training_step(views, batch)
+            if captured is not None:
+                out = captured(batch, g)
+            else:
+                views = augment.views(batch, g, method.n_views)
+                with autocast(device, bf16):
+                    out = method.training_step(views, batch)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             if cfg.grad_clip:
