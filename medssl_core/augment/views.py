@@ -154,11 +154,25 @@ def flip(x: Tensor, mask: Tensor, dim: int) -> Tensor:
     return torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(dim), x)
 
 
+def constant(values: tuple[float, ...], like: Tensor) -> Tensor:
+    """``values`` as a tensor on ``like``'s device and dtype, made once per device: a tensor made from Python
+    numbers on a GPU is a blocking copy, which would stall the host at every step (a compiled step folds it in)."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(values, device=like.device, dtype=like.dtype)
+    key = (values, like.device, like.dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, device=like.device, dtype=like.dtype)
+    return _CONSTANTS[key]
+
+
+_CONSTANTS: dict[tuple, Tensor] = {}
+
+
 # -- colour -------------------------------------------------------------------------------------------------
 def to_grey(x: Tensor) -> Tensor:
     if x.shape[1] == 1:
         return x
-    w = torch.tensor(GREY_WEIGHTS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    w = constant(GREY_WEIGHTS, x).view(1, 3, 1, 1)
     return (x * w).sum(dim=1, keepdim=True)
 
 
@@ -204,7 +218,7 @@ def _hsv_to_rgb(x: Tensor) -> Tensor:
     """Closed form: channel n of (R, G, B) = v - v s clamp(min(k, 4 - k), 0, 1) with k = (n + 6h) mod 6 and
     n = 5, 3, 1. Equal to torchvision's piecewise version and ~10x cheaper than its 6-way mask."""
     h, s, v = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    n = constant((5.0, 3.0, 1.0), x).view(1, 3, 1, 1)
     k = torch.remainder(n + 6.0 * h, 6.0)
     return v - v * s * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
@@ -238,8 +252,8 @@ def solarize(x: Tensor, mask: Tensor, threshold: float) -> Tensor:
 
 def normalize(x: Tensor, mean, std) -> Tensor:
     c = x.shape[1]
-    m = torch.tensor(mean if len(mean) == c else mean[:1] * c, device=x.device, dtype=x.dtype).view(1, c, 1, 1)
-    s = torch.tensor(std if len(std) == c else std[:1] * c, device=x.device, dtype=x.dtype).view(1, c, 1, 1)
+    m = constant(tuple(mean if len(mean) == c else mean[:1] * c), x).view(1, c, 1, 1)
+    s = constant(tuple(std if len(std) == c else std[:1] * c), x).view(1, c, 1, 1)
     return (x - m) / s
 
 

@@ -39,12 +39,14 @@ class Batch:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def take(self, idx: Tensor) -> Batch:
-        """The rows ``idx`` (a tensor on the images' device) of every field."""
+    def take(self, idx: Tensor, host_idx: Tensor | None = None) -> Batch:
+        """The rows ``idx`` (a tensor on the images' device) of every field; ``host_idx``: the same rows on the CPU,
+        where the patient ids are (else read back from the device: a host sync)."""
         def pick(t):
             return None if t is None else t[idx.to(t.device)]
         index = idx if self.index is None else self.index[idx.to(self.index.device)]
-        patients = None if self.patients is None else self.patients[idx.cpu().numpy()]
+        rows = idx.cpu() if host_idx is None else host_idx
+        patients = None if self.patients is None else self.patients[rows.numpy()]
         return replace(self, images=self.images[idx], masks=pick(self.masks), labels=pick(self.labels),
                        index=index, patients=patients, domains=pick(self.domains))
 

@@ -97,7 +97,8 @@ def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainCo
     last_write = time.monotonic()
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         g = epoch_generator(seed, epoch)
-        order = torch.randperm(n, generator=g).to(device)
+        host_order = torch.randperm(n, generator=g)
+        order = host_order.to(device)
         method.train()
         method.on_epoch_start(epoch)
         if epoch in restarts:  # a fresh optimiser over what trains from now on (a resumed run rebuilds it alike)
@@ -110,7 +111,8 @@ def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainCo
                    postfix=last_loss)
         for step in bar:
             set_lr(optimizer, base_lrs, lr_factor(cfg.schedule, epoch - start, step, steps, cfg.epochs - start))
-            batch = data.take(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
+            rows = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
+            batch = data.take(order[rows], host_order[rows])
             if captured is not None:
                 out = captured(batch, g)
             else:
