@@ -10,10 +10,10 @@ the same model, loss and optimiser step (Adam, batch 256 by default):
   the compilation done in the untimed warm-up pass.
 
 Each figure is the median of ``repeats`` timed passes of ``steps`` steps after one untimed warm-up pass, the
-device synchronised, the three pipelines' passes taking turns; the ratios medssl / seed-style and medssl / ceiling
-say what the pipeline is worth. Peak memory is the device's (CUDA), or on a CPU the process's peak resident set so
-far. The images are random bytes of the benchmark's size (speed does not depend on what they show). Rows go to
-the ``bench`` table of the results database with the environment, so figures from several machines compare in SQL.
+device synchronised, the pipelines' passes taking turns; the ratios medssl / seed-style, medssl / ceiling and
+captured / ceiling say what the pipeline is worth. Peak memory is the device's (CUDA), or on a CPU the process's
+peak resident set so far. The images are random bytes of the benchmark's size (speed does not depend on what they
+show). Rows go to the ``bench`` table of the results database with the environment, so figures from several machines compare in SQL.
 Each row also states the arithmetic it achieved (TFLOP/s: the step's FLOPs as torch's FLOP counter counts them, times
 steps per second) next to the device's peak as measured here (a large matrix product in the step's precision).
 """
@@ -179,7 +179,7 @@ def timed_in_turns(passes: dict[str, Callable[[], None]], repeats: int,
 
 def run_case(case: Case, device: torch.device, *, steps: int, repeats: int, workers: int, bf16: bool,
              channels_last: bool, pipelines: tuple[str, ...] = PIPELINES) -> list[dict]:
-    """The three pipelines' pairs/s (median over ``repeats`` timed passes after a warm-up pass each, taking turns:
+    """The pipelines' pairs/s (median over ``repeats`` timed passes after a warm-up pass each, taking turns:
     ``timed_in_turns``) and peak memory for one case."""
     n = case.batch * steps
     images = np.random.default_rng(0).integers(0, 256, (n, case.size, case.size), dtype=np.uint8)
