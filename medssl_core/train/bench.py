@@ -13,9 +13,10 @@ Each figure is the median of ``repeats`` timed passes of ``steps`` steps after o
 device synchronised, the pipelines' passes taking turns; the ratios medssl / seed-style, medssl / ceiling and
 captured / ceiling say what the pipeline is worth. Peak memory is the device's (CUDA), or on a CPU the process's
 peak resident set so far. The images are random bytes of the benchmark's size (speed does not depend on what they
-show). Rows go to the ``bench`` table of the results database with the environment, so figures from several machines compare in SQL.
-Each row also states the arithmetic it achieved (TFLOP/s: the step's FLOPs as torch's FLOP counter counts them, times
-steps per second) next to the device's peak as measured here (a large matrix product in the step's precision).
+show). Each row also states the arithmetic it achieved (TFLOP/s: the step's FLOPs as torch's FLOP counter counts
+them, times steps per second) next to the device's peak as measured here (a large matrix product in the step's
+precision). Rows go to the ``bench`` table of the results database with the environment, so figures from several
+machines compare in SQL.
 """
 
 from __future__ import annotations
