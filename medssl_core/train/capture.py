@@ -46,14 +46,15 @@ def captured_step(method: Method, augment: BatchAugment, capture: str, device: t
     # a new model: drop what was compiled for earlier ones, which would count towards dynamo's recompile limit and,
     # past it, leave the step silently eager (the limit is also made to fail loudly below)
     torch._dynamo.reset()
-    compiled = torch.compile(views_and_loss, mode="reduce-overhead" if capture == "cudagraphs" else "default",
-                             dynamic=False)
+    compiled = torch.compile(views_and_loss, mode="reduce-overhead" if capture == "cudagraphs" else "default")
 
     def step(batch: Batch, g: torch.Generator) -> StepOutput:
         draws = [augment.draw(batch.images.shape, g).to(device) for _ in range(method.n_views)]
         if capture == "cudagraphs":  # a new iteration: the previous replay's outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        # a method's integer attributes that change between steps (MedSGSSL's epoch) become inputs instead of
+        # constants that compile the step again each time they change
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, allow_unspec_int_on_nn_module=True):
             # what methods read of a batch is tensors; patient ids (strings) and positions would only add guards
             return compiled(replace(batch, patients=None, index=None), draws)
 
