@@ -113,8 +113,11 @@ print(json.dumps({"python": platform.python_version(), "torch": torch.__version_
 
 def machine(env: dict[str, str]) -> dict:
     """What the steps will run on, asked of a child so that this process never holds a CUDA context."""
-    done = subprocess.run([sys.executable, "-c", MACHINE_PY, *PACKAGES_SHOWN], env=env, capture_output=True,
-                          text=True, timeout=120)
+    try:
+        done = subprocess.run([sys.executable, "-c", MACHINE_PY, *PACKAGES_SHOWN], env=env, capture_output=True,
+                              text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return {"error": "importing torch and asking for the GPU took over 120 s"}
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"rc {done.returncode}"}
     return json.loads(done.stdout)
@@ -270,6 +273,9 @@ class Runner:
             except subprocess.TimeoutExpired:
                 timed_out = True
                 stop(proc)
+            except KeyboardInterrupt:  # Ctrl-C while this thread waits (the main one: the bench's)
+                stop(proc)
+                raise
             finally:
                 with self.lock:
                     self.live.discard(proc)
@@ -279,6 +285,8 @@ class Runner:
             outcome = Outcome(step, "timed out", proc.returncode, wall, limit_s, f"timed out after {limit_s:.0f} s")
         elif proc.returncode == 0:
             outcome = Outcome(step, "ok", 0, wall, limit_s)
+        elif self.interrupted:
+            outcome = Outcome(step, "failed", proc.returncode, wall, limit_s, f"interrupted (rc {proc.returncode})")
         else:
             outcome = Outcome(step, "failed", proc.returncode, wall, limit_s, f"failed rc {proc.returncode}")
         outcome.tail = tail if outcome.status != "ok" else []
@@ -536,6 +544,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     args.out = args.out or ROOT / "gpu_check" / stamp
+    args.data_dir = args.data_dir.resolve() if args.data_dir else None  # the steps run in the checkout's root
     args.scratch = args.scratch or tempfile.mkdtemp(prefix=f"medssl_gpu_check_{stamp}_")
     return args
 
@@ -549,8 +558,6 @@ def main(argv: list[str] | None = None) -> int:
               "docs/gpu.md.", file=sys.stderr)
         return 2
     out = args.out.resolve()
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    (out / "db").mkdir(exist_ok=True)
     threads = max(1, (os.cpu_count() or 2) // max(1, args.jobs))
     env = child_env(args.data_dir, threads)
     info = machine(env)
@@ -566,7 +573,14 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"the study catalog did not load: {catalog_error}")
     if catalog is not None and not catalog.shipped:
         problems.append(f"no MedMNIST file found in {args.data_dir or '$MEDSSL_DATA / ~/.medmnist'}")
-    steps = select(plan_steps(args, out, catalog, catalog_error, threads), args.only)
+    planned = plan_steps(args, out, catalog, catalog_error, threads)
+    steps = select(planned, args.only)
+    if not steps:
+        print(f"gpu_check: --only {args.only} names no step; the steps: {', '.join(s.name for s in planned)}",
+              file=sys.stderr)
+        return 2
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    (out / "db").mkdir(exist_ok=True)
     say(f"{len(steps)} steps into {out}; budget {args.budget_s:.0f} s, {args.jobs} jobs")
     runner = Runner(out, env, started + args.budget_s - RESERVE_S)
     try:
@@ -574,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # during the bench: nothing else has started
         runner.stop_all()
         outcomes = [Outcome(s, "skipped", why="skipped: interrupted") for s in steps]
-        problems.append("interrupted")
+    if runner.interrupted:
+        problems.append("interrupted (Ctrl-C or SIGINT)")
     if args.dry_run:
         for o in outcomes:
             if o.step.kind == "pytest" and o.status == "ok":
