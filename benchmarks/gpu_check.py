@@ -538,14 +538,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reference-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1])
     p.add_argument("--bench-steps", type=int, default=6)
     p.add_argument("--bench-repeats", type=int, default=2)
-    p.add_argument("--scratch", help="where runs write artifacts and checkpoints (default: a temporary folder): "
+    p.add_argument("--scratch", help="where runs write artifacts and checkpoints (default: a folder in /tmp): "
                    "kept out of --out so that it stays small enough to bring back")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     args.out = args.out or ROOT / "gpu_check" / stamp
     args.data_dir = args.data_dir.resolve() if args.data_dir else None  # the steps run in the checkout's root
-    args.scratch = args.scratch or tempfile.mkdtemp(prefix=f"medssl_gpu_check_{stamp}_")
+    # named, not made: the runs make it when they write (a dry run never does)
+    args.scratch = args.scratch or str(Path(tempfile.gettempdir()) / f"medssl_gpu_check_{stamp}")
     return args
 
 
