@@ -18,6 +18,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_MEDMNIST = ROOT.parent / "shared" / "data" / "medmnist"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip where torch sees no CUDA device (CI); their CPU twins run there."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False): benchmarks/gpu_check.py")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def medmnist_dir() -> Path:
     """The real, official MedMNIST files beside the checkout. Missing means a broken setup: fail, never skip."""
