@@ -45,7 +45,9 @@ REQUIRED = {"pydantic": "pydantic", "pydantic_core": "pydantic-core", "annotated
 
 # the versions summary.md lists beside torch's: what differs most between GPU images and medssl's pins
 PACKAGES_SHOWN = ("torchvision", "timm", "numpy", "duckdb", "pydantic", "grad-cam", "ttach", "ray")
-BENCH_SHARE = 0.35  # of the budget: the full grid at --bench-steps x --bench-repeats, compile included (docs/gpu.md)
+# of the budget, run alone: the full grid's eager pipelines at --bench-steps x --bench-repeats, then the captured
+# step's two launch-bound cases, compilation included (docs/gpu.md)
+EXCLUSIVE_SHARE = {"bench": 0.3, "bench-captured": 0.2}
 RESERVE_S = 15.0  # kept back for the last steps' clean stop and the summary
 STOP_GRACE_S = 10.0  # after SIGINT (replicate and bench record what finished), before the group is killed
 MIN_STEP_S = 5.0  # a step that would get less is not started
@@ -173,11 +175,16 @@ def plan_steps(args: argparse.Namespace, out: Path, catalog: Catalog | None, cat
     if dry:
         bench_sizing = ["--grid", "smoke", "--steps", "2", "--repeats", "1", "--workers", "1"]
     else:
-        bench_sizing = ["--grid", "full", "--steps", str(args.bench_steps), "--repeats", str(args.bench_repeats),
-                        "--workers", str(max(1, min(8, (os.cpu_count() or 2) // 2)))]
+        bench_sizing = ["--grid", "full", "--steps", str(args.bench_steps), "--repeats", str(args.bench_repeats)]
     bench_db = db_dir / "bench.duckdb"
-    steps = [Step("bench", "bench", [py, "-m", "medssl_core.cli", "bench", *bench_sizing, "--device", device,
-                                     "--db", str(bench_db)], 0.0, exclusive=True, db=bench_db)]
+    bench = [py, "-m", "medssl_core.cli", "bench", "--device", device, "--db", str(bench_db)]
+    captured = ["--grid", "small", "--pipelines", "ceiling,captured", "--steps", str(4 * args.bench_steps),
+                "--repeats", str(args.bench_repeats)]
+    steps = [Step("bench", "bench", [*bench, *bench_sizing, "--pipelines", "medssl,seed_style,ceiling"], 0.0,
+                  exclusive=True, db=bench_db),
+             Step("bench-captured", "bench", [*bench, *captured], 0.0, exclusive=True, db=bench_db,
+                  skip="skipped: compiling a ResNet-18 step takes minutes on a CPU (tests/test_capture.py and "
+                       "tests/test_bench.py check the captured step there)" if dry else None)]
 
     def replicate(name: str, kind: str, study: str, options: list[str], gpu_profile: bool = False,
                   skip: str | None = None) -> Step:
@@ -359,7 +366,7 @@ def run_all(steps: list[Step], runner: Runner, budget_s: float, jobs: int, start
     so that time one step leaves over goes to those after it, and one hung step cannot take more than its share."""
     outcomes: dict[str, Outcome] = {}
     for step in [s for s in steps if s.exclusive]:
-        outcomes[step.name] = runner.run(step, budget_s * BENCH_SHARE)
+        outcomes[step.name] = runner.run(step, budget_s * EXCLUSIVE_SHARE[step.name])
     shared = sorted([s for s in steps if not s.exclusive], key=lambda s: -s.weight)
     unfinished = {"weight": sum(s.weight for s in shared if not s.skip)}
     lock = threading.Lock()
@@ -408,24 +415,32 @@ def bench_table(db: Path) -> list[str]:
     at = {c: i for i, c in enumerate(columns)}
     cases: dict[tuple, dict[str, list[float]]] = {}
     peaks: dict[tuple, float] = {}
+    tflops: dict[tuple, tuple[float, float]] = {}  # the best pipeline's achieved TFLOP/s and the measured peak
     for r in rows:
         case = tuple(r[at[c]] for c in ("arch", "size", "method", "batch"))
         cases.setdefault(case, {}).setdefault(r[at["pipeline"]], []).append(r[at["pairs_per_s"]])
         if "peak_mem_mb" in at and r[at["peak_mem_mb"]] is not None:
             peaks[case] = max(peaks.get(case, 0.0), r[at["peak_mem_mb"]])
+        if r[at["tflops"]] if "tflops" in at else None:
+            tflops[case] = max(tflops.get(case, (0.0, 0.0)), (r[at["tflops"]], r[at["peak_tflops"]] or 0.0))
     seen = {p for by in cases.values() for p in by}
     pipelines = [p for p in KNOWN_PIPELINES if p in seen] + sorted(seen - set(KNOWN_PIPELINES))
+    ratios = [("medssl", "seed_style", "x"), ("medssl", "ceiling", ""), ("captured", "ceiling", "")]
     table = []
     for case in sorted(cases, key=lambda c: (str(c[0]), c[1] or 0, str(c[2]), c[3] or 0)):
         by = cases[case]
         medians = {p: statistics.median(by[p]) for p in by}
-        ratio = (f"{medians['medssl'] / medians['seed_style']:.2f}x"
-                 if medians.get("seed_style") and "medssl" in medians else "-")
-        table.append([*case, *(f"{medians[p]:,.0f}" if p in medians else "-" for p in pipelines), ratio,
+        shown = [f"{medians[a] / medians[b]:.2f}{unit}" if medians.get(b) and a in medians else "-"
+                 for a, b, unit in ratios]
+        table.append([*case, *(f"{medians[p]:,.0f}" if p in medians else "-" for p in pipelines), *shown,
+                      "{:.1f} / {:.0f}".format(*tflops[case]) if case in tflops else "-",
                       f"{peaks[case]:,.0f}" if case in peaks else "-"])
     devices = sorted({str(r[at["device"]]) for r in rows}) if "device" in at else []
-    return [f"pairs/s (image pairs a second, median of the database's passes); device: {', '.join(devices)}", "",
-            *md_table(["arch", "px", "method", "batch", *pipelines, "medssl / seed-style", "peak MB"], table)]
+    return [f"pairs/s (image pairs a second, median of the database's passes); device: {', '.join(devices)}; "
+            "TFLOP/s: the fastest pipeline's, against the device's measured matrix-product peak", "",
+            *md_table(["arch", "px", "method", "batch", *pipelines,
+                       *(f"{a.replace('_', '-')} / {b.replace('_', '-')}" for a, b, _ in ratios), "TFLOP/s / peak",
+                       "peak MB"], table)]
 
 
 def run_counts(dbs: list[Path]) -> list[str]:
@@ -536,7 +551,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", help="comma-separated step names or prefixes, e.g. bench,quick-demo,reference")
     p.add_argument("--reference-datasets", help="MedMNIST subsets of the reference (default: its profile's own)")
     p.add_argument("--reference-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1])
-    p.add_argument("--bench-steps", type=int, default=6)
+    p.add_argument("--bench-steps", type=int, default=3, help="steps a timed pass of the full grid (the captured "
+                   "bench: 4 times as many)")
     p.add_argument("--bench-repeats", type=int, default=2)
     p.add_argument("--scratch", help="where runs write artifacts and checkpoints (default: a folder in /tmp): "
                    "kept out of --out so that it stays small enough to bring back")

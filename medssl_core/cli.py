@@ -564,9 +564,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_tune)
 
     b = sub.add_parser("bench", help="pretraining throughput: medssl's loop vs a seed-style DataLoader vs the "
-                       "model's ceiling (table 'bench')")
-    b.add_argument("--grid", choices=("full", "quick", "smoke"), default="full", help="full: ResNet-18/50 at 28, 64, "
-                   "224 px, SimCLR and Barlow Twins; quick: ResNet-18 at 28 and 64 px; smoke: one small case")
+                       "model's ceiling vs the captured step (table 'bench')")
+    b.add_argument("--grid", choices=("full", "quick", "small", "smoke"), default="full", help="full: ResNet-18/50 at "
+                   "28, 64, 224 px, SimCLR and Barlow Twins; quick: ResNet-18 at 28 and 64 px; small: its SimCLR "
+                   "cases; smoke: one small case")
     b.add_argument("--quick", action="store_true", help="the quick grid (8 minutes on 2 CPU cores)")
     b.add_argument("--steps", type=int, default=4, help="steps a timed pass (the images: steps x batch)")
     b.add_argument("--repeats", type=int, default=5, help="timed passes; the median is reported")

@@ -64,14 +64,15 @@ def test_the_bench_table_pivots_every_pipeline_and_runs_are_counted(tmp_path):
                             ("a_later_one", 5.0)):
         row = dict.fromkeys(APPENDED["bench"])  # every column the schema has, also ones added later
         row.update(measured_at=at, arch="resnet18", size=28, method="simclr", batch=256, pipeline=pipeline,
-                   pairs_per_s=speed, peak_mem_mb=100.0, device="GPU X")
+                   pairs_per_s=speed, peak_mem_mb=100.0, device="GPU X", tflops=speed / 100, peak_tflops=790.0)
         rows.append(row)
     ResultsStore(bench).append("bench", rows)
     table = gpu_check.bench_table(bench)
     assert "device: GPU X" in table[0]
     assert table[2] == ("| arch | px | method | batch | medssl | seed_style | ceiling | captured | a_later_one | "
-                        "medssl / seed-style | peak MB |")
-    assert table[4] == "| resnet18 | 28 | simclr | 256 | 800 | 200 | 1,000 | 1,200 | 5 | 4.00x | 100 |"
+                        "medssl / seed-style | medssl / ceiling | captured / ceiling | TFLOP/s / peak | peak MB |")
+    assert table[4] == ("| resnet18 | 28 | simclr | 256 | 800 | 200 | 1,000 | 1,200 | 5 | 4.00x | 0.80 | 1.20 | "
+                        "12.0 / 790 | 100 |")
 
     runs = tmp_path / "quick-demo.duckdb"
     ResultsStore(runs).init()
@@ -94,9 +95,10 @@ def test_the_dry_run_writes_the_folder_and_summary_a_gpu_run_does(tmp_path, medm
                            "--scratch", str(tmp_path / "scratch")]) == 0
     summary = (out / "summary.md").read_text()
     assert "- mode: dry run on the CPU" in summary and "machine: no CUDA device" in summary
-    assert "- result: 7 ok, 0 failed, 0 timed out, 1 skipped" in summary
-    assert "`medssl bench --grid smoke --steps 2 --repeats 1 --workers 1 --device cpu --db $OUT/db/bench.duckdb`" \
-        in summary
+    assert "- result: 7 ok, 0 failed, 0 timed out, 2 skipped" in summary
+    assert ("`medssl bench --device cpu --db $OUT/db/bench.duckdb --grid smoke --steps 2 --repeats 1 --workers 1 "
+            "--pipelines medssl,seed_style,ceiling`") in summary
+    assert "| bench-captured | skipped: compiling a ResNet-18 step takes minutes on a CPU" in summary
     # the reference: one step a network on BreastMNIST (its profile's subset), PneumoniaMNIST named and why not
     for method in ("random_init", "resnet18_224", "resnet50_28", "resnet50_224"):
         assert f"| reference-breastmnist-{method} | ok |" in summary
