@@ -140,3 +140,40 @@ def test_ray_places_the_demo_runs_on_the_gpu(tmp_path, request):
     assert summary.ran == len(plan.specs) > 0 and not summary.failed, [r.run["error"] for r in summary.failed]
     devices = {d for (d,) in run_sql(store.db_path, "SELECT DISTINCT device FROM runs")[1]}
     assert devices == {torch.cuda.get_device_name(0)}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("method", ["simclr", "byol"])
+def test_a_training_step_never_waits_for_the_gpu(method):
+    """Augmentation, forward, loss, backward, clipping, the optimiser and an EMA update queue work without one host
+    sync (a blocking copy, an .item()): torch raises on any while its sync debug mode is 'error'. One such wait a step
+    idles the GPU while Python prepares the next launch."""
+    from medssl_core.train.optim import build_optimizer
+
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    spec = SSLMethod(name=method, projector=[256, 64], predictor=[256, 64] if method == "byol" else None,
+                     loss_kwargs={"temperature": 0.5} if method == "simclr" else {})
+    m = build_method(spec, lambda: build_backbone("resnet18", 1), FEATURE_DIMS["resnet18"], SIDE).to(device)
+    m.on_fit_start(4, 1)
+    optimizer = build_optimizer([{"params": list(m.student_parameters())}], {"name": "adam", "lr": 1e-3})
+    augment = BatchAugment(AugmentConfig(**AUG, blur_p=0.5, solarize_p=0.2), channels_last=True)
+    data = Batch(images("cuda"))
+    order = torch.randperm(N, generator=torch.Generator().manual_seed(0))
+    device_order = order.to(device)
+    g = torch.Generator().manual_seed(0)
+    for step in range(2):  # the first step warms the caches (cuDNN, the augmentation's constants) up
+        mode = "error" if step else "default"
+        torch.cuda.set_sync_debug_mode(mode)
+        try:
+            batch = data.take(device_order[:BATCH], order[:BATCH])
+            with autocast(device, True):
+                out = m.training_step(augment.views(batch, g, m.n_views), batch)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(m.student_parameters(), 3.0)
+            optimizer.step()
+            m.on_step_end(0, step)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(out.loss).item()

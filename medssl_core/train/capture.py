@@ -52,9 +52,7 @@ def captured_step(method: Method, augment: BatchAugment, capture: str, device: t
         draws = [augment.draw(batch.images.shape, g).to(device) for _ in range(method.n_views)]
         if capture == "cudagraphs":  # a new iteration: the previous replay's outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        # a method's integer attributes that change between steps (MedSGSSL's epoch) become inputs instead of
-        # constants that compile the step again each time they change
-        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, allow_unspec_int_on_nn_module=True):
+        with torch._dynamo.config.patch(_DYNAMO):
             # what methods read of a batch is tensors; patient ids (strings) and positions would only add guards
             return compiled(replace(batch, patients=None, index=None), draws)
 
@@ -62,5 +60,10 @@ def captured_step(method: Method, augment: BatchAugment, capture: str, device: t
     return step
 
 
+# a method's integer attributes that change between steps (MedSGSSL's epoch) become inputs instead of constants that
+# compile the step again each time they change; past the recompile limit, an error rather than a silently eager step.
+# Only the switches this torch has (an older one, as on a lent GPU machine, may lack one)
+_DYNAMO = {k: True for k in ("allow_unspec_int_on_nn_module", "fail_on_recompile_limit_hit")
+           if hasattr(torch._dynamo.config, k)}
 # the last compiled step and what it was made for: one model at a time (a replacement frees the previous one)
 _LAST: dict = {}
