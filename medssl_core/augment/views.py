@@ -314,14 +314,14 @@ class BatchAugment:
 
     def augment(self, images: Tensor, masks: Tensor | None, g: torch.Generator) -> tuple[Tensor, Tensor | None]:
         """Draw one view's parameters, then apply them (``draw``, ``apply``)."""
-        return self.apply(images, masks, self.draw(images.shape, g).to(images.device))
+        return self.apply(images, masks, self.draw(images, masks, g).to(images.device))
 
-    def draw(self, shape: tuple[int, ...] | torch.Size, g: torch.Generator) -> Draw:
-        """The random parameters of one view of images of ``shape`` (N, C, H, W), in the order the operations
-        run."""
+    def draw(self, images: Tensor, masks: Tensor | None, g: torch.Generator) -> Draw:
+        """The random parameters of one view of ``images`` (with ``masks`` as ``apply`` takes them: only their
+        shapes are read), in the order the operations run."""
         cfg = self.cfg
-        n, c, height, width = shape
-        c -= cfg.mask_channel
+        n, c, height, width = images.shape
+        c -= cfg.mask_channel and masks is None  # the mask travels as the images' last channel
         size = cfg.size or height
         d: dict = {}
         if cfg.crop_scale is not None:

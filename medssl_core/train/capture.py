@@ -49,7 +49,7 @@ def captured_step(method: Method, augment: BatchAugment, capture: str, device: t
     compiled = torch.compile(views_and_loss, mode="reduce-overhead" if capture == "cudagraphs" else "default")
 
     def step(batch: Batch, g: torch.Generator) -> StepOutput:
-        draws = [augment.draw(batch.images.shape, g).to(device) for _ in range(method.n_views)]
+        draws = [augment.draw(batch.images, batch.masks, g).to(device) for _ in range(method.n_views)]
         if capture == "cudagraphs":  # a new iteration: the previous replay's outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
         with torch._dynamo.config.patch(_DYNAMO):
