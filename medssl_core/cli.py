@@ -568,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--grid", choices=("full", "quick", "small", "smoke"), default="full", help="full: ResNet-18/50 at "
                    "28, 64, 224 px, SimCLR and Barlow Twins; quick: ResNet-18 at 28 and 64 px; small: its SimCLR "
                    "cases; smoke: one small case")
-    b.add_argument("--quick", action="store_true", help="the quick grid (8 minutes on 2 CPU cores)")
+    b.add_argument("--quick", action="store_true", help="the quick grid (about 15 minutes on 2 CPU cores, most of it "
+                   "compiling the captured step: --pipelines medssl,seed_style,ceiling takes 8)")
     b.add_argument("--steps", type=int, default=4, help="steps a timed pass (the images: steps x batch)")
     b.add_argument("--repeats", type=int, default=5, help="timed passes; the median is reported")
     b.add_argument("--workers", type=int, help="DataLoader workers of the seed-style pipeline (default: min(8, cores))")

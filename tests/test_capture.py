@@ -22,10 +22,10 @@ AUGMENT = AugmentConfig(size=16, crop_scale=(0.3, 1.0), hflip=0.5, vflip=0.2, ro
                         jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8, grayscale=0.2, blur_p=0.5, solarize_p=0.2,
                         noise_p=0.3, noise_std=0.05)
 STEPS = 50
-# (first step, every step) relative tolerance. The first step differs only by how inductor's fused kernels round
-# (fp32 on the CPU: ~1e-7; bf16 on CUDA rounds each product to 8 bits); training then carries the difference along
-# chaotically (measured on the CPU: 1e-7 at step 1, up to 4e-3 by step 50)
-TOLERANCE = {"cpu": (1e-5, 1e-2), "cuda": (1e-2, 5e-2)}
+# (first step, every step) relative tolerance, in fp32 (TF32 off): the first step differs only by how inductor's fused
+# kernels round (the CPU: ~1e-7), and training then carries the difference along chaotically (the CPU: up to 4e-3 by
+# step 50). bf16 would add its own 8-bit rounding to both sides (tests/test_cuda.py bounds bf16 against fp32)
+TOLERANCE = {"cpu": (1e-5, 1e-2), "cuda": (1e-4, 2e-2)}
 
 
 def tiny_backbone() -> nn.Module:
@@ -42,8 +42,8 @@ def losses_per_step(capture: str, device: torch.device, method: str = "simclr") 
     images = torch.randint(0, 256, (32, 3, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     train = PretrainConfig(epochs=STEPS, batch_size=32, optimizer={"name": "adam", "lr": 1e-3}, monitor_every=0,
                            capture=capture)
-    result = pretrain(m, Batch(images.to(device)), BatchAugment(AUGMENT), train, seed=3, device=device,
-                      bf16=device.type == "cuda", progress=False)
+    result = pretrain(m, Batch(images.to(device)), BatchAugment(AUGMENT), train, seed=3, device=device, bf16=False,
+                      progress=False)
     return [c["value"] for c in result.curves if c["name"] == "loss"]
 
 
@@ -53,21 +53,25 @@ def losses_per_step(capture: str, device: torch.device, method: str = "simclr") 
     pytest.param("cuda", "cudagraphs", "simclr", marks=pytest.mark.cuda),
     # an EMA teacher updated in place between replays of the graph that reads it
     pytest.param("cuda", "cudagraphs", "byol", marks=pytest.mark.cuda),
-    pytest.param("cuda", "compile", "simclr", marks=pytest.mark.cuda),
 ])
 def test_captured_losses_follow_eager_over_50_steps(device, capture, method):
     from torch._dynamo.utils import counters
 
     device = torch.device(device)
-    eager = losses_per_step("off", device, method)
-    counters.clear()
-    captured = losses_per_step(capture, device, method)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        eager = losses_per_step("off", device, method)
+        counters.clear()
+        captured = losses_per_step(capture, device, method)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     assert len(eager) == len(captured) == STEPS
     differences = [abs(a - b) / max(abs(a), 1e-6) for a, b in zip(eager, captured)]
     first, every = TOLERANCE[device.type]
     assert differences[0] < first and max(differences) < every, \
         f"captured step's loss differs from eager by {differences[0]:.1e} at step 1, {max(differences):.1e} at most"
-    assert eager != captured or device.type == "cpu"  # on CUDA a captured step that ran eagerly would match exactly
+    assert eager != captured  # a step that ran eagerly after all would match exactly
     assert not counters["inductor"].get("cudagraph_skips"), dict(counters["inductor"])  # replayed, not skipped
     assert not counters["graph_break"], dict(counters["graph_break"])  # one region: augmentation, model, loss
 
@@ -100,8 +104,8 @@ def test_only_captured_runs_count_the_capture_code():
     hp = {"method": {"name": "simclr"}, "train": {"capture": "off"}}
     eager = identity.code_fingerprint("pretrain", "breastmnist", hp)
     captured = identity.code_fingerprint("pretrain", "breastmnist", {**hp, "train": {"capture": "compile"}})
-    assert "captured_step" in captured and "captured_step" not in eager
-    assert set(captured) - set(eager) == {"captured_step", "_LAST", "_DYNAMO"}
+    assert {"captured_step", "release_captured", "_LAST"} <= set(captured) - set(eager)
+    assert set(eager) < set(captured)  # the rest is the same
 
 
 def test_replicate_capture_is_a_setting_of_the_pretrainings(tmp_path, medmnist_dir):

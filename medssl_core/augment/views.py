@@ -275,7 +275,8 @@ class Draw:
     blur_sigma: Tensor | None = None  # (n,)
     blur: Tensor | None = None  # (n,) bool
     solarize: Tensor | None = None  # (n,) bool
-    noise: Tensor | None = None  # (n, C, size, size), 0 where no noise is added
+    noise_on: Tensor | None = None  # (n,) bool
+    noise: Tensor | None = None  # (n, C, size, size)
 
     def to(self, device: torch.device) -> Draw:
         """Every tensor on ``device``; on CUDA from pinned memory without blocking (no host sync per step)."""
@@ -351,8 +352,8 @@ class BatchAugment:
         if cfg.solarize_p > 0:
             d["solarize"] = _bernoulli(n, cfg.solarize_p, g)
         if cfg.noise_p > 0 and cfg.noise_std > 0:
-            on = _bernoulli(n, cfg.noise_p, g).view(-1, 1, 1, 1)
-            d["noise"] = torch.randn((n, c, size, size), generator=g) * cfg.noise_std * on
+            d["noise_on"] = _bernoulli(n, cfg.noise_p, g)
+            d["noise"] = torch.randn((n, c, size, size), generator=g) * cfg.noise_std
         return Draw(**d)
 
     def apply(self, images: Tensor, masks: Tensor | None, draw: Draw, *,
@@ -395,8 +396,8 @@ class BatchAugment:
             x = torch.where(draw.blur.view(-1, 1, 1, 1), gaussian_blur(x, k, draw.blur_sigma), x)
         if draw.solarize is not None:
             x = solarize(x, draw.solarize, cfg.solarize_threshold)
-        if draw.noise is not None:
-            x = (x + draw.noise.to(x.dtype)).clamp(0, 1)
+        if draw.noise is not None:  # clamped where noise was added only: elsewhere x may exceed 1 by rounding
+            x = torch.where(draw.noise_on.view(-1, 1, 1, 1), (x + draw.noise.to(x.dtype)).clamp(0, 1), x)
         x = normalize(x, cfg.mean, cfg.std)
         if cfg.mask_channel:
             x = torch.cat([x, mask_out.to(x.dtype)], dim=1)

@@ -18,7 +18,7 @@ def _nt_xent_logits(z0: Tensor, z1: Tensor, temperature: float, name: str) -> tu
     z = F.normalize(torch.cat([z0, z1]), dim=1)
     logits = z @ z.T / temperature
     logits.fill_diagonal_(float("-inf"))
-    return logits, torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return logits, (torch.arange(2 * n, device=z.device) + n) % (2 * n)  # made on the device: no blocking copy
 
 
 @_pair

@@ -190,42 +190,44 @@ def run_case(case: Case, device: torch.device, *, steps: int, repeats: int, work
     augment = BatchAugment(AugmentConfig(size=case.size, **_AUG), channels_last=channels_last)
     memory = torch.channels_last if channels_last else torch.contiguous_format
 
-    method = case_method(case, device, channels_last)
     cfg = PretrainConfig(epochs=1, batch_size=case.batch, optimizer=_OPTIMIZER, monitor_every=0)
-
-    def medssl_pass() -> None:
-        pretrain(method, Batch(on_device), augment, cfg, seed=0, device=device, bf16=bf16, progress=False)
-
-    seed_step = optimiser_step(case_method(case, device, channels_last), device, bf16)
-    # workers started per pass, as a DataLoader does by default (and the studies' code): none outlives its pass to
-    # compete with the other pipelines for the cores
-    loader = torch.utils.data.DataLoader(_SeedStyleDataset(images, case.size), batch_size=case.batch, shuffle=True,
-                                         num_workers=workers, drop_last=True)
-
-    def seed_style_pass() -> None:
-        for v1, v2 in loader:
-            seed_step(v1.to(device, memory_format=memory, non_blocking=True),
-                      v2.to(device, memory_format=memory, non_blocking=True))
-
-    ceiling_step = optimiser_step(case_method(case, device, channels_last), device, bf16)
-    g = torch.Generator().manual_seed(0)
-    made = [augment.views(Batch(on_device[i * case.batch:(i + 1) * case.batch]), g) for i in range(steps)]
-
-    def ceiling_pass() -> None:
-        for v1, v2 in made:
-            ceiling_step(v1.image, v2.image)
-
-    captured_method = case_method(case, device, channels_last)
     captured_cfg = cfg.model_copy(update={"capture": device_capture(device)})
 
-    def captured_pass() -> None:
-        pretrain(captured_method, Batch(on_device), augment, captured_cfg, seed=0, device=device, bf16=bf16,
-                 progress=False)
+    def loop(train_cfg: PretrainConfig) -> Callable[[], None]:
+        method = case_method(case, device, channels_last)
+        return lambda: pretrain(method, Batch(on_device), augment, train_cfg, seed=0, device=device, bf16=bf16,
+                                progress=False, keep_compiled=True)
 
-    tflop = step_tflop(optimiser_step(case_method(case, device, channels_last), device, bf16), made[0][0].image,
-                       made[0][1].image)
-    passes = {"medssl": medssl_pass, "seed_style": seed_style_pass, "ceiling": ceiling_pass, "captured": captured_pass}
-    times, peaks = timed_in_turns({p: passes[p] for p in pipelines}, repeats, device)
+    def seed_style() -> Callable[[], None]:
+        step = optimiser_step(case_method(case, device, channels_last), device, bf16)
+        # workers started per pass, as a DataLoader does by default (and the studies' code): none outlives its pass
+        # to compete with the other pipelines for the cores
+        loader = torch.utils.data.DataLoader(_SeedStyleDataset(images, case.size), batch_size=case.batch,
+                                             shuffle=True, num_workers=workers, drop_last=True)
+
+        def run() -> None:
+            for v1, v2 in loader:
+                step(v1.to(device, memory_format=memory, non_blocking=True),
+                     v2.to(device, memory_format=memory, non_blocking=True))
+        return run
+
+    def views(count: int) -> list:  # the first ``count`` batches' views, made beforehand
+        g = torch.Generator().manual_seed(0)
+        return [augment.views(Batch(on_device[i * case.batch:(i + 1) * case.batch]), g) for i in range(count)]
+
+    def ceiling() -> Callable[[], None]:
+        step, made = optimiser_step(case_method(case, device, channels_last), device, bf16), views(steps)
+
+        def run() -> None:
+            for v1, v2 in made:
+                step(v1.image, v2.image)
+        return run
+
+    (v1, v2), = views(1)
+    tflop = step_tflop(optimiser_step(case_method(case, device, channels_last), device, bf16), v1.image, v2.image)
+    builders = {"medssl": lambda: loop(cfg), "seed_style": seed_style, "ceiling": ceiling,
+                "captured": lambda: loop(captured_cfg)}
+    times, peaks = timed_in_turns({p: builders[p]() for p in pipelines}, repeats, device)
     return [{"pipeline": p, "pairs_per_s": n / statistics.median(times[p]), "peak_mem_mb": peaks[p],
              "tflops": tflop * steps / statistics.median(times[p]), "arch": case.arch, "size": case.size,
              "method": case.method, "batch": case.batch,

@@ -11,6 +11,7 @@ gradient clipping stay eager. The setting is part of a run's settings: captured 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -60,10 +61,19 @@ def captured_step(method: Method, augment: BatchAugment, capture: str, device: t
     return step
 
 
+def release_captured() -> None:
+    """Forget the compiled step and what dynamo compiled (CUDA graphs' memory pool included)."""
+    _LAST.clear()
+    torch._dynamo.reset()
+
+
 # a method's integer attributes that change between steps (MedSGSSL's epoch) become inputs instead of constants that
 # compile the step again each time they change; past the recompile limit, an error rather than a silently eager step.
 # Only the switches this torch has (an older one, as on a lent GPU machine, may lack one)
 _DYNAMO = {k: True for k in ("allow_unspec_int_on_nn_module", "fail_on_recompile_limit_hit")
            if hasattr(torch._dynamo.config, k)}
+if len(_DYNAMO) < 2:
+    warnings.warn(f"torch {torch.__version__} lacks torch._dynamo.config switches the captured step sets (it has "
+                  f"{sorted(_DYNAMO)}): a step compiled too often may run eagerly without an error", stacklevel=1)
 # the last compiled step and what it was made for: one model at a time (a replacement frees the previous one)
 _LAST: dict = {}

@@ -59,13 +59,16 @@ def student_optimizer(method: Method, cfg: PretrainConfig, *, trainable_only: bo
 def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainConfig, *, seed: int,
              device: torch.device, bf16: bool, checkpoint: Path | None = None,
              monitor: tuple[Tensor, Tensor, Tensor, Tensor] | None = None, eval_augment: BatchAugment | None = None,
-             progress: bool = True, desc: str = "pretrain", checkpoint_every_s: float = 0.0) -> PretrainResult:
+             progress: bool = True, desc: str = "pretrain", checkpoint_every_s: float = 0.0,
+             keep_compiled: bool = False) -> PretrainResult:
     """Train ``method`` on ``data`` (uint8 images, and masks where present, already on ``device``).
 
     ``monitor`` = (train images, train labels, val images, val labels) for the per-epoch kNN accuracy; the
     best backbone (val kNN >= best, as SmallDataSSL) is kept besides the last one. ``checkpoint`` is written at
     the end of an epoch once ``checkpoint_every_s`` seconds have passed since the last write (0: every epoch):
     resuming gives the same numbers either way, and short epochs need not write the whole state each time.
+    ``keep_compiled``: a captured step (``cfg.capture``) stays compiled for the next call on the same method (a
+    benchmark's passes); otherwise it is released at the end.
     """
     n = len(data)
     if n < cfg.batch_size:
@@ -92,66 +95,71 @@ def pretrain(method: Method, data: Batch, augment: BatchAugment, cfg: PretrainCo
         restore_rng_states(saved["rng"])  # last: what setting up drew does not shift what the epochs draw
     captured = None
     if cfg.capture != "off":  # imported here: eager runs do not depend on its code (plan/identity.py)
-        from medssl_core.train.capture import captured_step
+        from medssl_core.train.capture import captured_step, release_captured
         captured = captured_step(method, augment, cfg.capture, device, bf16)
     last_write = time.monotonic()
-    for epoch in range(state["epoch"] + 1, cfg.epochs):
-        g = epoch_generator(seed, epoch)
-        host_order = torch.randperm(n, generator=g)
-        order = host_order.to(device)
-        method.train()
-        method.on_epoch_start(epoch)
-        if epoch in restarts:  # a fresh optimiser over what trains from now on (a resumed run rebuilds it alike)
-            optimizer = student_optimizer(method, cfg, trainable_only=True)
-        start = max((r for r in restarts if r <= epoch), default=0)  # the schedule runs from the last restart
-        sums: dict[str, Tensor] = {}  # loss and its terms, summed on the device: no host sync per step
-        losses_so_far = [c["value"] for c in state["curves"] if c["name"] == "loss"]
-        last_loss = {"loss": f"{losses_so_far[-1]:.4f}"} if losses_so_far else None  # the previous epoch's
-        bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress,
-                   postfix=last_loss)
-        for step in bar:
-            set_lr(optimizer, base_lrs, lr_factor(cfg.schedule, epoch - start, step, steps, cfg.epochs - start))
-            rows = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
-            batch = data.take(order[rows], host_order[rows])
-            if captured is not None:
-                out = captured(batch, g)
-            else:
-                views = augment.views(batch, g, method.n_views)
-                with autocast(device, bf16):
-                    out = method.training_step(views, batch)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(method.student_parameters(), cfg.grad_clip)
-            optimizer.step()
-            method.on_step_end(epoch, step)
-            for name, value in {"loss": out.loss, **out.terms}.items():
-                sums[name] = sums.get(name, 0) + value.detach().float()
-        means = {name: v.item() / steps for name, v in sums.items()}
-        mean_loss = means["loss"]
-        if not math.isfinite(mean_loss):  # checked once per epoch; the last good epoch's checkpoint is kept
-            raise NonFiniteLossError(
-                f"{desc}: the loss became {mean_loss} in epoch {epoch + 1}. Lower the learning rate, enable "
-                "gradient clipping, or turn bf16 off (amp='off'); the last good checkpoint is kept and the run "
-                "is recorded as failed."
-            )
-        values = {**means, "lr": optimizer.param_groups[0]["lr"], **method.scheduled_values()}
-        curves = [{"step": epoch + 1, "name": name, "value": v} for name, v in values.items()]
-        if monitor is not None and cfg.monitor_every and ((epoch + 1) % cfg.monitor_every == 0
-                                                          or epoch + 1 == cfg.epochs):
-            acc = knn_score(method.backbone, monitor, eval_augment, cfg, device, bf16)
-            curves.append({"step": epoch + 1, "name": f"knn_val_{monitor_metric(monitor[3])}", "value": acc})
-            best = state["best_knn"]
-            if best is None or (not math.isnan(acc) and (math.isnan(best) or acc >= best)):
-                state.update(best_knn=acc, best_epoch=epoch + 1,
-                             best_state=copy.deepcopy(method.backbone.state_dict()))
-        state["curves"] += curves
-        state["epoch"] = epoch
-        if checkpoint is not None and epoch + 1 < cfg.epochs and time.monotonic() - last_write >= checkpoint_every_s:
-            last_write = time.monotonic()
-            with atomic_file(checkpoint) as f:
-                torch.save({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
-                            "rng": rng_states()}, f)
+    try:
+        for epoch in range(state["epoch"] + 1, cfg.epochs):
+            g = epoch_generator(seed, epoch)
+            host_order = torch.randperm(n, generator=g)
+            order = host_order.to(device)
+            method.train()
+            method.on_epoch_start(epoch)
+            if epoch in restarts:  # a fresh optimiser over what trains from now on (a resumed run rebuilds it alike)
+                optimizer = student_optimizer(method, cfg, trainable_only=True)
+            start = max((r for r in restarts if r <= epoch), default=0)  # the schedule runs from the last restart
+            sums: dict[str, Tensor] = {}  # loss and its terms, summed on the device: no host sync per step
+            losses_so_far = [c["value"] for c in state["curves"] if c["name"] == "loss"]
+            last_loss = {"loss": f"{losses_so_far[-1]:.4f}"} if losses_so_far else None  # the previous epoch's
+            bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress,
+                       postfix=last_loss)
+            for step in bar:
+                set_lr(optimizer, base_lrs, lr_factor(cfg.schedule, epoch - start, step, steps, cfg.epochs - start))
+                rows = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
+                batch = data.take(order[rows], host_order[rows])
+                if captured is not None:
+                    out = captured(batch, g)
+                else:
+                    views = augment.views(batch, g, method.n_views)
+                    with autocast(device, bf16):
+                        out = method.training_step(views, batch)
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(method.student_parameters(), cfg.grad_clip)
+                optimizer.step()
+                method.on_step_end(epoch, step)
+                for name, value in {"loss": out.loss, **out.terms}.items():
+                    sums[name] = sums.get(name, 0) + value.detach().float()
+            means = {name: v.item() / steps for name, v in sums.items()}
+            mean_loss = means["loss"]
+            if not math.isfinite(mean_loss):  # checked once per epoch; the last good epoch's checkpoint is kept
+                raise NonFiniteLossError(
+                    f"{desc}: the loss became {mean_loss} in epoch {epoch + 1}. Lower the learning rate, enable "
+                    "gradient clipping, or turn bf16 off (amp='off'); the last good checkpoint is kept and the run "
+                    "is recorded as failed."
+                )
+            values = {**means, "lr": optimizer.param_groups[0]["lr"], **method.scheduled_values()}
+            curves = [{"step": epoch + 1, "name": name, "value": v} for name, v in values.items()]
+            if monitor is not None and cfg.monitor_every and ((epoch + 1) % cfg.monitor_every == 0
+                                                              or epoch + 1 == cfg.epochs):
+                acc = knn_score(method.backbone, monitor, eval_augment, cfg, device, bf16)
+                curves.append({"step": epoch + 1, "name": f"knn_val_{monitor_metric(monitor[3])}", "value": acc})
+                best = state["best_knn"]
+                if best is None or (not math.isnan(acc) and (math.isnan(best) or acc >= best)):
+                    state.update(best_knn=acc, best_epoch=epoch + 1,
+                                 best_state=copy.deepcopy(method.backbone.state_dict()))
+            state["curves"] += curves
+            state["epoch"] = epoch
+            due = time.monotonic() - last_write >= checkpoint_every_s
+            if checkpoint is not None and epoch + 1 < cfg.epochs and due:
+                last_write = time.monotonic()
+                with atomic_file(checkpoint) as f:
+                    torch.save({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+                                "rng": rng_states()}, f)
+    finally:  # a CUDA graph's memory pool is not held through the evaluations that follow
+        if captured is not None and not keep_compiled:
+            release_captured()
     last = copy.deepcopy(method.backbone.state_dict())
     return PretrainResult(state["curves"], last, state["best_state"] or last,
                           state["best_epoch"] if state["best_state"] is not None else cfg.epochs,
