@@ -74,6 +74,9 @@ def test_captured_losses_follow_eager_over_50_steps(device, capture, method):
     assert eager != captured  # a step that ran eagerly after all would match exactly
     assert not counters["inductor"].get("cudagraph_skips"), dict(counters["inductor"])  # replayed, not skipped
     assert not counters["graph_break"], dict(counters["graph_break"])  # one region: augmentation, model, loss
+    from medssl_core.train import capture
+
+    assert capture._LAST == {}  # released at the end of the pretraining
 
 
 def test_branch_free_colour_order_equals_the_eager_order():
@@ -154,3 +157,18 @@ def test_an_integer_the_method_changes_each_epoch_does_not_compile_the_step_agai
                       progress=False)
     assert len([c for c in result.curves if c["name"] == "loss"]) == 12
     assert counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])  # epoch 0, then the epoch as an input
+
+
+def test_one_compiled_step_is_kept_for_the_same_method_and_released_after():
+    from medssl_core.train import capture
+
+    cfg = SSLMethod(name="simclr", projector=[32, 16])
+    m, other, augment = build_method(cfg, tiny_backbone, 16, 16), build_method(cfg, tiny_backbone, 16, 16), \
+        BatchAugment(AUGMENT)
+    cpu = torch.device("cpu")
+    first = capture.captured_step(m, augment, "compile", cpu, False)
+    assert capture.captured_step(m, augment, "compile", cpu, False) is first  # a benchmark's next pass
+    assert capture.captured_step(m, augment, "compile", cpu, True) is not first  # other settings: compiled anew
+    assert capture.captured_step(other, augment, "compile", cpu, True) is not first
+    capture.release_captured()
+    assert capture._LAST == {}  # nothing of the model is held after its pretraining

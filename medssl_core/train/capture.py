@@ -40,10 +40,9 @@ def captured_step(method: Method, augment: BatchAugment, capture: str, device: t
         with autocast(device, bf16):
             return method.training_step(views, batch)
 
-    made_for = {"method": method, "augment": augment, "settings": (capture, device, bf16)}
-    if _LAST and all(_LAST[k] is v for k, v in made_for.items() if k != "settings") and \
-            _LAST["settings"] == made_for["settings"]:  # the same method again (a benchmark's next pass)
-        return _LAST["step"]
+    settings = (capture, device, bf16)
+    if _LAST.get("method") is method and _LAST.get("augment") is augment and _LAST.get("settings") == settings:
+        return _LAST["step"]  # the same method again (a benchmark's next pass)
     # a new model: drop what was compiled for earlier ones, which would count towards dynamo's recompile limit and,
     # past it, leave the step silently eager (the limit is also made to fail loudly below)
     torch._dynamo.reset()
@@ -57,7 +56,7 @@ def captured_step(method: Method, augment: BatchAugment, capture: str, device: t
             # what methods read of a batch is tensors; patient ids (strings) and positions would only add guards
             return compiled(replace(batch, patients=None, index=None), draws)
 
-    _LAST.update(made_for, step=step)
+    _LAST.update(method=method, augment=augment, settings=settings, step=step)
     return step
 
 
