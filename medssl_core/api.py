@@ -132,9 +132,9 @@ def replicate(study: str, profile: str = "auto", *, db: str | Path | None = None
         say(notice)
     settings = {"pretrain": {"amp": amp}, "evaluate": {"amp": amp}} if amp else {}
     if capture is not None:
-        if capture == "cudagraphs" and dev.type != "cuda":
-            raise ConfigError(f"capture 'cudagraphs' replays CUDA graphs, and the device is {dev}; use 'compile' on a "
-                              "CPU.")
+        from medssl_core.train.capture import check_capture
+
+        check_capture(capture, dev)
         settings = deep_merge(settings, {"pretrain": {"train": {"capture": capture}}})
     if overrides is not None:
         settings = deep_merge(settings, overrides if isinstance(overrides, dict) else read_overrides(overrides))

@@ -341,9 +341,9 @@ def cmd_bench(args) -> int:
     bf16 = use_bf16(device, args.amp)
     channels_last = not args.no_channels_last
     workers = default_workers() if args.workers is None else args.workers
-    pipelines = PIPELINES if args.pipelines is None else tuple(filter(None, map(str.strip, args.pipelines.split(","))))
+    pipelines = tuple(_csv_list(args.pipelines, "--pipelines") or PIPELINES)
     unknown = sorted(set(pipelines) - set(PIPELINES))
-    if unknown or not pipelines:
+    if unknown:
         raise ConfigError(f"--pipelines {args.pipelines!r}: unknown {unknown}; choose among {', '.join(PIPELINES)}.")
     print(f"medssl bench [{grid}] on {device}: {len(GRIDS[grid])} cases x {len(pipelines)} pipelines, {args.steps} "
           f"steps x {args.repeats} repeats after a warm-up, bf16 {bf16}, channels_last {channels_last}, {workers} "

@@ -28,6 +28,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def dynamo_without_inductor(monkeypatch):
+    """torch.compile through dynamo's eager backend: what dynamo traces, guards and recompiles is tested in seconds,
+    without inductor's code generation (20-80 s a model on these cores; tests/test_capture.py tests that once)."""
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: compile_(fn, backend="eager"))
+
+
 @pytest.fixture(scope="session")
 def medmnist_dir() -> Path:
     """The real, official MedMNIST files beside the checkout. Missing means a broken setup: fail, never skip."""

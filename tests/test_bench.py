@@ -23,12 +23,8 @@ def tiny_method(case, device, channels_last):
     return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
-def test_bench_smoke_writes_rows_and_prints_ratios(tmp_path, capsys, monkeypatch):
-    from medssl_core.train import capture
-
+def test_bench_smoke_writes_rows_and_prints_ratios(tmp_path, capsys, monkeypatch, dynamo_without_inductor):
     monkeypatch.setattr(bench, "case_method", tiny_method)
-    compile_ = torch.compile  # dynamo's eager backend: inductor's compilation (tests/test_capture.py) takes 20 s here
-    monkeypatch.setattr(capture.torch, "compile", lambda fn, mode=None: compile_(fn, backend="eager"))
     db = tmp_path / "r.duckdb"
     assert main(["bench", "--grid", "smoke", "--steps", "2", "--repeats", "1", "--workers", "1", "--device", "cpu",
                  "--db", str(db)]) == 0

@@ -128,14 +128,10 @@ def test_replicate_capture_is_a_setting_of_the_pretrainings(tmp_path, medmnist_d
         planned(capture="cudagraphs")
 
 
-def test_an_integer_the_method_changes_each_epoch_does_not_compile_the_step_again_each_time(monkeypatch):
+def test_an_integer_the_method_changes_each_epoch_does_not_compile_the_step_again_each_time(dynamo_without_inductor):
     from torch._dynamo.utils import counters
 
     from medssl_core.methods.simclr import SimCLR
-    from medssl_core.train import capture
-
-    compile_ = torch.compile  # dynamo decides what to compile again; its eager backend skips inductor's minute
-    monkeypatch.setattr(capture.torch, "compile", lambda fn, mode=None: compile_(fn, backend="eager"))
 
     class EpochWeighted(SimCLR):  # a loss weight that follows the epoch, as MedSGSSL's mask ratio does
         epoch = 0

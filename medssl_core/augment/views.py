@@ -280,11 +280,11 @@ class Draw:
 
     def to(self, device: torch.device) -> Draw:
         """Every tensor on ``device``; on CUDA from pinned memory without blocking (no host sync per step)."""
-        def move(t: Tensor | None) -> Tensor | None:
-            if t is None or device.type != "cuda":
-                return t
-            return t.pin_memory().to(device, non_blocking=True)
-        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self) if f.name != "jitter_order"})
+        if device.type != "cuda":
+            return self  # drawn on the CPU: already there
+        moved = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "jitter_order"}
+        return replace(self, **{k: t.pin_memory().to(device, non_blocking=True) for k, t in moved.items()
+                                if t is not None})
 
 
 def _jitter_ops(cfg: AugmentConfig) -> list[tuple]:

@@ -65,7 +65,7 @@ class Case:
 
 GRIDS = {
     "full": [Case(a, s, m) for a in ("resnet18", "resnet50") for s in (28, 64, 224) for m in METHODS],
-    "quick": [Case("resnet18", s, m) for s in (28, 64) for m in METHODS],  # 8 minutes on 2 CPU cores
+    "quick": [Case("resnet18", s, m) for s in (28, 64) for m in METHODS],  # about 15 minutes on 2 CPU cores
     # the launch-bound sizes where the captured step matters most (the GPU check's captured bench: two compilations)
     "small": [Case("resnet18", s, "simclr") for s in (28, 64)],
     "smoke": [Case("resnet18", 28, "simclr", 32)],  # CI: every pipeline runs, the numbers say little

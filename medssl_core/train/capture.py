@@ -25,13 +25,18 @@ from medssl_core.methods import Method
 from medssl_core.methods.base import StepOutput
 
 
+def check_capture(capture: str, device: torch.device) -> None:
+    """Refuse a capture this device cannot run (also before a replication plans anything)."""
+    if capture == "cudagraphs" and device.type != "cuda":
+        raise ConfigError(f"train.capture 'cudagraphs' replays CUDA graphs and needs a CUDA device, not {device}; use "
+                          "'compile' (or 'off') on the CPU.")
+
+
 def captured_step(method: Method, augment: BatchAugment, capture: str, device: torch.device,
                   bf16: bool) -> Callable[[Batch, torch.Generator], StepOutput]:
     """The step ``(batch, generator) -> StepOutput`` compiled as ``capture`` asks: 'compile' (inductor's default
     mode) or 'cudagraphs' (its 'reduce-overhead' mode: CUDA graphs, CUDA only)."""
-    if capture == "cudagraphs" and device.type != "cuda":
-        raise ConfigError("train.capture 'cudagraphs' replays CUDA graphs and needs a CUDA device; use 'compile' (or "
-                          "'off') on the CPU.")
+    check_capture(capture, device)
     if capture not in ("compile", "cudagraphs"):
         raise ConfigError(f"Unknown train.capture {capture!r}; use off, compile or cudagraphs.")
 
